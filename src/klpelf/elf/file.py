@@ -1,0 +1,342 @@
+"""The ELF object model: header, sections, and typed views of their contents.
+
+An :class:`ElfFile` is created by :func:`klpelf.elf.reader.read_elf` and written
+by :func:`klpelf.elf.writer.write_elf`.  Section contents stay zero-copy views of
+the input until an edit replaces them.  Symbol tables, relocation sections,
+string tables and ``.modinfo`` get typed views (built on first use and cached), and
+every edit goes through those views or through the methods here, which keep the
+cross references (sh_link, sh_info, symbol indices) consistent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from klpelf.elf.constants import EM, ET, SHF, SHT
+from klpelf.elf.layout import Layout
+from klpelf.elf.strtab import StringTable
+from klpelf.errors import ElfEditError, ElfFormatError
+
+if TYPE_CHECKING:
+    from klpelf.elf.modinfo import Modinfo
+    from klpelf.elf.relocs import RelocationTable
+    from klpelf.elf.symbols import SymbolTable
+    from klpelf.io import Buffer
+
+#: The kernel's MODULE_SIG_STRING (include/linux/module_signature.h): the last
+#: bytes of a module with an appended signature.
+MODULE_SIG_STRING = b"~Module signature appended~\n"
+
+
+@dataclass(slots=True)
+class ElfHeader:
+    """Elf32_Ehdr / Elf64_Ehdr after e_ident, field for field."""
+
+    e_type: int
+    e_machine: int
+    e_version: int
+    e_entry: int
+    e_phoff: int
+    e_shoff: int
+    e_flags: int
+    e_ehsize: int
+    e_phentsize: int
+    e_phnum: int
+    e_shentsize: int
+    e_shnum: int
+    e_shstrndx: int
+
+
+@dataclass(slots=True, eq=False)
+class Section:
+    """One section header and its contents.
+
+    ``sh_*`` are the raw header fields.  ``orig_offset`` and ``orig_size`` remember
+    where the contents were in the input, for the writer's layout; a section added
+    by an edit has ``orig_offset`` None.
+    """
+
+    elf: ElfFile = field(repr=False)
+    index: int
+    name: str
+    sh_name: int
+    sh_type: int
+    sh_flags: int
+    sh_addr: int
+    sh_offset: int
+    sh_size: int
+    sh_link: int
+    sh_info: int
+    sh_addralign: int
+    sh_entsize: int
+    orig_offset: int | None = None
+    orig_size: int = 0
+    _data: bytes | bytearray | memoryview = field(default=b"", repr=False)
+    #: the contents changed since reading (the writer re-serialises them)
+    dirty: bool = field(default=False, repr=False)
+
+    @property
+    def data(self) -> bytes | bytearray | memoryview:
+        """The section contents (empty for SHT_NOBITS)."""
+        return self._data
+
+    def set_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Replace the contents; sh_size follows (except for SHT_NOBITS)."""
+        self._data = data
+        if self.sh_type != SHT.NOBITS:
+            self.sh_size = len(data)
+        self.dirty = True
+        self.elf.modified = True
+
+    @property
+    def file_size(self) -> int:
+        """Bytes the section occupies in the file."""
+        return 0 if self.sh_type in (SHT.NOBITS, SHT.NULL) else self.sh_size
+
+    @property
+    def flags(self) -> SHF:
+        return SHF(self.sh_flags)
+
+    @property
+    def is_alloc(self) -> bool:
+        return bool(self.sh_flags & SHF.ALLOC)
+
+    @property
+    def is_relocation(self) -> bool:
+        return self.sh_type in (SHT.REL, SHT.RELA)
+
+    def __str__(self) -> str:
+        return f"[{self.index}] {self.name}"
+
+
+class ElfFile:
+    """An ELF object: use :func:`klpelf.elf.reader.read_elf` or :func:`open_elf` to get one."""
+
+    def __init__(
+        self,
+        *,
+        path: str | None,
+        buf: Buffer,
+        layout: Layout,
+        ident: bytes,
+        header: ElfHeader,
+        extended_numbering: bool,
+        phdr_range: tuple[int, int] | None,
+    ) -> None:
+        self.path = path
+        self.buf = buf
+        self.layout = layout
+        self.ident = ident
+        self.header = header
+        #: e_shnum/e_shstrndx were stored in section 0 (needed past 0xff00 sections)
+        self.extended_numbering = extended_numbering
+        #: (offset, size) of the program header table, kept as it is
+        self.phdr_range = phdr_range
+        self.sections: list[Section] = []
+        #: bytes after the last ELF structure, such as an appended module signature
+        self.trailer: bytes | memoryview = b""
+        self.trailer_offset = 0
+        #: where the input had its section header table, how many entries, and the raw
+        #: e_shnum/e_shstrndx fields (0 / SHN_XINDEX under extended numbering)
+        self.orig_shoff = header.e_shoff
+        self.orig_shnum = 0
+        self.raw_shnum = header.e_shnum
+        self.raw_shstrndx = header.e_shstrndx
+        self.modified = False
+        self._shstrtab: StringTable | None = None
+        self._strtabs: dict[int, StringTable] = {}
+        self._symtabs: dict[int, SymbolTable] = {}
+        self._relocs: dict[int, RelocationTable] = {}
+        self._modinfo: Modinfo | None = None
+
+    # --- identity -------------------------------------------------------------------
+
+    @property
+    def machine(self) -> int:
+        return self.header.e_machine
+
+    @property
+    def machine_name(self) -> str:
+        try:
+            return EM(self.machine).name.lower()
+        except ValueError:
+            return f"machine {self.machine}"
+
+    @property
+    def is64(self) -> bool:
+        return self.layout.is64
+
+    @property
+    def byteorder(self) -> str:
+        return "little" if self.layout.byteorder == "<" else "big"
+
+    @property
+    def is_relocatable(self) -> bool:
+        return self.header.e_type == ET.REL
+
+    @property
+    def has_module_signature(self) -> bool:
+        return bytes(self.trailer[-len(MODULE_SIG_STRING) :]) == MODULE_SIG_STRING
+
+    def strip_signature(self) -> None:
+        """Drop an appended module signature (an edit invalidates it anyway)."""
+        if self.trailer:
+            self.trailer = b""
+            self.modified = True
+
+    def error(self, message: str, section: Section | None = None) -> ElfFormatError:
+        """An ElfFormatError about this file (and section), for the views to raise."""
+        where = f"section {section}: " if section is not None else ""
+        return ElfFormatError(where + message, path=self.path)
+
+    # --- sections -------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Section]:
+        return iter(self.sections)
+
+    def section(self, index: int) -> Section:
+        if not 0 <= index < len(self.sections):
+            raise self.error(f"section index {index} out of range (0..{len(self.sections) - 1})")
+        return self.sections[index]
+
+    def section_by_name(self, name: str) -> Section | None:
+        """The first section called ``name``, or None."""
+        for sec in self.sections:
+            if sec.name == name:
+                return sec
+        return None
+
+    def sections_of_type(self, sh_type: int) -> list[Section]:
+        return [s for s in self.sections if s.sh_type == sh_type]
+
+    @property
+    def shstrtab(self) -> StringTable:
+        if self._shstrtab is None:
+            self._shstrtab = self.strtab(self.section(self.header.e_shstrndx))
+        return self._shstrtab
+
+    def strtab(self, section: Section) -> StringTable:
+        """The string-table view of ``section`` (checked to be SHT_STRTAB)."""
+        tab = self._strtabs.get(section.index)
+        if tab is None:
+            if section.sh_type != SHT.STRTAB:
+                raise self.error("is not a string table (SHT_STRTAB)", section)
+            tab = self._strtabs[section.index] = StringTable(section)
+        return tab
+
+    # --- symbols and relocations ----------------------------------------------------
+
+    @property
+    def symtab(self) -> SymbolTable | None:
+        """The SHT_SYMTAB of the object (the first, if there are several), or None."""
+        tabs = self.sections_of_type(SHT.SYMTAB)
+        return self.symbol_table(tabs[0]) if tabs else None
+
+    def symbol_table(self, section: Section) -> SymbolTable:
+        tab = self._symtabs.get(section.index)
+        if tab is None:
+            from klpelf.elf.symbols import SymbolTable
+
+            tab = self._symtabs[section.index] = SymbolTable(self, section)
+        return tab
+
+    @property
+    def relocation_sections(self) -> list[Section]:
+        return [s for s in self.sections if s.sh_type in (SHT.REL, SHT.RELA)]
+
+    def relocations(self, section: Section) -> RelocationTable:
+        tab = self._relocs.get(section.index)
+        if tab is None:
+            from klpelf.elf.relocs import RelocationTable
+
+            tab = self._relocs[section.index] = RelocationTable(self, section)
+        return tab
+
+    @property
+    def modinfo(self) -> Modinfo | None:
+        """The ``.modinfo`` view, or None if the object has no such section."""
+        if self._modinfo is None:
+            sec = self.section_by_name(".modinfo")
+            if sec is None or sec.sh_type == SHT.NOBITS:
+                return None
+            from klpelf.elf.modinfo import Modinfo
+
+            self._modinfo = Modinfo(sec)
+        return self._modinfo
+
+    # --- edits ----------------------------------------------------------------------
+
+    def _require_relocatable(self, what: str) -> None:
+        if self.phdr_range is not None or not self.is_relocatable:
+            raise ElfEditError(
+                f"{what}: only relocatable objects (ET_REL) can be edited", path=self.path
+            )
+
+    def rename_section(self, section: Section, name: str) -> None:
+        """Give ``section`` a new name (added to .shstrtab; old offsets stay valid)."""
+        self._require_relocatable("rename section")
+        section.sh_name = self.shstrtab.add(name)
+        section.name = name
+        self.modified = True
+
+    def add_section(
+        self,
+        name: str,
+        sh_type: int,
+        *,
+        sh_flags: int = 0,
+        data: bytes | bytearray = b"",
+        sh_link: int = 0,
+        sh_info: int = 0,
+        sh_addralign: int = 1,
+        sh_entsize: int = 0,
+        sh_addr: int = 0,
+    ) -> Section:
+        """Append a section at the end of the section header table and return it.
+
+        Existing section indices do not change, so nothing else needs rewriting.
+        """
+        self._require_relocatable("add section")
+        sec = Section(
+            elf=self, index=len(self.sections), name=name, sh_name=0, sh_type=sh_type,
+            sh_flags=sh_flags, sh_addr=sh_addr, sh_offset=0, sh_size=0, sh_link=sh_link,
+            sh_info=sh_info, sh_addralign=sh_addralign, sh_entsize=sh_entsize,
+        )  # fmt: skip
+        self.sections.append(sec)
+        sec.sh_name = self.shstrtab.add(name)
+        sec.set_data(bytes(data))
+        if sh_type == SHT.NOBITS:
+            sec.sh_size = len(data)
+            sec._data = b""
+        self.modified = True
+        return sec
+
+    def add_relocation_section(
+        self,
+        name: str,
+        target: Section,
+        *,
+        symtab: Section | None = None,
+        rela: bool = True,
+        extra_flags: int = 0,
+    ) -> Section:
+        """Add an empty SHT_RELA (or SHT_REL) section for ``target``.
+
+        It gets SHF_INFO_LINK, sh_link the symbol table, sh_info the target, and the
+        entry size and alignment of the ELF class, as GNU as writes them.
+        """
+        if symtab is None:
+            tabs = self.sections_of_type(SHT.SYMTAB)
+            if len(tabs) != 1:
+                raise ElfEditError(
+                    "add relocation section: the object needs exactly one symbol table"
+                )
+            symtab = tabs[0]
+        lay = self.layout
+        return self.add_section(
+            name, SHT.RELA if rela else SHT.REL, sh_flags=SHF.INFO_LINK | extra_flags,
+            sh_link=symtab.index, sh_info=target.index, sh_addralign=lay.word_align,
+            sh_entsize=lay.rela_size if rela else lay.rel_size,
+        )  # fmt: skip

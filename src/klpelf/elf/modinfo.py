@@ -1,0 +1,101 @@
+"""The ``.modinfo`` section: NUL-separated ``key=value`` strings.
+
+The kernel's ``get_next_modinfo()`` (kernel/module/main.c) walks the strings and
+skips runs of NUL padding, and so do kmod and this view.  That is what makes the
+edits safe: a replaced value that does not fit is blanked with NULs in place and
+the new entry appended, so the offsets of the other entries, which symbols such as
+``__UNIQUE_ID_livepatch123`` point at, never move.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from klpelf.elf.strtab import decode_name, encode_name
+
+if TYPE_CHECKING:
+    from klpelf.elf.file import Section
+
+
+@dataclass(frozen=True, slots=True)
+class ModinfoEntry:
+    offset: int
+    key: str
+    value: str
+    #: bytes the entry occupies, NUL excluded
+    length: int
+    #: the key is followed by '=' (the kernel ignores entries without one)
+    has_eq: bool = True
+
+
+class Modinfo:
+    """Read and edit the entries of a ``.modinfo`` section."""
+
+    def __init__(self, section: Section) -> None:
+        self.section = section
+        self._data = bytearray(section.data)
+        self._entries = self._parse()
+
+    def _parse(self) -> list[ModinfoEntry]:
+        out: list[ModinfoEntry] = []
+        data = self._data
+        pos, n = 0, len(data)
+        while pos < n:
+            if data[pos] == 0:
+                pos += 1
+                continue
+            end = data.find(b"\0", pos)
+            if end < 0:
+                end = n  # the last string lacks its NUL; the kernel stops at the size too
+            raw = bytes(data[pos:end])
+            key, sep, value = raw.partition(b"=")
+            out.append(
+                ModinfoEntry(pos, decode_name(key), decode_name(value), end - pos, bool(sep))
+            )
+            pos = end + 1
+        return out
+
+    @property
+    def entries(self) -> list[ModinfoEntry]:
+        return list(self._entries)
+
+    def get(self, key: str) -> str | None:
+        """The first value for ``key``, as the kernel's get_modinfo() returns it; None if absent.
+
+        Like the kernel, an entry counts only when the key is followed by ``=``.
+        """
+        for e in self._entries:
+            if e.key == key and e.has_eq:
+                return e.value
+        return None
+
+    def get_all(self, key: str) -> list[str]:
+        return [e.value for e in self._entries if e.key == key and e.has_eq]
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def set(self, key: str, value: str) -> None:
+        """Replace the first ``key`` entry (others with the same key are blanked), or add it."""
+        raw = encode_name(f"{key}={value}")
+        first = True
+        for e in [e for e in self._entries if e.key == key and e.has_eq]:
+            if first and len(raw) <= e.length:
+                self._data[e.offset : e.offset + e.length] = raw + b"\0" * (e.length - len(raw))
+                first = False
+                raw = b""
+            else:
+                self._data[e.offset : e.offset + e.length] = b"\0" * e.length
+        if raw:
+            self._data += raw + b"\0"
+        self._commit()
+
+    def add(self, key: str, value: str) -> None:
+        """Append an entry, keeping existing ones (for keys that repeat: alias, depends...)."""
+        self._data += encode_name(f"{key}={value}") + b"\0"
+        self._commit()
+
+    def _commit(self) -> None:
+        self.section.set_data(bytes(self._data))
+        self._entries = self._parse()

@@ -1,0 +1,177 @@
+"""Serialise an :class:`~klpelf.elf.file.ElfFile` back to bytes.
+
+Layout policy, chosen so that an unmodified object comes out byte-identical and an
+edited one changes as little as possible:
+
+* When no section changed size and none was added, every section keeps its offset;
+  the output is the input with the changed contents and headers written over it.
+* Otherwise the file is laid out again in the input's offset order: each section
+  (and the section header table) follows the previous one at its alignment,
+  keeping any gap wider than the alignment that the input had, and copying the
+  gap's bytes.  New sections go just before the section header table when that
+  table was last (as ``ld -r`` and ``as`` write it), else at the end.  Bytes after
+  the last structure (an appended module signature) follow the last structure.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from klpelf.elf.constants import SHN, SHT
+from klpelf.elf.file import ElfFile, Section
+from klpelf.elf.layout import EI_NIDENT
+from klpelf.errors import ElfEditError
+from klpelf.io import write_atomic
+
+
+@dataclass(slots=True)
+class _Item:
+    orig_offset: int | None
+    orig_end: int
+    size: int  # bytes in the output
+    align: int
+    section: Section | None  # None: the section header table
+    start: int = 0
+
+
+def _align_up(x: int, a: int) -> int:
+    return x if a <= 1 else (x + a - 1) // a * a
+
+
+def write_elf(elf: ElfFile) -> bytes:
+    """Return the bytes of ``elf`` as it is now (its edits included)."""
+    lay = elf.layout
+    secs = elf.sections
+    shnum = len(secs)
+    shentsize = lay.shdr.size
+    items = _layout_items(elf)
+    size_changed = (
+        shnum != elf.orig_shnum
+        or any(
+            it.section is not None and it.size != it.orig_end - (it.orig_offset or 0)
+            for it in items
+        )
+        or any(it.orig_offset is None for it in items)
+    )
+    if elf.phdr_range is not None and size_changed:
+        raise ElfEditError("cannot lay out again an object with program headers", path=elf.path)
+
+    if not size_changed:
+        for it in items:
+            it.start = it.orig_offset if it.orig_offset is not None else 0
+        end = elf.trailer_offset
+    else:
+        end = _place(elf, items)
+    total = end + len(elf.trailer)
+
+    if size_changed:
+        out = bytearray(total)
+        _copy_gaps(elf, items, out)
+    else:
+        out = bytearray(memoryview(elf.buf)[: elf.trailer_offset])
+        out += elf.trailer
+
+    # ELF header (e_ident is copied as read, padding bytes included)
+    h = elf.header
+    shoff = next(it.start for it in items if it.section is None) if shnum else h.e_shoff
+    use_ext_shnum = shnum >= SHN.LORESERVE or (elf.raw_shnum == 0 and shnum > 0)
+    use_ext_strndx = h.e_shstrndx >= SHN.LORESERVE or (elf.raw_shstrndx == SHN.XINDEX and shnum > 0)
+    if shnum:
+        if use_ext_shnum:
+            secs[0].sh_size = shnum
+        if use_ext_strndx:
+            secs[0].sh_link = h.e_shstrndx
+    out[:EI_NIDENT] = elf.ident
+    lay.ehdr.pack_into(
+        out, EI_NIDENT, h.e_type, h.e_machine, h.e_version, h.e_entry, h.e_phoff, shoff,
+        h.e_flags, h.e_ehsize, h.e_phentsize, h.e_phnum, h.e_shentsize,
+        0 if use_ext_shnum else shnum, SHN.XINDEX if use_ext_strndx else h.e_shstrndx,
+    )  # fmt: skip
+
+    for it in items:
+        sec = it.section
+        if sec is None:
+            continue
+        if sec.sh_type != SHT.NULL:
+            sec.sh_offset = it.start
+        if it.size and (sec.dirty or size_changed):
+            out[it.start : it.start + it.size] = sec.data
+    for sec in secs:
+        lay.shdr.pack_into(
+            out, shoff + sec.index * shentsize, sec.sh_name, sec.sh_type, sec.sh_flags,
+            sec.sh_addr, sec.sh_offset, sec.sh_size, sec.sh_link, sec.sh_info,
+            sec.sh_addralign, sec.sh_entsize,
+        )  # fmt: skip
+    if size_changed and elf.trailer:
+        out[end:] = elf.trailer
+    h.e_shoff = shoff
+    return bytes(out)
+
+
+def _layout_items(elf: ElfFile) -> list[_Item]:
+    lay = elf.layout
+    items: list[_Item] = []
+    for sec in elf.sections[1:]:
+        size = sec.file_size
+        if sec.orig_offset is None:
+            items.append(_Item(None, 0, size, max(sec.sh_addralign, 1), sec))
+        else:
+            orig_size = 0 if sec.sh_type in (SHT.NOBITS, SHT.NULL) else sec.orig_size
+            items.append(_Item(sec.orig_offset, sec.orig_offset + orig_size, size,
+                               max(sec.sh_addralign, 1), sec))  # fmt: skip
+    if elf.sections:
+        # section 0 (SHT_NULL) carries no contents; keep it in the list for sh_offset
+        items.insert(0, _Item(elf.sections[0].sh_offset, elf.sections[0].sh_offset, 0, 1,
+                              elf.sections[0]))  # fmt: skip
+        shsize = len(elf.sections) * lay.shdr.size
+        orig_shsize = elf.orig_shnum * lay.shdr.size
+        table_end = elf.orig_shoff + orig_shsize
+        items.append(_Item(elf.orig_shoff, table_end, shsize, lay.word_align, None))
+    return items
+
+
+def _place(elf: ElfFile, items: list[_Item]) -> int:
+    old = [it for it in items if it.orig_offset is not None and it.section is not None
+           and it.section.index != 0]  # fmt: skip
+    new = [it for it in items if it.orig_offset is None]
+    table = [it for it in items if it.section is None]
+    old_and_table = sorted(old + table, key=lambda it: (it.orig_offset or 0, it.size > 0))
+    if table and old_and_table and old_and_table[-1] is table[0]:
+        order = old_and_table[:-1] + new + table
+    else:
+        order = old_and_table + new
+    cursor = elf.layout.ehdr_size
+    prev_orig_end = cursor
+    for it in order:
+        gap = 0
+        if it.orig_offset is not None:
+            gap = max(0, it.orig_offset - prev_orig_end)
+            prev_orig_end = max(prev_orig_end, it.orig_end)
+        it.start = _align_up(cursor + (gap if gap >= it.align else 0), it.align)
+        cursor = max(cursor, it.start + it.size)
+    return cursor
+
+
+def _copy_gaps(elf: ElfFile, items: list[_Item], out: bytearray) -> None:
+    # Reproduce the bytes between structures (usually zero padding) where the input
+    # had a gap before the same structure.
+    buf = memoryview(elf.buf)
+    placed = sorted((it for it in items if it.orig_offset is not None and it.size),
+                    key=lambda it: it.start)  # fmt: skip
+    prev_orig_end, prev_new_end = elf.layout.ehdr_size, elf.layout.ehdr_size
+    for it in placed:
+        assert it.orig_offset is not None
+        n = min(it.orig_offset - prev_orig_end, it.start - prev_new_end)
+        if n > 0:
+            out[prev_new_end : prev_new_end + n] = buf[prev_orig_end : prev_orig_end + n]
+        prev_orig_end, prev_new_end = it.orig_end, it.start + it.size
+
+
+def save_elf(elf: ElfFile, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """Write ``elf`` to ``path`` atomically (temporary file, then rename).
+
+    :param overwrite: replace ``path`` if it exists; without it an existing file is
+        never touched, so the input cannot be lost by accident.
+    """
+    write_atomic(path, write_elf(elf), overwrite=overwrite)

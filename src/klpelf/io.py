@@ -1,0 +1,153 @@
+"""Reading input files (plain, or compressed as kmod accepts them) and writing outputs atomically.
+
+Plain files are memory-mapped, so a 19 MB module costs no copy until a table is
+decoded.  Compressed modules (.ko.xz, .ko.zst, .ko.gz) are recognised by their magic
+bytes, not by their name, as kmod's ``kmod_file_open()`` does, and are decompressed
+in memory with a hard cap so that a decompression bomb cannot exhaust memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from klpelf.errors import InputError
+
+#: What the reader accepts: bytes, or a read-only memory map of a file.
+Buffer = bytes | bytearray | memoryview | mmap.mmap
+
+#: Largest decompressed module accepted.  The biggest module of a Debian kernel
+#: (amdgpu.ko) is about 20 MiB; a vmlinux with symbols is a few hundred MiB.
+MAX_DECOMPRESSED = 1 << 30
+
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def compression_of(head: bytes) -> str | None:
+    """Name the compression format of data starting with ``head``, or None."""
+    if head.startswith(_XZ_MAGIC):
+        return "xz"
+    if head.startswith(_ZSTD_MAGIC):
+        return "zstd"
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    return None
+
+
+def read_input(path: str | os.PathLike[str]) -> Buffer:
+    """Return the (decompressed) contents of ``path`` as a read-only buffer.
+
+    :raises InputError: the path is missing, not a regular file, unreadable, or its
+        compressed contents are corrupt or larger than :data:`MAX_DECOMPRESSED`.
+    """
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, os.O_RDONLY)
+    except OSError as e:
+        raise InputError(e.strerror or str(e), path=name) from e
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError("is a directory", path=name)
+        if not stat.S_ISREG(st.st_mode):
+            # A pipe or character device: read it whole, bounded.
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read(MAX_DECOMPRESSED + 1)
+            if len(data) > MAX_DECOMPRESSED:
+                raise InputError("input is larger than 1 GiB", path=name)
+            return _maybe_decompress(data, name)
+        if st.st_size == 0:
+            return b""
+        try:
+            mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except OSError as e:
+            raise InputError(e.strerror or str(e), path=name) from e
+        if compression_of(mm[:8]) is None:
+            return mm
+        data = mm[:]
+        mm.close()
+        return _maybe_decompress(data, name)
+    except OSError as e:
+        raise InputError(e.strerror or str(e), path=name) from e
+    finally:
+        os.close(fd)
+
+
+def _maybe_decompress(data: bytes, name: str) -> bytes:
+    kind = compression_of(data[:8])
+    if kind is None:
+        return data
+    try:
+        if kind == "xz":
+            import lzma
+
+            out = lzma.LZMADecompressor().decompress(data, MAX_DECOMPRESSED + 1)
+        elif kind == "gzip":
+            import zlib
+
+            d = zlib.decompressobj(wbits=31)
+            out = d.decompress(data, MAX_DECOMPRESSED + 1)
+        else:
+            out = _unzstd(data)
+    except InputError as e:
+        raise e.with_path(name) from None
+    except Exception as e:  # each codec raises its own error type on corrupt input
+        raise InputError(f"corrupt {kind} data: {e}", path=name) from e
+    if len(out) > MAX_DECOMPRESSED:
+        raise InputError(f"{kind} data decompresses to more than 1 GiB", path=name)
+    return out
+
+
+def _unzstd(data: bytes) -> bytes:
+    try:
+        import zstandard
+    except ImportError as e:
+        raise InputError("zstd-compressed input needs the 'zstandard' package") from e
+    reader = zstandard.ZstdDecompressor().stream_reader(data)
+    out = reader.read(MAX_DECOMPRESSED + 1)
+    chunks = [out]
+    while out and sum(map(len, chunks)) <= MAX_DECOMPRESSED:
+        out = reader.read(MAX_DECOMPRESSED + 1)
+        chunks.append(out)
+    return b"".join(chunks)
+
+
+def write_atomic(path: str | os.PathLike[str], data: Buffer, *, overwrite: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename.
+
+    A reader of ``path`` sees either the old file or the whole new one, never a torn
+    write.  An existing file is replaced only with ``overwrite=True``; klpelf never
+    overwrites the file a user gave as input unless asked to.  The new file gets
+    the mode of the file it replaces, or 0644 less the umask.
+
+    :raises InputError: the file exists and ``overwrite`` is false, or the write failed.
+    """
+    target = Path(path)
+    if not overwrite and target.exists():
+        raise InputError("output file exists (refusing to overwrite it)", path=str(target))
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o644 & ~umask
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        if isinstance(e, OSError):
+            raise InputError(e.strerror or str(e), path=str(target)) from e
+        raise

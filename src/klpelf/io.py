@@ -73,6 +73,8 @@ def read_input(path: str | os.PathLike[str]) -> Buffer:
         data = mm[:]
         mm.close()
         return _maybe_decompress(data, name)
+    except InputError:
+        raise
     except OSError as e:
         raise InputError(e.strerror or str(e), path=name) from e
     finally:

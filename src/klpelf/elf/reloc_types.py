@@ -18,8 +18,9 @@ What readelf.c (``dump_relocations``) does, and so what this module mirrors:
   ``ELF32_R_TYPE(r_info)`` (``r_info & 0xff``) on ELF32.  Only EM_MIPS and
   EM_SPARCV9 decode r_info differently; none of the machines here do.
 * The table is chosen by e_machine alone, never by ELF class or data encoding.
-  There is no special display case for EM_PPC64 or EM_S390 (the only one in
-  that function is EM_ALPHA's R_ALPHA_LITUSE).
+  There is no special display case for EM_PPC64 or EM_S390, nor for any
+  machine here (the function has them only for EM_ALPHA's R_ALPHA_LITUSE and
+  for ELF64 MIPS, whose r_info packs three types).
 * A known type is printed ``"%-22s"`` with ``-W`` (never truncated; without
   ``-W`` it is ``"%-17.17s"``, cut to 17 characters).  An unknown one is printed
   ``"unrecognized: %-7lx"`` of ``type & 0xffffffff``: lower-case hex, no ``0x``,
@@ -1016,7 +1017,7 @@ _LOONGARCH: Final[dict[int, str]] = {
 # Types binutils 2.40's readelf does not know (it prints them "unrecognized:"),
 # named as later binutils, the psABIs and the kernel name them.
 _X86_64_AFTER_2_40: Final[dict[int, str]] = {
-    # APX relocations (x86-64 psABI; binutils 2.43 added CODE_4, 2.44 the rest).
+    # APX relocations (x86-64 psABI), added to binutils after 2.40.
     # One intermediate binutils header swapped 47 and 48; glibc, LLVM, Go and
     # binutils' own howto table agree on the order below.
     43: "R_X86_64_CODE_4_GOTPCRELX",

@@ -120,7 +120,8 @@ class RelocationTable:
         self._set(arr)
 
     def append(self, entries: npt.NDArray[np.void]) -> None:
-        self._set(np.concatenate([self._arr, entries.astype(self._arr.dtype)]))
+        # np.concatenate would convert to native byte order; keep the file's
+        self._set(np.concatenate([self._arr, entries], dtype=self._arr.dtype))
 
     def remove(self, mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.void]:
         """Remove the entries selected by ``mask`` and return them (in order)."""

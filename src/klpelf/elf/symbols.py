@@ -302,7 +302,8 @@ class SymbolTable:
             pos = self.section.sh_info
             self._renumber_from(pos)
             self.section.sh_info += 1
-        self._arr = np.concatenate([self._arr[:pos], new, self._arr[pos:]])
+        # np.concatenate would convert to native byte order; keep the file's
+        self._arr = np.concatenate([self._arr[:pos], new, self._arr[pos:]], dtype=self._arr.dtype)
         if self._xindex is not None:
             self._xindex = np.concatenate(
                 [self._xindex[:pos], np.array([xindex], self._xindex.dtype), self._xindex[pos:]]

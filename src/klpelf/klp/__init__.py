@@ -1,0 +1,1 @@
+"""The livepatch layer: klp names, the livepatch view of a module."""

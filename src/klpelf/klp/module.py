@@ -1,0 +1,206 @@
+"""The livepatch view of a kernel module: its objects, livepatch symbols and klp sections.
+
+Read-only, built over an :class:`~klpelf.elf.file.ElfFile`.  Names are parsed with
+the kernel's own formats (:mod:`klpelf.klp.names`); what does not parse is kept and
+labelled rather than dropped, so ``show`` can display it and ``check`` can judge it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from klpelf.elf.constants import SHF, SHN, SHT
+from klpelf.elf.file import ElfFile, Section
+from klpelf.elf.symbols import Symbol
+from klpelf.errors import KlpFormatError
+from klpelf.klp.names import (
+    KSYM_NAME_LEN,
+    KlpAnnotationName,
+    KlpRelaSectionName,
+    KlpSymbolName,
+    classify_symbol_name,
+    parse_draft_rel_section,
+)
+
+KLP_SYM_PREFIX = ".klp.sym."
+KLP_RELA_PREFIX = ".klp.rela."
+#: x86 alternatives/paravirt sections of v4.9..v5.7, removed in v5.8 ("livepatch: Remove .klp.arch")
+KLP_ARCH_PREFIX = ".klp.arch."
+#: the draft spelling of the 2016 review of module-elf-format.rst, never merged
+KLP_DRAFT_REL_PREFIX = ".klp.rel."
+
+
+@dataclass(frozen=True, slots=True)
+class LivepatchSymbol:
+    """A symbol with st_shndx == SHN_LIVEPATCH, or one named like a livepatch symbol."""
+
+    symbol: Symbol
+    #: the parsed name; None when the kernel's sscanf would reject it
+    parsed: KlpSymbolName | None
+    #: why the name does not parse (the kernel's message), when it does not
+    error: str | None = None
+
+    @property
+    def objname(self) -> str | None:
+        return self.parsed.objname if self.parsed else None
+
+
+@dataclass(frozen=True, slots=True)
+class KlpRelaSection:
+    """A klp relocation section: flagged SHF_RELA_LIVEPATCH or named ``.klp.rela.*``."""
+
+    section: Section
+    parsed: KlpRelaSectionName | None
+    error: str | None
+    target: Section | None
+    count: int
+
+    @property
+    def objname(self) -> str | None:
+        return self.parsed.objname if self.parsed else None
+
+    @property
+    def has_livepatch_flag(self) -> bool:
+        return bool(self.section.sh_flags & SHF.RELA_LIVEPATCH)
+
+
+@dataclass(slots=True)
+class KlpObject:
+    """Everything of one patched object (``vmlinux`` or a module name)."""
+
+    objname: str
+    symbols: list[LivepatchSymbol] = field(default_factory=list)
+    sections: list[KlpRelaSection] = field(default_factory=list)
+
+    @property
+    def is_vmlinux(self) -> bool:
+        return self.objname == "vmlinux"
+
+
+@dataclass(frozen=True, slots=True)
+class Oddity:
+    """Something klp-like that is not valid klp content (draft names, annotations, .klp.arch)."""
+
+    kind: str  # "draft-rel-section", "annotation-symbol", "klp-arch-section", ...
+    what: str  # the section or symbol, as "[index] name"
+    note: str
+
+
+class KlpModule:
+    """The livepatch view of one module; see :func:`klp_module`."""
+
+    def __init__(self, elf: ElfFile, *, ksym_name_len: int = KSYM_NAME_LEN) -> None:
+        self.elf = elf
+        self.ksym_name_len = ksym_name_len
+        mi = elf.modinfo
+        #: the raw value of the ``livepatch`` modinfo key, None when it is absent
+        self.livepatch: str | None = mi.get("livepatch") if mi else None
+        self.vermagic: str | None = mi.get("vermagic") if mi else None
+        self.name = _module_name(elf)
+        self.symbols: list[LivepatchSymbol] = []
+        self.sections: list[KlpRelaSection] = []
+        self.oddities: list[Oddity] = []
+        self._scan_symbols()
+        self._scan_sections()
+
+    @property
+    def is_livepatch(self) -> bool:
+        """Any ``livepatch=`` modinfo entry marks the module, whatever its value.
+
+        Mirrors check_modinfo_livepatch() in kernel/module/main.c.
+        """
+        return self.livepatch is not None
+
+    @property
+    def objects(self) -> dict[str, KlpObject]:
+        """Livepatch symbols and klp sections per object, vmlinux first, then by name."""
+        objs: dict[str, KlpObject] = {}
+        for s in self.symbols:
+            if s.objname is not None:
+                objs.setdefault(s.objname, KlpObject(s.objname)).symbols.append(s)
+        for sec in self.sections:
+            if sec.objname is not None:
+                objs.setdefault(sec.objname, KlpObject(sec.objname)).sections.append(sec)
+        return dict(sorted(objs.items(), key=lambda kv: (kv[0] != "vmlinux", kv[0])))
+
+    def _scan_symbols(self) -> None:
+        tab = self.elf.symtab
+        if tab is None:
+            return
+        names = tab.names()
+        lp = set(tab.indices_where_shndx(SHN.LIVEPATCH).tolist())
+        for i, name in enumerate(names):
+            if i not in lp and not name.startswith(KLP_SYM_PREFIX):
+                continue
+            sym = tab[i]
+            kind = classify_symbol_name(name)
+            if kind == "annotation":
+                ann = KlpAnnotationName.parse(name)
+                self.oddities.append(Oddity(
+                    "annotation-symbol", f"[{i}] {name}",
+                    f"klp-convert annotation for {ann.sym_objname}:{ann.name},{ann.sympos} "
+                    "(not converted to a livepatch symbol)",
+                ))  # fmt: skip
+                if i not in lp:
+                    continue
+            try:
+                parsed: KlpSymbolName | None = KlpSymbolName.parse(
+                    name, ksym_name_len=self.ksym_name_len
+                )
+                error = None
+            except KlpFormatError as e:
+                parsed, error = None, e.message
+            self.symbols.append(LivepatchSymbol(sym, parsed, error))
+
+    def _scan_sections(self) -> None:
+        elf = self.elf
+        for sec in elf.sections:
+            name = sec.name
+            if sec.sh_flags & SHF.RELA_LIVEPATCH or name.startswith(KLP_RELA_PREFIX):
+                try:
+                    parsed: KlpRelaSectionName | None = KlpRelaSectionName.parse(name)
+                    error = None
+                except KlpFormatError as e:
+                    parsed, error = None, e.message
+                target = elf.sections[sec.sh_info] if 0 < sec.sh_info < len(elf.sections) else None
+                count = sec.sh_size // sec.sh_entsize if sec.sh_entsize else 0
+                if sec.sh_type == SHT.NOBITS:
+                    count = 0
+                self.sections.append(KlpRelaSection(sec, parsed, error, target, count))
+            elif name.startswith(KLP_ARCH_PREFIX):
+                self.oddities.append(Oddity(
+                    "klp-arch-section", str(sec),
+                    ".klp.arch sections were removed in Linux 5.8 and are ignored since",
+                ))  # fmt: skip
+            elif parse_draft_rel_section(name) is not None:
+                self.oddities.append(Oddity(
+                    "draft-rel-section", str(sec),
+                    "'.klp.rel.' is the 2016 draft spelling; the kernel only knows '.klp.rela.'",
+                ))  # fmt: skip
+
+
+def klp_module(elf: ElfFile, *, ksym_name_len: int = KSYM_NAME_LEN) -> KlpModule:
+    """Build the livepatch view of ``elf``."""
+    return KlpModule(elf, ksym_name_len=ksym_name_len)
+
+
+def _module_name(elf: ElfFile) -> str:
+    # modpost writes MODULE_INFO(name, KBUILD_MODNAME) into every module's .mod.c;
+    # the loader takes the name from struct module in .gnu.linkonce.this_module,
+    # whose first field after `state` and `list` is char name[MODULE_NAME_LEN].
+    mi = elf.modinfo
+    if mi is not None:
+        name = mi.get("name")
+        if name:
+            return name
+    sec = elf.section_by_name(".gnu.linkonce.this_module")
+    if sec is not None and sec.sh_type != SHT.NOBITS:
+        off = 24 if elf.is64 else 12
+        raw = bytes(sec.data[off : off + 56]).split(b"\0", 1)[0]
+        if raw:
+            return raw.decode("utf-8", "surrogateescape")
+    base = os.path.basename(elf.path or "")
+    for ext in (".xz", ".zst", ".gz"):
+        base = base.removesuffix(ext)
+    return base.removesuffix(".ko").replace("-", "_")

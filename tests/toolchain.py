@@ -1,0 +1,145 @@
+"""Build small ELF objects for the tests with the system and cross toolchains."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    as_cmd: list[str]
+    #: a few lines of assembly with calls, data references and a local, per arch
+    asm: str
+
+
+_COMMON = """
+    .section .data.counter,"aw"
+    .globl shared_counter
+shared_counter: .long 0
+    .section .rodata.str1.1,"aMS",@progbits,1
+msg: .string "hello"
+"""
+
+TARGETS = [
+    Target(
+        "x86_64",
+        ["as", "--64"],
+        """
+    .text
+    .globl f
+    .type f,@function
+f:  call ext_func
+    movq ext_var(%rip), %rax
+    leaq msg(%rip), %rdi
+    jmp local_fn
+local_fn: ret
+    .section .data.ptrs,"aw"
+    .quad ext_func
+    .quad local_fn + 8
+"""
+        + _COMMON,
+    ),
+    Target(
+        "i386",
+        ["as", "--32"],
+        """
+    .text
+    .globl f
+f:  call ext_func
+    movl ext_var, %eax
+    movl $msg, %eax
+local_fn: ret
+    .section .data.ptrs,"aw"
+    .long ext_func
+"""
+        + _COMMON,
+    ),
+    Target(
+        "aarch64",
+        ["aarch64-linux-gnu-as"],
+        """
+    .text
+    .globl f
+f:  bl ext_func
+    adrp x0, ext_var
+    add x0, x0, :lo12:ext_var
+    b local_fn
+local_fn: ret
+    .section .data.ptrs,"aw"
+    .xword ext_func
+"""
+        + _COMMON,
+    ),
+    Target(
+        "ppc64le",
+        ["powerpc64le-linux-gnu-as", "-a64", "-mlittle"],
+        """
+    .text
+    .globl f
+f:  bl ext_func
+    nop
+    addis 3, 2, ext_var@toc@ha
+    ld 3, ext_var@toc@l(3)
+    b local_fn
+local_fn: blr
+    .section .data.ptrs,"aw"
+    .quad ext_func
+"""
+        + _COMMON,
+    ),
+    Target(
+        "s390x",
+        ["s390x-linux-gnu-as", "-m64"],
+        """
+    .text
+    .globl f
+f:  brasl %r14, ext_func@PLT
+    larl %r1, ext_var
+    j local_fn
+local_fn: br %r14
+    .section .data.ptrs,"aw"
+    .quad ext_func
+"""
+        + _COMMON,
+    ),
+    Target(
+        "s390-31",
+        ["s390x-linux-gnu-as", "-m31"],
+        """
+    .text
+    .globl f
+f:  bras %r14, local_fn
+local_fn: br %r14
+    .long ext_var
+    .section .data.ptrs,"aw"
+    .long ext_func
+"""
+        + _COMMON,
+    ),
+]
+
+
+def assemble(target: Target, dest: Path, source: str | None = None) -> Path:
+    """Assemble ``source`` (default: the target's sample) into ``dest``; skip if no assembler."""
+    if shutil.which(target.as_cmd[0]) is None:
+        pytest.skip(f"{target.as_cmd[0]} is not installed (Debian: binutils for {target.name})")
+    src = dest.with_suffix(".s")
+    src.write_text(source if source is not None else target.asm)
+    subprocess.run([*target.as_cmd, "-o", str(dest), str(src)], check=True, capture_output=True)
+    return dest
+
+
+def readelf(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["readelf", "-W", *args, str(path)],
+        capture_output=True,
+        text=True,
+        env={"LC_ALL": "C"},
+        check=False,
+    )

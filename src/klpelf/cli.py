@@ -34,6 +34,18 @@ def _build_parser() -> argparse.ArgumentParser:
     show.add_argument("-r", "--relocs", action="store_true", help="list every klp relocation")
     show.add_argument("--json", action="store_true", help="JSON output (schema klpelf.show/1)")
     show.set_defaults(func=_cmd_show)
+
+    conv = sub.add_parser(
+        "convert",
+        help="turn a built module into a livepatch module",
+        description="Annotation mode: undefined symbols named .klp.sym.<obj>.<sym>,<pos> (or "
+        "klp-convert's .klp.sym.rela.<lp_obj>.<obj>.<sym>,<pos>) become livepatch symbols, and "
+        "their relocations move to .klp.rela.<obj>.<section> sections. The input is never "
+        "modified; the output is written atomically.",
+    )
+    conv.add_argument("input", metavar="INPUT", help="module built by kbuild")
+    conv.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="livepatch module")
+    conv.set_defaults(func=_cmd_convert)
     return p
 
 
@@ -61,6 +73,35 @@ def _cmd_show(args: argparse.Namespace) -> int:
         json.dump({"schema": "klpelf.show/1", "modules": results}, sys.stdout, indent=2)
         print()
     return status
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    import os
+
+    from klpelf.elf.reader import open_elf
+    from klpelf.elf.writer import save_elf
+    from klpelf.klp.convert import convert_annotations
+
+    try:
+        if os.path.exists(args.output) and os.path.samefile(args.input, args.output):
+            print(f"klpelf: {args.output}: output is the input file (refusing to overwrite it)",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        elf = open_elf(args.input)
+        report = convert_annotations(elf)
+        save_elf(elf, args.output, overwrite=True)
+    except KlpError as e:
+        _error(e, args.input)
+        return 1
+    for _, old, new in report.symbols:
+        print(f"{args.output}: livepatch symbol {new}" + (f" (was {old})" if old != new else ""))
+    for name, n in report.sections.items():
+        print(f"{args.output}: {name}: {n} relocation{'s' if n != 1 else ''}")
+    if report.modinfo_added:
+        print(f"{args.output}: modinfo livepatch=Y added")
+    if report.signature_dropped:
+        print(f"{args.output}: module signature dropped (sign the output again)")
+    return 0
 
 
 def _error(e: KlpError, path: str) -> None:

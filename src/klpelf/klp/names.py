@@ -39,6 +39,18 @@ stored blob, with ``simple_strntoull()``), ``lib/kstrtox.c``
   then stored in an ``unsigned long``.  Without a field width the limit is
   ``INT_MAX`` digits.  Nothing after the number is checked (the format ends there).
 
+Sources: ``lib/vsprintf.c`` at torvalds/linux 387f7d81925c (newest stored, uses
+``simple_strntoull()``), at torvalds/linux 010e85f9e47c (pre-2021: ``simple_strtoul()``
+plus a divide-back loop that only runs with a field width) and in a v4.9-based tree
+(same ``%[`` code as today).  Not settled from source: the release that added ``%[``
+(it predates the v4.7 livepatch loader, which needs it; the commit was not found),
+the body of mainline ``skip_spaces()`` (assumed ``while (isspace(*str)) ++str;``, as in
+every copy seen), and 32-bit kernels, where ``unsigned long`` wraps at 2**32
+(:func:`kernel_sscanf` takes ``ulong_bits``; the klp classes assume 64).
+
+Names must be ``str`` that encode with ``surrogateescape`` (anything decoded from
+bytes that way does); others raise :class:`UnicodeEncodeError`.
+
 The kernel works on the NUL-terminated bytes of the string table.  klpelf decodes
 names as UTF-8 with ``errors="surrogateescape"``, so every function here encodes the
 ``str`` back to exactly those bytes before scanning: all widths (55, 511, 127) count

@@ -1,0 +1,136 @@
+"""Turn a built module into a livepatch module: annotated symbols become livepatch symbols.
+
+Annotation mode, compatible with klp-convert's minimal version: an undefined symbol
+named ``.klp.sym.<obj>.<sym>,<pos>`` (written with a C asm label or ``.set`` alias)
+or ``.klp.sym.rela.<lp_obj>.<obj>.<sym>,<pos>`` (klp-convert's annotation) becomes
+a livepatch symbol (canonical name, st_shndx SHN_LIVEPATCH, same index), and every
+relocation against it in an ordinary relocation section of an SHF_ALLOC section
+moves, in order, to ``.klp.rela.<obj>.<target section>``; the ``livepatch``
+modinfo entry is added when missing.  Nothing else changes, so converting a
+converted module changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from klpelf.elf.constants import SHF, SHN, SHT
+from klpelf.elf.file import ElfFile, Section
+from klpelf.elf.relocs import move_relocations
+from klpelf.errors import KlpFormatError
+from klpelf.klp.names import (
+    KlpAnnotationName,
+    KlpRelaSectionName,
+    KlpSymbolName,
+    classify_symbol_name,
+)
+
+#: SHF flags of a klp relocation section, as kpatch's create-klp-module and
+#: objtool's klp post-link write them.
+KLP_RELA_FLAGS = SHF.ALLOC | SHF.INFO_LINK | SHF.RELA_LIVEPATCH
+
+
+@dataclass(slots=True)
+class ConvertReport:
+    """What :func:`convert_annotations` changed."""
+
+    #: (symbol index, old name, new name)
+    symbols: list[tuple[int, str, str]] = field(default_factory=list)
+    #: (klp section name, relocations moved into it)
+    sections: dict[str, int] = field(default_factory=dict)
+    modinfo_added: bool = False
+    signature_dropped: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.symbols or self.sections or self.modinfo_added or self.signature_dropped)
+
+
+def klp_rela_section_name(objname: str, target: Section) -> str:
+    """``.klp.rela.<objname>.<section>``, the section name written without its leading dot."""
+    return f".klp.rela.{objname}.{target.name.removeprefix('.')}"
+
+
+def convert_annotations(elf: ElfFile) -> ConvertReport:
+    """Convert ``elf`` in place (the model, not the file); see the module docstring.
+
+    :raises KlpFormatError: a malformed annotation, or a relocation that a klp
+        section cannot carry (SHT_REL: the kernel reads klp sections as Elf_Rela).
+    """
+    report = ConvertReport()
+    tab = elf.symtab
+    if tab is None:
+        raise KlpFormatError("module has no symbols (stripped?)", path=elf.path)
+    objname_of: dict[int, str] = {}
+    for i, name in enumerate(tab.names()):
+        if not name.startswith(".klp.sym."):
+            continue
+        sym = tab[i]
+        if sym.st_shndx == SHN.LIVEPATCH:
+            continue
+        if sym.st_shndx != SHN.UNDEF:
+            raise KlpFormatError(
+                f"symbol {name} is defined in the module; a livepatch symbol must be undefined",
+                path=elf.path,
+            )
+        if classify_symbol_name(name) == "annotation":
+            canon = KlpAnnotationName.parse(name).to_symbol_name()
+        else:
+            canon = KlpSymbolName.parse(name)
+        new = str(canon)
+        tab.set_symbol(i, name=new if new != name else None, st_shndx=SHN.LIVEPATCH)
+        objname_of[i] = canon.objname
+        report.symbols.append((i, name, new))
+
+    if objname_of:
+        _move_relocations(elf, objname_of, report)
+    mi = elf.modinfo
+    if mi is None:
+        elf.add_section(".modinfo", SHT.PROGBITS, sh_flags=SHF.ALLOC, data=b"livepatch=Y\0")
+        report.modinfo_added = True
+    elif mi.get("livepatch") is None:
+        mi.set("livepatch", "Y")
+        report.modinfo_added = True
+    if report.changed and elf.has_module_signature:
+        elf.strip_signature()
+        report.signature_dropped = True
+    return report
+
+
+def _move_relocations(elf: ElfFile, objname_of: dict[int, str], report: ConvertReport) -> None:
+    symtab = elf.symtab
+    assert symtab is not None
+    klp_syms = np.array(sorted(objname_of), dtype=np.uint64)
+    existing = {s.name: s for s in elf.sections if s.sh_flags & SHF.RELA_LIVEPATCH}
+    for sec in list(elf.relocation_sections):
+        if sec.sh_flags & SHF.RELA_LIVEPATCH or sec.sh_link != symtab.section.index:
+            continue
+        target = elf.sections[sec.sh_info] if 0 < sec.sh_info < len(elf.sections) else None
+        if target is None or not target.is_alloc:
+            continue  # the loader never applies these (apply_relocations skips them)
+        rt = elf.relocations(sec)
+        syms = rt.sym_array
+        hit = np.isin(syms, klp_syms)
+        if not hit.any():
+            continue
+        if sec.sh_type != SHT.RELA:
+            raise KlpFormatError(
+                f"section {sec}: SHT_REL relocations cannot become klp relocations "
+                "(the kernel reads klp relocation sections as Elf_Rela)",
+                path=elf.path,
+            )
+        objs = sorted({objname_of[int(s)] for s in syms[hit]})
+        for obj in objs:
+            members = np.array([i for i, o in objname_of.items() if o == obj], dtype=np.uint64)
+            mask = np.isin(elf.relocations(sec).sym_array, members)
+            name = klp_rela_section_name(obj, target)
+            KlpRelaSectionName.parse(name)  # the kernel must be able to read it
+            dst = existing.get(name)
+            if dst is None:
+                dst = elf.add_relocation_section(name, target, symtab=symtab.section,
+                                                 extra_flags=SHF.ALLOC | SHF.RELA_LIVEPATCH)  # fmt: skip
+                existing[name] = dst
+            n = move_relocations(elf, sec, dst, mask)
+            report.sections[name] = report.sections.get(name, 0) + n

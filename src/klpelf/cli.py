@@ -58,7 +58,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     results: list[ModuleJson] = []
     for i, path in enumerate(args.modules):
         try:
-            m = show_module(klp_module(open_elf(path)), relocs=args.relocs)
+            elf = open_elf(path)
+            elf.decode_all()
+            m = show_module(klp_module(elf), relocs=args.relocs)
         except KlpError as e:
             _error(e, path)
             status = 1

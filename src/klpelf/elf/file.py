@@ -266,6 +266,17 @@ class ElfFile:
             self._modinfo = Modinfo(sec)
         return self._modinfo
 
+    def decode_all(self) -> None:
+        """Decode (and so check) every symbol table and relocation section.
+
+        :raises ElfFormatError: the first malformed table found.
+        """
+        for sec in self.sections:
+            if sec.sh_type in (SHT.SYMTAB, SHT.DYNSYM):
+                self.symbol_table(sec)
+            elif sec.sh_type in (SHT.REL, SHT.RELA):
+                self.relocations(sec)
+
     # --- edits ----------------------------------------------------------------------
 
     def _require_relocatable(self, what: str) -> None:

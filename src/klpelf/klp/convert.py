@@ -129,8 +129,9 @@ def _move_relocations(elf: ElfFile, objname_of: dict[int, str], report: ConvertR
             KlpRelaSectionName.parse(name)  # the kernel must be able to read it
             dst = existing.get(name)
             if dst is None:
-                dst = elf.add_relocation_section(name, target, symtab=symtab.section,
-                                                 extra_flags=SHF.ALLOC | SHF.RELA_LIVEPATCH)  # fmt: skip
+                dst = elf.add_relocation_section(
+                    name, target, symtab=symtab.section, extra_flags=SHF.ALLOC | SHF.RELA_LIVEPATCH
+                )
                 existing[name] = dst
             n = move_relocations(elf, sec, dst, mask)
             report.sections[name] = report.sections.get(name, 0) + n

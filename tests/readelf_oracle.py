@@ -1,0 +1,525 @@
+"""GNU readelf 2.40 as an oracle for klpelf's own ELF reader.
+
+:func:`run_readelf` runs ``readelf -W -S -s -r FILE`` once (``LC_ALL=C``) and
+parses the three tables into frozen dataclasses; :func:`parse_readelf` parses
+output that was captured elsewhere.  Everything readelf prints is kept *as
+printed* where printing loses information (names, type strings, ``Ndx``), and
+numbers are turned into ints.  The parser is strict: a line it does not
+understand, or an entry count that differs from the count in the table's
+title, raises :class:`ReadelfParseError` instead of silently dropping data.
+
+Output is decoded as UTF-8 with ``surrogateescape``, so every byte survives.
+Quirks of readelf 2.40 that the parser (or a comparison against it) has to
+know about:
+
+* Names are escaped: a control byte ``c`` (0x00-0x1f, and 0x7f) is printed
+  as ``^`` followed by the byte ``c + 0x40`` (so DEL becomes ``^`` + byte
+  0xbf), bytes >= 0x80 are printed raw.  :func:`readelf_printable` does the
+  same to a raw name, for comparisons.
+* ``-S``: the name is ``%-17s`` (padding counted in bytes) and the type
+  ``%-15s``; longer ones are followed by a single space.  Section types can
+  contain spaces (``SYMTAB SECTION INDICES`` for SHT_SYMTAB_SHNDX,
+  ``00000040: <unknown>``) and are otherwise names (``VERSYM``,
+  ``X86_64_UNWIND``, ``GNU_HASH`` ...) or ``LOOS+0x1``, ``LOPROC+0xffffff0``,
+  ``LOUSER+0x1``.  The flags column can be empty.  Trailing spaces of a name
+  that fits in 17 bytes cannot be told from padding and are dropped.
+* ``-s``: ``Size`` is decimal up to 99999 and ``0x...`` hex above.  Type and
+  binding can contain spaces (``<OS specific>: 10``, ``<processor specific>:
+  13``, ``<unknown>: 7``; ``IFUNC`` and ``UNIQUE`` are only named for
+  ELFOSABI_GNU/FreeBSD).  Extra ``st_other`` bits are printed as `` [...] ``
+  after the visibility (``[<localentry>: 8]`` on ppc64, ``[VARIANT_PCS]`` on
+  arm64, ``[<other>: 4]`` elsewhere); they are :attr:`ReadelfSymbol.other`.
+  ``Ndx`` can contain a space (``OS [0xff20]``, SHN_LIVEPATCH), or be
+  ``PRC[0xff00]``, ``RSV[0xffff]``, ``bad section index[500]``; indexes from
+  SHT_SYMTAB_SHNDX are printed resolved (``65300``).  A STT_SECTION symbol
+  with ``st_name == 0`` is printed with its section's name (empty when
+  ``st_shndx`` is not below ``e_shnum``).  In ``.dynsym`` the version is
+  appended: ``foo@@VER``, ``foo@VER``, ``foo@VER (2)`` for undefined ones.
+* ``-r``: a symbol-less RELA entry has no ``+``: the addend follows 20 (ELF32:
+  12) spaces, ``-`` for negative; a symbol-less REL entry ends after the type.
+  For STT_SECTION symbols with ``st_name == 0`` the name is the section's name,
+  ``ABS``/``COMMON``/..., or ``<section 0x1f4>`` (OS/processor indexes appear
+  as readelf's internal ``0xffffff20``).  Empty relocation sections are not
+  listed at all.  SHT_RELR sections list their decoded offsets.
+* ELF32 tables have narrower columns (8 hex digits for addresses, three
+  spaces between a reloc's symbol value and name).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+
+__all__ = [
+    "ReadelfOutput",
+    "ReadelfParseError",
+    "ReadelfReloc",
+    "ReadelfSection",
+    "ReadelfSymbol",
+    "parse_readelf",
+    "readelf_printable",
+    "readelf_version",
+    "run_readelf",
+]
+
+READELF = "readelf"
+
+
+class ReadelfParseError(Exception):
+    """readelf printed something this parser does not understand."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadelfSection:
+    index: int
+    name: str
+    #: as printed: ``PROGBITS``, ``RELA``, ``LOOS+0x1``, ``SYMTAB SECTION INDICES`` ...
+    type: str
+    address: int
+    offset: int
+    size: int
+    entsize: int
+    #: as printed, possibly empty: ``AX``, ``AIo``, ``WAT``
+    flags: str
+    link: int
+    info: int
+    align: int
+
+
+#: Ndx strings that stand for the generic special section indexes
+_SPECIAL_NDX = {"UND": 0, "ABS": 0xFFF1, "COM": 0xFFF2}
+_BRACKET_NDX_RE = re.compile(r"(?:OS |PRC|RSV)\[0x([0-9a-f]+)\]")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadelfSymbol:
+    num: int
+    value: int
+    size: int
+    #: as printed: ``FUNC``, ``IFUNC``, ``<OS specific>: 10`` ...
+    type: str
+    bind: str
+    vis: str
+    #: the bracketed st_other text after the visibility, e.g. ``<localentry>: 8``
+    other: str | None
+    #: as printed, stripped: ``UND``, ``ABS``, ``COM``, ``5``, ``OS [0xff20]`` ...
+    ndx: str
+    #: as printed (escaped, version suffix included)
+    name: str
+
+    @property
+    def shndx(self) -> int | None:
+        """The section index ``Ndx`` stands for, where that is machine-independent.
+
+        A number, UND/ABS/COM, or the value in ``OS [0x..]``/``PRC[0x..]``/
+        ``RSV[0x..]``; ``None`` for machine-specific names (``LARGE_COM``,
+        ``SCOM`` ...) and for ``bad section index[...]``.
+        """
+        if self.ndx.isdigit():
+            return int(self.ndx)
+        special = _SPECIAL_NDX.get(self.ndx)
+        if special is not None:
+            return special
+        m = _BRACKET_NDX_RE.fullmatch(self.ndx)
+        return int(m.group(1), 16) if m else None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadelfReloc:
+    offset: int
+    info: int
+    #: as printed: ``R_X86_64_PLT32``, ``unrecognized: 3e8``
+    type: str
+    #: the symbol's st_value; None when the entry has no symbol (index 0 or bad)
+    sym_value: int | None
+    #: as printed (section name for unnamed STT_SECTION symbols); None without symbol
+    sym_name: str | None
+    #: signed; None for REL entries
+    addend: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadelfOutput:
+    #: 32 or 64, from the table headings; None when readelf printed no table
+    elf_class: int | None
+    #: from "There are N section headers, starting at offset 0x...:"
+    shnum: int | None
+    shoff: int | None
+    sections: list[ReadelfSection]
+    #: symbol tables by (printed) section name: ``.symtab``, ``.dynsym``
+    symtabs: dict[str, list[ReadelfSymbol]]
+    #: entries of all non-empty REL/RELA sections of that name, in file order
+    relocs: dict[str, list[ReadelfReloc]]
+    #: (name, sh_offset, entries) of every non-empty REL/RELA section, in file order
+    reloc_sections: list[tuple[str, int, list[ReadelfReloc]]]
+    #: (name, sh_offset, decoded offsets) of every SHT_RELR section
+    relr_sections: list[tuple[str, int, list[int]]]
+    stderr: str
+    returncode: int
+
+    @property
+    def warnings(self) -> list[str]:
+        """The non-empty lines readelf wrote to stderr (warnings and errors)."""
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def readelf_printable(name: bytes | str) -> str:
+    """``name`` the way readelf 2.40 prints it under ``LC_ALL=C``, decoded like its output.
+
+    A ``str`` is taken as UTF-8 (with surrogateescape).
+    """
+    raw = name.encode("utf-8", "surrogateescape") if isinstance(name, str) else name
+    if _NONPRINT_RE.search(raw) is None:
+        return raw.decode("ascii")
+    out = bytearray()
+    for b in raw:
+        if b < 0x20 or b == 0x7F:
+            out += b"^"
+            out.append(b + 0x40)
+        else:
+            out.append(b)
+    return out.decode("utf-8", "surrogateescape")
+
+
+_NONPRINT_RE = re.compile(rb"[\x00-\x1f\x7f-\xff]")
+
+
+def readelf_version() -> str:
+    """The first line of ``readelf --version``: ``GNU readelf (GNU Binutils for Debian) 2.40``."""
+    proc = subprocess.run(
+        [READELF, "--version"], capture_output=True, text=True, check=True, env=_env()
+    )
+    return proc.stdout.splitlines()[0] if proc.stdout else ""
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LC_") and k != "LANG"}
+    env["LC_ALL"] = "C"
+    return env
+
+
+def run_readelf(path: str | os.PathLike[str]) -> ReadelfOutput:
+    """Run ``readelf -W -S -s -r path`` and parse its output.
+
+    readelf's exit status is kept in :attr:`ReadelfOutput.returncode` (it is
+    non-zero when readelf reported errors); what it printed is still parsed.
+    """
+    proc = subprocess.run(
+        [READELF, "-W", "-S", "-s", "-r", "--", os.fspath(path)],
+        capture_output=True,
+        env=_env(),
+        check=False,
+    )
+    return parse_readelf(
+        proc.stdout.decode("utf-8", "surrogateescape"),
+        proc.stderr.decode("utf-8", "surrogateescape"),
+        proc.returncode,
+    )
+
+
+# --------------------------------------------------------------------------- regexes
+
+_SHNUM_RE = re.compile(
+    r"There (?:is|are) (\d+) section headers?, starting at offset (0x[0-9a-f]+|0):"
+)
+_NOTHING_LINES = frozenset(
+    {
+        "There are no relocations in this file.",
+        "There are no sections in this file.",
+        "There are no section headers in this file.",
+    }
+)
+
+_SEC_HEADINGS = {
+    "  [Nr] Name              Type            Address          Off    Size   ES Flg Lk Inf Al": 64,
+    "  [Nr] Name              Type            Addr     Off    Size   ES Flg Lk Inf Al": 32,
+}
+
+
+def _section_re(addr_digits: int) -> re.Pattern[str]:
+    # name: greedy, so it ends at the single space before the type; the type is one
+    # token, or one of the two readelf types with spaces (the lookahead stops the
+    # last word of those from being taken for the whole type)
+    return re.compile(
+        r"^  \[ *(\d+)\] (.*) "
+        r"(SYMTAB SECTION INDICES|[0-9a-f]{8}: <unknown>|(?!INDICES |<unknown> )\S+)"
+        rf" +([0-9a-f]{{{addr_digits}}}) ([0-9a-f]+) ([0-9a-f]+) ([0-9a-f]+)"
+        r" +([A-Za-z]*) +(\d+) +(\d+) +(\d+)$",
+        re.MULTILINE,
+    )
+
+
+_SECTION_RE = {64: _section_re(16), 32: _section_re(8)}
+
+_SYMTAB_TITLE_RE = re.compile(r"Symbol table '(.*)' contains (\d+) entr(?:y|ies):")
+_SYM_HEADINGS = {
+    "   Num:    Value          Size Type    Bind   Vis      Ndx Name": 64,
+    "   Num:    Value  Size Type    Bind   Vis      Ndx Name": 32,
+}
+
+_SYM_WORD = r"<[A-Za-z ]+>: -?\d+|[A-Za-z0-9_]+"
+
+
+def _symbol_re(value_digits: int) -> re.Pattern[str]:
+    return re.compile(
+        rf"^ *(\d+): ([0-9a-f]{{{value_digits}}}) +(\d+|0x[0-9a-f]+) ({_SYM_WORD}) +({_SYM_WORD})"
+        rf" +({_SYM_WORD}|<[A-Za-z ]+>)(?: +\[([^\]\n]*)\] )?"
+        r" +(OS \[0x[0-9a-f]+\]|bad section index\[ *-?\d+\]|[A-Z]*\[0x[0-9a-f]+\]|[A-Za-z0-9_]+)"
+        r" (.*)$",
+        re.MULTILINE,
+    )
+
+
+_SYMBOL_RE = {64: _symbol_re(16), 32: _symbol_re(8)}
+
+_RELOC_TITLE_RE = re.compile(
+    r"Relocation section (?:'(.*)'|(\d+)) at offset (0x[0-9a-f]+|0) contains (\d+) entr(?:y|ies):"
+)
+#: heading -> (elf class, is_rela)
+_RELOC64_HEADING = "    Offset             Info             Type               Symbol's Value"
+_RELOC_HEADINGS = {
+    _RELOC64_HEADING + "  Symbol's Name + Addend": (64, True),
+    _RELOC64_HEADING + "  Symbol's Name": (64, False),
+    " Offset     Info    Type                Sym. Value  Symbol's Name + Addend": (32, True),
+    " Offset     Info    Type                Sym. Value  Symbol's Name": (32, False),
+}
+_RELR_COUNT_RE = re.compile(r"  (\d+) offsets?")
+_RELR_ENTRY_RE = re.compile(r"^([0-9a-f]+)$", re.MULTILINE)
+
+_RTYPE = r"(unrecognized: [0-9a-f]+|\S+)"
+
+
+def _reloc_re(digits: int, sep: str, rela: bool) -> re.Pattern[str]:
+    head = rf"^([0-9a-f]{{{digits}}})  ([0-9a-f]{{{digits}}}) {_RTYPE}"
+    if rela:
+        # with a symbol: " value name + addend"; without: padding and a bare addend
+        body = rf"(?: +([0-9a-f]{{{digits}}}){sep}(.*) ([+-]) ([0-9a-f]+)| +(-?[0-9a-f]+))? *$"
+    else:
+        body = rf"(?: +([0-9a-f]{{{digits}}}){sep}(.*))? *$"
+    return re.compile(head + body, re.MULTILINE)
+
+
+_RELOC_RE = {
+    (64, True): _reloc_re(16, " ", True),
+    (64, False): _reloc_re(16, " ", False),
+    (32, True): _reloc_re(8, "   ", True),
+    (32, False): _reloc_re(8, "   ", False),
+}
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _fail(what: str, text: str) -> ReadelfParseError:
+    return ReadelfParseError(f"{what}: {text[:500]!r}")
+
+
+def _unmatched(regex: re.Pattern[str], body: str) -> str:
+    for line in body.split("\n"):
+        if regex.fullmatch(line) is None:
+            return line
+    return "<no line failed on its own>"
+
+
+def _check_count(regex: re.Pattern[str], body: str, found: int, expected: int, what: str) -> None:
+    lines = body.count("\n") + 1 if body else 0
+    if found != lines:
+        raise _fail(f"unparsed {what} line", _unmatched(regex, body))
+    if found != expected:
+        raise _fail(f"{what}: {found} entries, title says {expected}", body[:200])
+
+
+def _unpad(field: str, width: int) -> str:
+    """A ``%-{width}s`` field: strip the padding if the text fitted in ``width`` bytes."""
+    n = len(field) if field.isascii() else len(field.encode("utf-8", "surrogateescape"))
+    return field.rstrip(" ") if n <= width else field
+
+
+def _int(text: str) -> int:
+    return int(text, 16) if text.startswith("0x") else int(text)
+
+
+def _parse_sections(block: str, shnum: int | None) -> tuple[int, list[ReadelfSection]]:
+    lines = block.split("\n", 2)
+    if len(lines) < 2 or lines[1] not in _SEC_HEADINGS:
+        raise _fail("unknown section header table heading", block)
+    elf_class = _SEC_HEADINGS[lines[1]]
+    body = lines[2] if len(lines) > 2 else ""
+    key = body.find("Key to Flags:")
+    if key >= 0:
+        for line in body[key:].split("\n")[1:]:
+            if not line.startswith("  ") or "(" not in line:
+                raise _fail("unexpected line in Key to Flags", line)
+        body = body[:key]
+    body = body.rstrip("\n")
+    regex = _SECTION_RE[elf_class]
+    rows = regex.findall(body)
+    _check_count(regex, body, len(rows), len(rows) if shnum is None else shnum, "section")
+    sections = [
+        ReadelfSection(
+            int(nr),
+            _unpad(name, 17),
+            typ,
+            int(addr, 16),
+            int(off, 16),
+            int(size, 16),
+            int(es, 16),
+            flags,
+            int(lk),
+            int(inf),
+            int(al),
+        )
+        for nr, name, typ, addr, off, size, es, flags, lk, inf, al in rows
+    ]
+    return elf_class, sections
+
+
+def _parse_symbols(title: re.Match[str], rest: str) -> tuple[int, str, list[ReadelfSymbol]]:
+    heading, _, body = rest.partition("\n")
+    elf_class = _SYM_HEADINGS.get(heading)
+    if elf_class is None:
+        raise _fail("unknown symbol table heading", heading)
+    regex = _SYMBOL_RE[elf_class]
+    rows = regex.findall(body)
+    _check_count(regex, body, len(rows), int(title.group(2)), "symbol")
+    symbols = [
+        ReadelfSymbol(
+            int(num),
+            int(value, 16),
+            _int(size),
+            typ,
+            bind,
+            vis,
+            other if other else None,
+            ndx,
+            name,
+        )
+        for num, value, size, typ, bind, vis, other, ndx, name in rows
+    ]
+    return elf_class, title.group(1), symbols
+
+
+def _rela_entry(row: tuple[str, ...]) -> ReadelfReloc:
+    off, info, typ, value, name, sign, addend, bare = row
+    if value:
+        a = int(addend, 16)
+        return ReadelfReloc(
+            int(off, 16), int(info, 16), typ, int(value, 16), name, -a if sign == "-" else a
+        )
+    if bare:
+        a = int(bare.lstrip("-"), 16)
+        return ReadelfReloc(
+            int(off, 16), int(info, 16), typ, None, None, -a if bare[0] == "-" else a
+        )
+    # a bad symbol index: readelf printed an error on stderr and nothing more
+    return ReadelfReloc(int(off, 16), int(info, 16), typ, None, None, None)
+
+
+def _parse_relr(rest: str) -> list[int] | None:
+    """The offsets of a SHT_RELR table, or None if ``rest`` is not one."""
+    heading, _, body = rest.partition("\n")
+    count = _RELR_COUNT_RE.fullmatch(heading)
+    if count is None:
+        return None
+    words = _RELR_ENTRY_RE.findall(body)
+    _check_count(_RELR_ENTRY_RE, body, len(words), int(count.group(1)), "RELR offset")
+    return [int(w, 16) for w in words]
+
+
+def _parse_relocs(title: re.Match[str], rest: str) -> tuple[int, list[ReadelfReloc]]:
+    heading, _, body = rest.partition("\n")
+    kind = _RELOC_HEADINGS.get(heading)
+    if kind is None:
+        raise _fail("unknown relocation table heading", heading)
+    elf_class, is_rela = kind
+    regex = _RELOC_RE[kind]
+    rows = regex.findall(body)
+    _check_count(regex, body, len(rows), int(title.group(4)), "relocation")
+    if is_rela:
+        return elf_class, [_rela_entry(row) for row in rows]
+    entries = [
+        ReadelfReloc(
+            int(off, 16),
+            int(info, 16),
+            typ,
+            int(value, 16) if value else None,
+            name if value else None,
+            None,
+        )
+        for off, info, typ, value, name in rows
+    ]
+    return elf_class, entries
+
+
+def parse_readelf(stdout: str, stderr: str = "", returncode: int = 0) -> ReadelfOutput:
+    """Parse the output of ``readelf -W -S -s -r`` (any subset of the three)."""
+    elf_classes: set[int] = set()
+    shnum: int | None = None
+    shoff: int | None = None
+    sections: list[ReadelfSection] = []
+    symtabs: dict[str, list[ReadelfSymbol]] = {}
+    relocs: dict[str, list[ReadelfReloc]] = {}
+    reloc_sections: list[tuple[str, int, list[ReadelfReloc]]] = []
+    relr_sections: list[tuple[str, int, list[int]]] = []
+
+    # tables are separated by blank lines; no entry line is ever empty (names are
+    # escaped, so they hold no newline, and an empty name leaves a trailing space)
+    for raw_block in stdout.split("\n\n"):
+        block = raw_block.strip("\n")
+        if not block:
+            continue
+        first, _, rest = block.partition("\n")
+        if first.startswith("Relocation section "):
+            title = _RELOC_TITLE_RE.fullmatch(first)
+            if title is None:
+                raise _fail("bad relocation section title", first)
+            name = title.group(1) if title.group(1) is not None else title.group(2)
+            offset = int(title.group(3), 16)
+            relr = _parse_relr(rest)
+            if relr is not None:
+                relr_sections.append((name, offset, relr))
+                continue
+            cls, entries = _parse_relocs(title, rest)
+            elf_classes.add(cls)
+            reloc_sections.append((name, offset, entries))
+            relocs.setdefault(name, []).extend(entries)
+        elif first.startswith("Symbol table "):
+            title = _SYMTAB_TITLE_RE.fullmatch(first)
+            if title is None:
+                raise _fail("bad symbol table title", first)
+            cls, name, symbols = _parse_symbols(title, rest)
+            elf_classes.add(cls)
+            if name in symtabs:
+                raise _fail("two symbol tables of the same name", first)
+            symtabs[name] = symbols
+        elif first == "Section Headers:":
+            if sections:
+                raise _fail("two section header tables", first)
+            cls, sections = _parse_sections(block, shnum)
+            elf_classes.add(cls)
+        elif (m := _SHNUM_RE.fullmatch(first)) is not None and not rest:
+            shnum, shoff = int(m.group(1)), int(m.group(2), 16)
+        elif first in _NOTHING_LINES and not rest:
+            pass
+        else:
+            raise _fail("unexpected output", block)
+
+    if len(elf_classes) > 1:
+        raise ReadelfParseError("tables of both ELF32 and ELF64 layout in one output")
+    return ReadelfOutput(
+        elf_class=elf_classes.pop() if elf_classes else None,
+        shnum=shnum,
+        shoff=shoff,
+        sections=sections,
+        symtabs=symtabs,
+        relocs=relocs,
+        reloc_sections=reloc_sections,
+        relr_sections=relr_sections,
+        stderr=stderr,
+        returncode=returncode,
+    )

@@ -33,7 +33,11 @@ def _golden(name: str, text: str, update: bool) -> None:
     ids=["text", "relocs", "json", "unconverted"],
 )
 def test_show(
-    args: list[str], golden: str, repo: Path, update_golden: bool, capsys: pytest.CaptureFixture[str]
+    args: list[str],
+    golden: str,
+    repo: Path,
+    update_golden: bool,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(args) == 0
     out, err = capsys.readouterr()

@@ -25,6 +25,7 @@ class SymbolJson(TypedDict):
     type: str
     shndx: str
     error: str | None
+    detail: str | None
 
 
 class RelocJson(TypedDict):
@@ -51,6 +52,7 @@ class RelaSectionJson(TypedDict):
     sh_type: int
     relocations: int
     error: str | None
+    detail: str | None
     entries: list[RelocJson] | None
 
 
@@ -89,7 +91,7 @@ def _symbol_json(s: LivepatchSymbol) -> SymbolJson:
         symbol=s.parsed.name if s.parsed else None,
         sympos=s.parsed.sympos if s.parsed else None,
         bind=symbol_bind(sym.bind), type=symbol_type(sym.type), shndx=symbol_shndx(sym.st_shndx),
-        error=s.error,
+        error=s.error, detail=s.detail,
     )  # fmt: skip
 
 
@@ -110,7 +112,8 @@ def _section_json(mod: KlpModule, k: KlpRelaSection, relocs: bool) -> RelaSectio
         index=sec.index, name=sec.name, objname=k.objname,
         target=SectionRefJson(index=k.target.index, name=k.target.name) if k.target else None,
         flags=section_flags(sec.sh_flags, elf.machine, elf.ident[7]), sh_flags=sec.sh_flags,
-        sh_type=sec.sh_type, relocations=k.count, error=k.error, entries=entries,
+        sh_type=sec.sh_type, relocations=k.count, error=k.error, detail=k.detail,
+        entries=entries,
     )  # fmt: skip
 
 
@@ -152,7 +155,7 @@ def _render_section(k: RelaSectionJson, lines: list[str]) -> None:
     if not k["sh_flags"] & SHF.RELA_LIVEPATCH:
         lines.append("          (no SHF_RELA_LIVEPATCH flag)")
     if k["error"]:
-        lines.append(f"          {k['error']}")
+        lines.append(f"          {k['error']}" + (f" ({k['detail']})" if k["detail"] else ""))
     for r in k["entries"] or []:
         lines.append(
             f"          {r['offset']:#010x}  {r['type']:<24} [{r['symbol_index']}] "
@@ -192,7 +195,8 @@ def render_text(m: ModuleJson) -> str:
     if m["unparsed_symbols"]:
         lines.append("  livepatch symbols the kernel cannot parse:")
         for s in m["unparsed_symbols"]:
-            lines.append(f"    [{s['index']:>3}] {s['name']}: {s['error']}")
+            why = f" ({s['detail']})" if s["detail"] else ""
+            lines.append(f"    [{s['index']:>3}] {s['name']}: {s['error']}{why}")
     if m["unparsed_sections"]:
         lines.append("  klp relocation sections the kernel cannot parse:")
         for k in m["unparsed_sections"]:

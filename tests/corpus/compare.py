@@ -74,7 +74,10 @@ def _compare_symbols(elf: ElfFile, ref: ReadelfOutput, problems: list[str]) -> N
             name = names[i]
             if types[i] == STT.SECTION and not name and shndx[i] < len(elf.sections):
                 name = elf.sections[shndx[i]].name
-            if readelf_printable(name) != r.name:
+            rname = r.name
+            if sec.sh_type == SHT.DYNSYM:
+                rname = rname.split("@", 1)[0]  # readelf appends the symbol version
+            if readelf_printable(name) != rname:
                 problems.append(f"{sec}: symbol {i} name {name!r}, readelf {r.name!r}")
             want = r.shndx
             if want is not None and want != _sym_ndx(raw_shndx[i], shndx[i]):

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from klpelf.elf.constants import SHF, SHN, SHT
 from klpelf.elf.file import ElfFile, Section
 from klpelf.elf.symbols import Symbol
-from klpelf.errors import KlpFormatError
 from klpelf.klp.names import (
     KSYM_NAME_LEN,
     KlpAnnotationName,
@@ -40,6 +39,8 @@ class LivepatchSymbol:
     parsed: KlpSymbolName | None
     #: why the name does not parse (the kernel's message), when it does not
     error: str | None = None
+    #: which part of the name the kernel's sscanf stopped at, in words
+    detail: str | None = None
 
     @property
     def objname(self) -> str | None:
@@ -55,6 +56,7 @@ class KlpRelaSection:
     error: str | None
     target: Section | None
     count: int
+    detail: str | None = None
 
     @property
     def objname(self) -> str | None:
@@ -144,31 +146,29 @@ class KlpModule:
                 ))  # fmt: skip
                 if i not in lp:
                     continue
-            try:
-                parsed: KlpSymbolName | None = KlpSymbolName.parse(
-                    name, ksym_name_len=self.ksym_name_len
-                )
-                error = None
-            except KlpFormatError as e:
-                parsed, error = None, e.message
-            self.symbols.append(LivepatchSymbol(sym, parsed, error))
+            scan = KlpSymbolName.scan(name, ksym_name_len=self.ksym_name_len)
+            if scan.ok:
+                self.symbols.append(LivepatchSymbol(sym, scan.symbol()))
+            else:
+                error = f"symbol {name} has an incorrectly formatted name"
+                self.symbols.append(LivepatchSymbol(sym, None, error, scan.reason))
 
     def _scan_sections(self) -> None:
         elf = self.elf
         for sec in elf.sections:
             name = sec.name
+            # Every SHF_RELA_LIVEPATCH section is parsed by the kernel, whatever its name;
+            # a '.klp.rela.' name without the flag is a mistake worth showing too.
             if sec.sh_flags & SHF.RELA_LIVEPATCH or name.startswith(KLP_RELA_PREFIX):
-                try:
-                    parsed: KlpRelaSectionName | None = KlpRelaSectionName.parse(name)
-                    error = None
-                except KlpFormatError as e:
-                    parsed, error = None, e.message
+                scan = KlpRelaSectionName.scan(name)
+                parsed = scan.name if scan.ok else None
+                error = None if scan.ok else f"section {name} has an incorrectly formatted name"
                 target = elf.sections[sec.sh_info] if 0 < sec.sh_info < len(elf.sections) else None
                 count = sec.sh_size // sec.sh_entsize if sec.sh_entsize else 0
                 if sec.sh_type == SHT.NOBITS:
                     count = 0
-                self.sections.append(KlpRelaSection(sec, parsed, error, target, count))
-            elif name.startswith(KLP_ARCH_PREFIX):
+                self.sections.append(KlpRelaSection(sec, parsed, error, target, count, scan.reason))
+            if name.startswith(KLP_ARCH_PREFIX):
                 self.oddities.append(Oddity(
                     "klp-arch-section", str(sec),
                     ".klp.arch sections were removed in Linux 5.8 and are ignored since",

@@ -1,0 +1,51 @@
+"""``klpelf show``: a module's livepatch content."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from klpelf.cli._common import error
+from klpelf.errors import KlpError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "show",
+        help="show a module's livepatch content",
+        description="Show the module name, vermagic and livepatch flag, and per patched object "
+        "its livepatch symbols and klp relocation sections.",
+    )
+    p.add_argument("modules", nargs="+", metavar="MODULE", help=".ko file (xz/zstd/gzip too)")
+    p.add_argument("-r", "--relocs", action="store_true", help="list every klp relocation")
+    p.add_argument("--json", action="store_true", help="JSON output (schema klpelf.show/1)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from klpelf.elf.reader import open_elf
+    from klpelf.klp.module import klp_module
+    from klpelf.show import ModuleJson, render_text, show_module
+
+    status = 0
+    results: list[ModuleJson] = []
+    for i, path in enumerate(args.modules):
+        try:
+            elf = open_elf(path)
+            elf.decode_all()
+            m = show_module(klp_module(elf), relocs=args.relocs)
+        except KlpError as e:
+            error(e, path)
+            status = 1
+            continue
+        if args.json:
+            results.append(m)
+        else:
+            if i:
+                print()
+            print(render_text(m))
+    if args.json:
+        json.dump({"schema": "klpelf.show/1", "modules": results}, sys.stdout, indent=2)
+        print()
+    return status

@@ -14,11 +14,11 @@ import sys
 from collections.abc import Sequence
 
 from klpelf import __version__
-from klpelf.cli import convert, show
+from klpelf.cli import check, convert, show
 from klpelf.errors import KlpError
 
 #: the subcommand modules; each has register(subparsers), which sets args.func
-COMMANDS = (show, convert)
+COMMANDS = (show, check, convert)
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,611 @@
+"""``klpelf check``: predict, rule by rule, what the kernel will do with a livepatch module.
+
+The walk follows the kernel's own order, so that the first error found is the one
+the kernel reports (load_module() in kernel/module/main.c, then the module's init
+calling klp_enable_patch() in kernel/livepatch/core.c, then later loads of patched
+modules through klp_module_coming()):
+
+1. ELF validity that a broken writer can trip (one SHT_SYMTAB, ET_REL, section 0);
+2. simplify_symbols(): an undefined symbol that is not SHN_LIVEPATCH must be exported;
+3. apply_relocations(), in section index order: SHF_RELA_LIVEPATCH sections go to
+   klp_apply_section_relocs() (only ``vmlinux`` ones are applied now), the others to
+   the arch's apply_relocate_add() (x86_64: the target bytes must be zero);
+4. klp_enable_patch(): the ``livepatch`` modinfo entry, then the module-specific klp
+   sections of objects already loaded;
+5. klp_module_coming(): the sections of objects loaded later.
+
+Each check that the kernel makes uses the kernel's message text.  Problems the
+kernel does not refuse but which break the module (it loads and then crashes, or a
+section is silently never applied) are errors or warnings of klpelf's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from klpelf.elf.constants import EM, ET, SHF, SHN, SHT, STB
+from klpelf.elf.file import ElfFile, Section
+from klpelf.klp.kernel import DEFAULT_VERSION, EINVAL, ENOENT, ENOEXEC, KernelVersion
+from klpelf.klp.module import KlpModule, KlpRelaSection, klp_module
+from klpelf.klp.names import KlpSymbolName
+
+Severity = Literal["error", "warning", "note"]
+#: when the kernel meets the problem: loading the livepatch module, its init
+#: (klp_enable_patch), loading a patched module later, or only when patched code runs
+When = Literal["load", "enable", "target-load", "runtime", "never"]
+
+#: sections whose klp relocations for a module object cannot be applied safely:
+#: the loader has processed them (jump labels, static calls, alternatives,
+#: paravirt) before livepatch writes the relocations.  klp-build refuses them.
+UNSAFE_LATE_SECTIONS = (
+    "__jump_table",
+    ".static_call_sites",
+    ".altinstructions",
+    ".parainstructions",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    severity: Severity
+    #: a short stable identifier of the rule, for --json consumers and tests
+    rule: str
+    #: the kernel's message text where the kernel has the same check (no prefix)
+    message: str
+    section: Section | None = None
+    symbol: tuple[int, str] | None = None
+    relocation: int | None = None
+    when: When = "never"
+    #: the kernel refuses (errno) at ``when``; False: klpelf's own finding
+    kernel: bool = False
+    errno: int | None = None
+    #: what dmesg puts before the message ("livepatch: ", "module: ", "<mod>: ")
+    dmesg_prefix: str = ""
+
+
+#: (objname, name, sympos) -> (error message or None, address or None)
+Resolver = Callable[[str, str, int], tuple[str | None, int | None]]
+
+
+@dataclass(slots=True)
+class CheckResult:
+    path: str
+    module: str
+    version: KernelVersion
+    version_source: str
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def first_kernel_error(self) -> Diagnostic | None:
+        """The error the kernel reports when it refuses the livepatch module itself."""
+        for d in self.diagnostics:
+            if d.kernel and d.severity == "error" and d.when in ("load", "enable"):
+                return d
+        return None
+
+    @property
+    def kernel_verdict(self) -> Literal["accept", "refuse"]:
+        return "refuse" if self.first_kernel_error is not None else "accept"
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]
+
+
+def check_module(
+    elf: ElfFile,
+    *,
+    version: KernelVersion | None = None,
+    resolver: Resolver | None = None,
+    loaded: Callable[[str], bool] | None = None,
+) -> CheckResult:
+    """Check ``elf`` against the rules of kernel ``version`` (default: from vermagic).
+
+    :param resolver: resolves livepatch symbols in the target kernel (klpelf
+        resolve's semantics); without it symbol resolution is not checked.
+    :param loaded: whether an object (module name) is loaded in the target kernel;
+        without it module objects are taken as loaded later ("target-load").
+    """
+    mod = klp_module(elf)
+    source = "--kernel-release"
+    if version is None:
+        version, source = DEFAULT_VERSION, f"default ({DEFAULT_VERSION})"
+        with contextlib.suppress(ValueError):
+            if mod.vermagic:
+                version, source = KernelVersion.parse(mod.vermagic), "vermagic"
+    if version.ksym_name_len != mod.ksym_name_len:
+        mod = KlpModule(elf, ksym_name_len=version.ksym_name_len)
+    res = CheckResult(elf.path or "", mod.name, version, source)
+    _Checker(elf, mod, version, res.diagnostics, resolver=resolver, loaded=loaded).run()
+    return res
+
+
+class _Checker:
+    def __init__(
+        self,
+        elf: ElfFile,
+        mod: KlpModule,
+        version: KernelVersion,
+        out: list[Diagnostic],
+        *,
+        resolver: Resolver | None,
+        loaded: Callable[[str], bool] | None,
+    ) -> None:
+        self.elf, self.mod, self.v = elf, mod, version
+        self.resolver, self.loaded = resolver, loaded
+        self.out = out
+        self.klp_by_index = {k.section.index: k for k in mod.sections}
+        #: (target section, offset) -> first relocation writing there
+        self.written: dict[tuple[int, int], tuple[Section, int]] = {}
+
+    def add(self, severity: Severity, rule: str, message: str, **kw: object) -> None:
+        self.out.append(Diagnostic(severity, rule, message, **kw))  # type: ignore[arg-type]
+
+    # --- the walk -------------------------------------------------------------------
+
+    def run(self) -> None:
+        if not self._elf_validity():
+            return
+        self._simplify_symbols()
+        self._apply_relocations()
+        self._enable_patch()
+        self._static_rules()
+
+    def _elf_validity(self) -> bool:
+        # elf_validity_ehdr() and elf_validity_cache_index_sym(), kernel/module/main.c
+        elf, name = self.elf, self.mod.name
+        if elf.header.e_type != ET.REL:
+            self.add(
+                "error",
+                "elf-type",
+                f"Invalid ELF header type: {elf.header.e_type} != 1",
+                when="load",
+                kernel=True,
+                errno=ENOEXEC,
+            )
+            return False
+        s0 = elf.sections[0] if elf.sections else None
+        if s0 is None or s0.sh_type != SHT.NULL or (s0.sh_size != 0 and not elf.extended_numbering):
+            t = s0.sh_type if s0 else 0
+            self.add(
+                "error",
+                "elf-section0",
+                f"ELF Spec violation: section 0 type({t})!=SH_NULL or non-zero len or addr",
+                when="load",
+                kernel=True,
+                errno=ENOEXEC,
+            )
+            return False
+        if len(elf.sections_of_type(SHT.SYMTAB)) != 1:
+            self.add(
+                "error",
+                "elf-symtab",
+                f"{name}: module has no symbols (stripped?)",
+                when="load",
+                kernel=True,
+                errno=ENOEXEC,
+            )
+            return False
+        return True
+
+    def _simplify_symbols(self) -> None:
+        # simplify_symbols(): SHN_LIVEPATCH symbols are left alone; an undefined
+        # symbol must be resolved against the kernel's exports, so a livepatch symbol
+        # that was never given SHN_LIVEPATCH is "Unknown" and fails the load.
+        tab = self.elf.symtab
+        assert tab is not None
+        names = tab.names()
+        undef = np.flatnonzero(tab.array["st_shndx"] == SHN.UNDEF)
+        binds = tab.bind_array
+        for i in undef.tolist():
+            name = names[i]
+            if i == 0 or not name.startswith(".klp.sym.") or binds[i] == STB.WEAK:
+                continue
+            self.add(
+                "error",
+                "unknown-symbol",
+                f"{self.mod.name}: Unknown symbol {name} (err -2)",
+                symbol=(i, name),
+                when="load",
+                kernel=True,
+                errno=ENOENT,
+            )
+
+    def _apply_relocations(self) -> None:
+        elf = self.elf
+        shnum = len(elf.sections)
+        for sec in elf.sections[1:]:
+            info = sec.sh_info
+            if info >= shnum or not elf.sections[info].is_alloc:
+                continue
+            if sec.sh_flags & SHF.RELA_LIVEPATCH:
+                k = self.klp_by_index[sec.index]
+                if k.parsed is None:
+                    self._bad_section_name(k, "load")
+                    return
+                vmlinux_now = k.objname == "vmlinux" and self.v.vmlinux_relocs_at_load
+                if vmlinux_now and not self._write_section(k, "load"):
+                    return
+            elif sec.sh_type == SHT.RELA and sec.sh_entsize and not self._ordinary_relocations(sec):
+                return
+
+    def _enable_patch(self) -> None:
+        if any(d.kernel and d.when == "load" for d in self.out):
+            return  # the module never gets to its init
+        if not self.mod.is_livepatch:
+            self.add(
+                "error",
+                "not-livepatch",
+                f"module {self.mod.name} is not marked as a livepatch module",
+                when="enable",
+                kernel=True,
+                errno=EINVAL,
+                dmesg_prefix="livepatch: ",
+            )
+            return
+        # klp_write_object_relocs() parses the name of every SHF_RELA_LIVEPATCH
+        # section for each object, whatever its target (the load path skipped
+        # sections with a non-ALLOC target).
+        for k in self.mod.sections:
+            if k.has_livepatch_flag and k.parsed is None:
+                self._bad_section_name(k, "enable")
+                return
+        for obj in self.mod.objects.values():
+            if obj.is_vmlinux and self.v.vmlinux_relocs_at_load:
+                continue
+            when: When = "enable"
+            if not obj.is_vmlinux and (self.loaded is None or not self.loaded(obj.objname)):
+                when = "target-load"
+            for k in obj.sections:
+                if k.has_livepatch_flag and not self._write_section(k, when) and when == "enable":
+                    return
+
+    # --- klp_write_section_relocs() / klp_resolve_symbols() ---------------------------
+
+    def _bad_section_name(self, k: KlpRelaSection, when: When) -> None:
+        self.add(
+            "error",
+            "section-name",
+            f"section {k.section.name} has an incorrectly formatted name",
+            section=k.section,
+            when=when,
+            kernel=True,
+            errno=EINVAL,
+            dmesg_prefix="livepatch: ",
+        )
+
+    def _write_section(self, k: KlpRelaSection, when: When) -> bool:
+        """Resolve then apply one klp section as the kernel does; False at the first error."""
+        elf, sec = self.elf, k.section
+        tab = elf.symtab
+        assert tab is not None
+        symndx = tab.section.index
+        names = tab.names()
+        raw_shndx = tab.array["st_shndx"]
+        # the kernel reads any SHF_RELA_LIVEPATCH section as Elf_Rela, whatever sh_type
+        # and sh_entsize say: count = sh_size / sizeof(Elf_Rela)
+        relas = self._as_rela(sec)
+        sec_vmlinux = k.objname == "vmlinux"
+        common = {
+            "section": sec,
+            "when": when,
+            "kernel": True,
+            "errno": EINVAL,
+            "dmesg_prefix": "livepatch: ",
+        }
+        for idx, (_, r_sym, _, _) in enumerate(relas):
+            name = names[r_sym] if r_sym < len(names) else f"#{r_sym}"
+            if r_sym >= len(names) or raw_shndx[r_sym] != SHN.LIVEPATCH:
+                self.add(
+                    "error",
+                    "not-livepatch-symbol",
+                    self.v.not_marked_message(name, symndx, idx),
+                    symbol=(r_sym, name),
+                    relocation=idx,
+                    **common,
+                )
+                return False
+            scan = KlpSymbolName.scan(name, ksym_name_len=self.v.ksym_name_len)
+            if not scan.ok:
+                self.add(
+                    "error",
+                    "symbol-name",
+                    f"symbol {name} has an incorrectly formatted name",
+                    symbol=(r_sym, name),
+                    relocation=idx,
+                    **common,
+                )
+                return False
+            sym = scan.symbol()
+            if sym.is_vmlinux and not sec_vmlinux and self.v.forbids_vmlinux_from_module_sections:
+                self.add(
+                    "error",
+                    "vmlinux-from-module-section",
+                    f"invalid access to vmlinux symbol '{sym.name}' from module-specific "
+                    "livepatch relocation section",
+                    symbol=(r_sym, name),
+                    relocation=idx,
+                    **common,
+                )
+                return False
+            if self.resolver is not None and (
+                sym.is_vmlinux or self.loaded is None or self.loaded(sym.objname)
+            ):
+                err, _ = self.resolver(sym.objname, sym.name, sym.sympos)
+                if err is not None:
+                    self.add(
+                        "error", "resolve", err, symbol=(r_sym, name), relocation=idx, **common
+                    )
+                    return False
+        return self._arch_apply(sec, relas, when)
+
+    def _as_rela(self, sec: Section) -> list[tuple[int, int, int, int]]:
+        """(r_offset, sym, type, addend) of every entry, read as Elf_Rela."""
+        elf = self.elf
+        symtab = elf.symtab
+        linked = symtab is not None and sec.sh_link == symtab.section.index
+        if sec.sh_type == SHT.RELA and sec.sh_entsize == elf.layout.rela_size and linked:
+            tab = elf.relocations(sec)
+            arr = tab.array
+            return list(
+                zip(
+                    arr["r_offset"].tolist(),
+                    tab.sym_array.tolist(),
+                    tab.type_array.tolist(),
+                    arr["r_addend"].tolist(),
+                    strict=True,
+                )
+            )
+        from klpelf.elf.arrays import rel_dtype
+
+        arr = np.frombuffer(
+            bytes(sec.data)[: sec.sh_size // elf.layout.rela_size * elf.layout.rela_size],
+            dtype=rel_dtype(elf.layout, True),
+        )
+        shift = elf.layout.r_sym_shift()
+        info = arr["r_info"].astype(np.uint64)
+        return list(
+            zip(
+                arr["r_offset"].tolist(),
+                (info >> shift).tolist(),
+                (info & ((1 << shift) - 1)).tolist(),
+                arr["r_addend"].tolist(),
+                strict=True,
+            )
+        )
+
+    # --- the arch's apply_relocate_add() --------------------------------------------
+
+    def _ordinary_relocations(self, sec: Section) -> bool:
+        tab = self.elf.symtab
+        assert tab is not None
+        relas = self._as_rela(sec)
+        raw_shndx = tab.array["st_shndx"]
+        names = tab.names()
+        for idx, (_, r_sym, _, _) in enumerate(relas):
+            if r_sym < len(names) and raw_shndx[r_sym] == SHN.LIVEPATCH:
+                what = (
+                    "a .klp.rela. section without SHF_RELA_LIVEPATCH"
+                    if sec.name.startswith(".klp.rela.")
+                    else "an ordinary relocation section"
+                )
+                self.add(
+                    "error",
+                    "livepatch-symbol-in-ordinary-relocation",
+                    f"relocation against livepatch symbol {names[r_sym]} in {what}: the "
+                    "loader applies it with the symbol's value 0 (the module loads, then "
+                    "crashes when the code runs)",
+                    section=sec,
+                    symbol=(r_sym, names[r_sym]),
+                    relocation=idx,
+                    when="runtime",
+                )
+        return self._arch_apply(sec, relas, "load")
+
+    def _arch_apply(self, sec: Section, relas: list[tuple[int, int, int, int]], when: When) -> bool:
+        if self.elf.machine != EM.X86_64:
+            return True
+        # arch/x86/kernel/module.c __write_relocate_add(): the bytes at the target must
+        # be zero before the write, else -ENOEXEC; R_X86_64_NONE is skipped.
+        sizes = {1: 8, 2: 4, 4: 4, 10: 4, 11: 4, 24: 8}
+        target = self.elf.sections[sec.sh_info]
+        data = bytes(target.data) if target.sh_type != SHT.NOBITS else b""
+        for idx, (off, _, r_type, _) in enumerate(relas):
+            if r_type == 0:
+                continue
+            size = sizes.get(r_type)
+            if size is None:
+                if r_type == 42:  # R_X86_64_REX_GOTPCRELX: only for clang<17 stack protector
+                    continue
+                self.add(
+                    "error",
+                    "x86-unknown-relocation",
+                    f"{self.mod.name}: Unknown rela relocation: {r_type}",
+                    section=sec,
+                    relocation=idx,
+                    when=when,
+                    kernel=True,
+                    errno=ENOEXEC,
+                )
+                return False
+            prev = next(
+                (
+                    self.written[(target.index, o)]
+                    for o in range(off, off + size)
+                    if (target.index, o) in self.written
+                ),
+                None,
+            )
+            nonzero = any(data[off : off + size]) if data else False
+            if prev is not None or nonzero:
+                self.add(
+                    "error",
+                    "x86-nonzero-target",
+                    self.v.x86_nonzero_message(sec.index, idx, r_type),
+                    section=sec,
+                    relocation=idx,
+                    when=when,
+                    kernel=True,
+                    errno=ENOEXEC,
+                    dmesg_prefix="module: ",
+                )
+                return False
+            if when == "load":
+                for o in range(off, off + size):
+                    self.written[(target.index, o)] = (sec, idx)
+        return True
+
+    # --- klpelf's own rules ------------------------------------------------------------
+
+    def _static_rules(self) -> None:
+        elf, mod = self.elf, self.mod
+        tab = elf.symtab
+        assert tab is not None
+        if (mod.sections or mod.symbols) and mod.is_livepatch and mod.livepatch != "Y":
+            self.add(
+                "warning",
+                "modinfo-livepatch-value",
+                f"modinfo livepatch={mod.livepatch!r}: the kernel takes any value as 'Y'",
+            )
+        if (mod.sections or mod.symbols) and not mod.is_livepatch:
+            pass  # already an error at enable
+        for k in mod.sections:
+            sec = k.section
+            if not k.has_livepatch_flag:
+                self.add(
+                    "error",
+                    "klp-section-without-flag",
+                    f"section {sec.name} has no SHF_RELA_LIVEPATCH flag: the loader applies "
+                    "it as an ordinary relocation section",
+                    section=sec,
+                    when="runtime",
+                )
+                continue
+            if not sec.is_alloc:
+                self.add(
+                    "warning",
+                    "klp-section-not-alloc",
+                    f"section {sec.name} is not SHF_ALLOC: it is freed after load and never "
+                    "applied later (module objects, or a reloaded target)",
+                    section=sec,
+                )
+            if k.target is None:
+                self.add(
+                    "warning",
+                    "klp-section-target",
+                    f"section {sec.name}: sh_info {sec.sh_info} names no section; the "
+                    "loader skips it",
+                    section=sec,
+                )
+            else:
+                if not k.target.is_alloc:
+                    self.add(
+                        "warning",
+                        "klp-target-not-alloc",
+                        f"section {sec.name}: target {k.target.name} is not SHF_ALLOC; the "
+                        "loader silently skips the section",
+                        section=sec,
+                    )
+                if k.parsed is not None and not k.parsed.matches_target(k.target.name):
+                    self.add(
+                        "warning",
+                        "klp-section-suffix",
+                        f"section {sec.name} relocates {k.target.name} (sh_info "
+                        f"{sec.sh_info}); its name suggests another section",
+                        section=sec,
+                    )
+                if k.objname not in (None, "vmlinux") and k.target.name.startswith(
+                    UNSAFE_LATE_SECTIONS
+                ):
+                    self.add(
+                        "warning",
+                        "klp-unsafe-section",
+                        f"section {sec.name}: klp relocations for module {k.objname} in "
+                        f"{k.target.name} are applied after the loader processed that "
+                        "section",
+                        section=sec,
+                    )
+            if sec.sh_type != SHT.RELA or sec.sh_entsize != elf.layout.rela_size:
+                self.add(
+                    "warning",
+                    "klp-section-type",
+                    f"section {sec.name} is not SHT_RELA with sh_entsize "
+                    f"{elf.layout.rela_size}; the kernel reads it as Elf_Rela anyway",
+                    section=sec,
+                )
+            if sec.sh_link != tab.section.index:
+                self.add(
+                    "warning",
+                    "klp-section-link",
+                    f"section {sec.name}: sh_link {sec.sh_link} is not the symbol table "
+                    f"({tab.section.index}); the kernel uses the symbol table anyway",
+                    section=sec,
+                )
+            if k.parsed is not None and k.parsed.truncated:
+                self.add(
+                    "warning",
+                    "klp-objname-too-long",
+                    f"section {sec.name}: object name longer than 55 bytes; the kernel "
+                    f"reads '{k.parsed.objname}' and never applies it to "
+                    f"'{k.parsed.full_objname}'",
+                    section=sec,
+                )
+        self._symbol_rules()
+        for od in mod.oddities:
+            self.add("warning", od.kind, f"{od.what}: {od.note}")
+
+    def _symbol_rules(self) -> None:
+        elf, mod = self.elf, self.mod
+        tab = elf.symtab
+        assert tab is not None
+        binds = tab.bind_array
+        first_global = tab.first_global
+        late_locals = np.flatnonzero(binds[first_global:] == STB.LOCAL)
+        for j in late_locals.tolist()[:10]:
+            i = first_global + j
+            self.add(
+                "warning",
+                "local-after-globals",
+                f"local symbol {tab.name(i)} at index {i} after the first global "
+                f"(sh_info {first_global})",
+                symbol=(i, tab.name(i)),
+            )
+        referenced: set[int] = set()
+        for sec in elf.relocation_sections:
+            if sec.sh_link == tab.section.index and sec.sh_entsize:
+                referenced.update(np.unique(elf.relocations(sec).sym_array).tolist())
+        seen: dict[str, int] = {}
+        for s in mod.symbols:
+            idx, name = s.symbol.index, s.symbol.name
+            if s.symbol.st_shndx == SHN.LIVEPATCH and idx not in referenced:
+                self.add(
+                    "warning",
+                    "unreferenced-livepatch-symbol",
+                    f"livepatch symbol {name} is never referenced by a relocation",
+                    symbol=(idx, name),
+                )
+            if name in seen:
+                self.add(
+                    "warning",
+                    "duplicate-livepatch-symbol",
+                    f"livepatch symbol {name} also at index {seen[name]}",
+                    symbol=(idx, name),
+                )
+            seen.setdefault(name, idx)
+            if s.parsed is None and s.symbol.st_shndx == SHN.LIVEPATCH:
+                self.add(
+                    "error" if idx in referenced else "warning",
+                    "symbol-name-static",
+                    f"symbol {name} has an incorrectly formatted name"
+                    + (f" ({s.detail})" if s.detail else ""),
+                    symbol=(idx, name),
+                )

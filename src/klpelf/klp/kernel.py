@@ -1,0 +1,91 @@
+"""What differs between kernel releases: limits and the wording of messages.
+
+One place for every version-dependent fact, each with the commit or release that
+changed it, so that ``klpelf check --kernel-release`` predicts the exact text a
+given kernel prints.  Sources: kernel/livepatch/core.c, kernel/module/main.c and
+arch/x86/kernel/module.c of the releases named (see
+../shared/reference/kernel-rules.md, sections 3, 5.1 and 10).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from klpelf.klp.names import KSYM_NAME_LEN, KSYM_NAME_LEN_OLD
+
+ENOENT, ENOEXEC, EINVAL = 2, 8, 22
+
+_RELEASE_RE = re.compile(r"\s*(\d+)\.(\d+)")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class KernelVersion:
+    """A kernel release as far as livepatch behaviour goes: major and minor."""
+
+    major: int
+    minor: int
+
+    @classmethod
+    def parse(cls, release: str) -> KernelVersion:
+        """``6.1.0-56-amd64``, ``6.12.117+deb13-amd64``, ``7.2`` or a vermagic string."""
+        m = _RELEASE_RE.match(release)
+        if m is None:
+            raise ValueError(f"not a kernel release: {release!r}")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+    def at_least(self, major: int, minor: int) -> bool:
+        return (self.major, self.minor) >= (major, minor)
+
+    @property
+    def ksym_name_len(self) -> int:
+        # v6.1: KSYM_NAME_LEN 128 -> 512, and the sscanf width %127 -> %511
+        return KSYM_NAME_LEN if self.at_least(6, 1) else KSYM_NAME_LEN_OLD
+
+    @property
+    def vmlinux_relocs_at_load(self) -> bool:
+        # v5.8 (Josh Poimboeuf's series): vmlinux klp sections are applied by the
+        # module loader; before, livepatch applied every section at enable time.
+        return self.at_least(5, 8)
+
+    @property
+    def forbids_vmlinux_from_module_sections(self) -> bool:
+        return self.at_least(5, 8)
+
+    @property
+    def clears_relocations(self) -> bool:
+        # v6.3: clear_relocate_add() on target unload (x86_64), so a late-patched
+        # module can be unloaded and loaded again while the livepatch stays.
+        return self.at_least(6, 3)
+
+    def not_marked_message(self, symbol: str, symndx: int, idx: int) -> str:
+        # v6.19 (klp-build series) added the section and entry; the %u printed as
+        # "rela sec" is the symbol table's index (symndx), not the rela section's.
+        if self.at_least(6, 19):
+            where = f"at rela sec {symndx} idx {idx}"
+            return f"symbol {symbol} {where} is not marked as a livepatch symbol"
+        return f"symbol {symbol} is not marked as a livepatch symbol"
+
+    def x86_nonzero_message(self, sec: int, idx: int, r_type: int) -> str:
+        # The runtime address and value are shown as <loc> and <val>.
+        if self.at_least(6, 19):
+            return (
+                "x86/modules: Invalid relocation target, existing value is nonzero for "
+                f"sec {sec}, idx {idx}, type {r_type}, loc <loc>, val <val>"
+            )
+        if self.at_least(6, 3):
+            return (
+                "x86/modules: Invalid relocation target, existing value is nonzero for "
+                f"type {r_type}, loc <loc>, val <val>"
+            )
+        return (
+            "x86/modules: Skipping invalid relocation target, existing value is nonzero for "
+            f"type {r_type}, loc <loc>, val <val>"
+        )
+
+
+#: The release assumed when neither --kernel-release nor a vermagic says one.
+DEFAULT_VERSION = KernelVersion(6, 19)

@@ -1,0 +1,342 @@
+"""`klpelf check`: one case per rule, on the real kbuild-built sample, broken with the writer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from klpelf.cli import main
+from klpelf.elf.constants import SHF, SHN, SHT, STB, STT
+from klpelf.elf.file import ElfFile
+from klpelf.elf.reader import open_elf, read_elf
+from klpelf.elf.relocs import move_relocations
+from klpelf.elf.symbols import st_info
+from klpelf.elf.writer import write_elf
+from klpelf.klp.check import CheckResult, check_module
+from klpelf.klp.kernel import KernelVersion
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "samples/klp_sample/klp_sample_lp.ko"
+V61 = KernelVersion(6, 1)
+
+
+def _sample() -> ElfFile:
+    return open_elf(SAMPLE)
+
+
+def _klp(elf: ElfFile) -> ElfFile:
+    return elf
+
+
+def _klp_section(elf: ElfFile) -> int:
+    sec = elf.section_by_name(".klp.rela.vmlinux.text")
+    assert sec is not None
+    return sec.index
+
+
+def _sym(elf: ElfFile, name: str) -> int:
+    tab = elf.symtab
+    assert tab is not None
+    return tab.names().index(name)
+
+
+def _check(elf: ElfFile, version: KernelVersion = V61) -> CheckResult:
+    # through bytes, so the check sees exactly what a file would hold
+    return check_module(read_elf(write_elf(elf), path="m.ko"), version=version)
+
+
+def _rename_klp_section(new: str) -> Callable[[ElfFile], None]:
+    def f(elf: ElfFile) -> None:
+        elf.rename_section(elf.sections[_klp_section(elf)], new)
+
+    return f
+
+
+def _non_klp_symbol_in_klp_section(elf: ElfFile) -> None:
+    # move the relocation against seq_printf (exported, SHN_UNDEF) into the klp section
+    text_rela = elf.section_by_name(".rela.text")
+    assert text_rela is not None
+    rt = elf.relocations(text_rela)
+    mask = rt.sym_array == _sym(elf, "seq_printf")
+    first = np.zeros(len(rt), dtype=bool)
+    first[int(np.argmax(mask))] = True
+    move_relocations(elf, text_rela, elf.sections[_klp_section(elf)], first)
+
+
+def _set_symbol(old: str, **kw: object) -> Callable[[ElfFile], None]:
+    def f(elf: ElfFile) -> None:
+        tab = elf.symtab
+        assert tab is not None
+        tab.set_symbol(_sym(elf, old), **kw)  # type: ignore[arg-type]
+
+    return f
+
+
+def _drop_livepatch_modinfo(elf: ElfFile) -> None:
+    mi = elf.modinfo
+    assert mi is not None
+    e = next(e for e in mi.entries if e.key == "livepatch")
+    sec = mi.section
+    data = bytearray(sec.data)
+    data[e.offset : e.offset + e.length] = b"\0" * e.length
+    sec.set_data(bytes(data))
+
+
+def _clear_flag(elf: ElfFile) -> None:
+    elf.sections[_klp_section(elf)].sh_flags &= ~SHF.RELA_LIVEPATCH
+
+
+def _same_target_twice(elf: ElfFile) -> None:
+    # an ordinary relocation at the offset of a klp one: the loader writes it first
+    klp = elf.relocations(elf.sections[_klp_section(elf)])
+    off = int(klp.array["r_offset"][0])
+    rela = elf.section_by_name(".rela.text")
+    assert rela is not None
+    rt = elf.relocations(rela)
+    arr = rt.array.copy()
+    arr["r_offset"][0] = off
+    rela.set_data(arr.tobytes())
+    elf._relocs.pop(rela.index)
+
+
+KERNEL_CASES: list[tuple[str, Callable[[ElfFile], None], str, str, int]] = [
+    (
+        "section-name",
+        _rename_klp_section(".klp.rela..text"),
+        "load",
+        "livepatch: section .klp.rela..text has an incorrectly formatted name",
+        22,
+    ),
+    (
+        "not-livepatch-symbol",
+        _non_klp_symbol_in_klp_section,
+        "load",
+        "livepatch: symbol seq_printf is not marked as a livepatch symbol",
+        22,
+    ),
+    (
+        "symbol-name",
+        _set_symbol(".klp.sym.vmlinux.nr_threads,0", name=".klp.sym.vmlinux.nr_threads"),
+        "load",
+        "livepatch: symbol .klp.sym.vmlinux.nr_threads has an incorrectly formatted name",
+        22,
+    ),
+    (
+        "unknown-symbol",
+        _set_symbol(".klp.sym.vmlinux.nr_threads,0", st_shndx=SHN.UNDEF),
+        "load",
+        "klp_sample: Unknown symbol .klp.sym.vmlinux.nr_threads,0 (err -2)",
+        2,
+    ),
+    (
+        "not-livepatch",
+        _drop_livepatch_modinfo,
+        "enable",
+        "livepatch: module klp_sample is not marked as a livepatch module",
+        22,
+    ),
+    (
+        "x86-nonzero-target",
+        _same_target_twice,
+        "load",
+        "module: x86/modules: Skipping invalid relocation target, existing value is nonzero "
+        "for type 2, loc <loc>, val <val>",
+        8,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "mutate", "when", "dmesg", "errno"), KERNEL_CASES, ids=[c[0] for c in KERNEL_CASES]
+)
+def test_kernel_refuses(
+    name: str, mutate: Callable[[ElfFile], None], when: str, dmesg: str, errno: int
+) -> None:
+    elf = _sample()
+    mutate(elf)
+    res = _check(elf)
+    first = res.first_kernel_error
+    assert first is not None, res.diagnostics
+    assert (first.when, first.dmesg_prefix + first.message, first.errno) == (when, dmesg, errno)
+    assert res.kernel_verdict == "refuse"
+
+
+def test_sample_is_clean() -> None:
+    res = _check(_sample())
+    assert res.diagnostics == []
+    assert res.kernel_verdict == "accept"
+    assert str(check_module(_sample()).version) == "6.1"  # from vermagic
+
+
+def test_module_section_referencing_vmlinux_refuses_the_target_load() -> None:
+    elf = _sample()
+    _rename_klp_section(".klp.rela.ext4.text")(elf)
+    res = _check(elf)
+    assert res.kernel_verdict == "accept"  # the livepatch loads; ext4's load is refused
+    (d,) = [d for d in res.diagnostics if d.kernel]
+    assert (d.when, d.message) == (
+        "target-load",
+        "invalid access to vmlinux symbol 'nr_threads' from module-specific livepatch "
+        "relocation section",
+    )
+    # loaded already: the livepatch's own init fails
+    loaded = check_module(read_elf(write_elf(elf)), version=V61, loaded=lambda o: True)
+    assert loaded.first_kernel_error is not None
+    assert loaded.first_kernel_error.when == "enable"
+
+
+def test_missing_flag_loads_then_crashes() -> None:
+    elf = _sample()
+    _clear_flag(elf)
+    res = _check(elf)
+    assert res.kernel_verdict == "accept"
+    rules = sorted({d.rule for d in res.errors})
+    assert rules == ["klp-section-without-flag", "livepatch-symbol-in-ordinary-relocation"]
+    assert all(d.when == "runtime" for d in res.errors)
+
+
+def test_version_wording() -> None:
+    elf = _sample()
+    _non_klp_symbol_in_klp_section(elf)
+    tab = elf.symtab
+    assert tab is not None
+    symndx = tab.section.index
+    new = _check(elf, KernelVersion(7, 2)).first_kernel_error
+    assert new is not None
+    assert new.message == (
+        f"symbol seq_printf at rela sec {symndx} idx 4 is not marked as a livepatch symbol"
+    )
+    elf2 = _sample()
+    _same_target_twice(elf2)
+    msg63 = _check(elf2, KernelVersion(6, 12)).first_kernel_error
+    assert msg63 is not None and msg63.message.startswith(
+        "x86/modules: Invalid relocation target, existing value is nonzero for type 2,"
+    )
+    msg619 = _check(elf2, KernelVersion(6, 19)).first_kernel_error
+    assert msg619 is not None and "nonzero for sec " in msg619.message
+
+
+def test_ksym_name_len_by_release() -> None:
+    long = "f" * 200
+    elf = _sample()
+    _set_symbol(".klp.sym.vmlinux.nr_threads,0", name=f".klp.sym.vmlinux.{long},0")(elf)
+    assert _check(elf, KernelVersion(6, 1)).kernel_verdict == "accept"
+    old = _check(elf, KernelVersion(5, 10)).first_kernel_error
+    assert old is not None
+    assert old.message == f"symbol .klp.sym.vmlinux.{long},0 has an incorrectly formatted name"
+
+
+def _warn_cases() -> list[tuple[str, Callable[[ElfFile], None], str]]:
+    def not_alloc(elf: ElfFile) -> None:
+        elf.sections[_klp_section(elf)].sh_flags &= ~SHF.ALLOC
+
+    def long_objname(elf: ElfFile) -> None:
+        _rename_klp_section(".klp.rela." + "m" * 60 + ".text")(elf)
+
+    def local_after_globals(elf: ElfFile) -> None:
+        tab = elf.symtab
+        assert tab is not None
+        tab.add_symbol("late_local")
+        tab._writable()["st_info"][len(tab) - 1] = st_info(STB.LOCAL, STT.NOTYPE)
+        tab._commit()
+
+    def unreferenced(elf: ElfFile) -> None:
+        tab = elf.symtab
+        assert tab is not None
+        tab.add_symbol(".klp.sym.vmlinux.unused_sym,0", st_shndx=SHN.LIVEPATCH)
+
+    def duplicate(elf: ElfFile) -> None:
+        tab = elf.symtab
+        assert tab is not None
+        tab.add_symbol(".klp.sym.vmlinux.nr_threads,0", st_shndx=SHN.LIVEPATCH)
+
+    def unsafe(elf: ElfFile) -> None:
+        jt = elf.add_section("__jump_table", SHT.PROGBITS, sh_flags=SHF.ALLOC | SHF.WRITE)
+        elf.add_relocation_section(
+            ".klp.rela.ext4.__jump_table", jt, extra_flags=SHF.ALLOC | SHF.RELA_LIVEPATCH
+        )
+
+    def klp_arch(elf: ElfFile) -> None:
+        elf.add_section(".klp.arch.vmlinux.altinstructions", SHT.PROGBITS)
+
+    def draft(elf: ElfFile) -> None:
+        text = elf.section_by_name(".text")
+        assert text is not None
+        elf.add_relocation_section(".klp.rel.vmlinux.text", text)
+
+    def annotation(elf: ElfFile) -> None:
+        tab = elf.symtab
+        assert tab is not None
+        tab.add_symbol(".klp.sym.rela.lp.vmlinux.foo,0", st_shndx=SHN.LIVEPATCH)
+
+    def modinfo_n(elf: ElfFile) -> None:
+        mi = elf.modinfo
+        assert mi is not None
+        mi.set("livepatch", "N")
+
+    def bad_link(elf: ElfFile) -> None:
+        elf.sections[_klp_section(elf)].sh_link = 1
+
+    return [
+        ("klp-section-not-alloc", not_alloc, "is not SHF_ALLOC"),
+        ("klp-section-suffix", _rename_klp_section(".klp.rela.vmlinux.data"), "name suggests"),
+        ("klp-objname-too-long", long_objname, "longer than 55 bytes"),
+        ("local-after-globals", local_after_globals, "after the first global"),
+        ("unreferenced-livepatch-symbol", unreferenced, "never referenced"),
+        ("duplicate-livepatch-symbol", duplicate, "also at index"),
+        ("klp-unsafe-section", unsafe, "applied after the loader processed"),
+        ("klp-arch-section", klp_arch, "removed in Linux 5.8"),
+        ("draft-rel-section", draft, "2016 draft spelling"),
+        ("annotation-symbol", annotation, "klp-convert annotation"),
+        ("modinfo-livepatch-value", modinfo_n, "takes any value"),
+        ("klp-section-link", bad_link, "is not the symbol table"),
+    ]
+
+
+@pytest.mark.parametrize(("rule", "mutate", "text"), _warn_cases(), ids=lambda x: str(x)[:30])
+def test_warnings(rule: str, mutate: Callable[[ElfFile], None], text: str) -> None:
+    elf = _sample()
+    mutate(elf)
+    res = _check(elf)
+    hits = [d for d in res.warnings if d.rule == rule]
+    assert hits, [d.rule for d in res.diagnostics]
+    assert text in hits[0].message
+
+
+def test_cli_json_and_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    elf = _sample()
+    _rename_klp_section(".klp.rela..text")(elf)
+    bad = tmp_path / "bad.ko"
+    bad.write_bytes(write_elf(elf))
+    assert main(["check", "--json", str(SAMPLE), str(bad)]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema"] == "klpelf.check/1"
+    good, broken = doc["modules"]
+    assert (good["verdict"], good["errors"], good["kernel_message"]) == ("accept", 0, None)
+    assert broken["verdict"] == "refuse" and broken["errno"] == 22
+    assert broken["kernel_message"] == (
+        "livepatch: section .klp.rela..text has an incorrectly formatted name"
+    )
+    assert main(["check", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert f"{bad}: .klp.rela..text[42]: error: section .klp.rela..text has an incorrectly" in out
+    assert "would refuse the module when the module loads (errno 22)" in out
+
+
+def test_cli_strict_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    elf = _sample()
+    elf.modinfo.set("livepatch", "N")  # type: ignore[union-attr]
+    warn = tmp_path / "warn.ko"
+    warn.write_bytes(write_elf(elf))
+    assert main(["check", str(warn)]) == 0
+    assert main(["check", "--strict", str(warn)]) == 1
+    junk = tmp_path / "junk.ko"
+    junk.write_bytes(b"not an elf")
+    capsys.readouterr()
+    assert main(["check", str(junk)]) == 1
+    assert capsys.readouterr().err == f"klpelf: {junk}: not an ELF file (bad magic)\n"
+    assert main(["check", "--kernel-release", "banana", str(SAMPLE)]) == 2

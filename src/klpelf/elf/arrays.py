@@ -7,10 +7,15 @@ import numpy: the CLI pays for numpy only when it decodes a table.
 from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from klpelf.elf.layout import Layout
+
+if TYPE_CHECKING:
+    from klpelf.elf.file import ElfFile, Section
 
 
 @cache
@@ -46,3 +51,33 @@ def rel_dtype(layout: Layout, rela: bool) -> np.dtype[np.void]:
 @cache
 def shndx_dtype(layout: Layout) -> np.dtype[np.uint32]:
     return np.dtype(layout.byteorder + "u4")
+
+
+class RecordTable:
+    """A section holding an array of fixed-size records (symbols, relocations).
+
+    Checks sh_entsize and sh_size against the record size and decodes the records
+    as one read-only numpy array over the section's bytes.
+    """
+
+    def __init__(self, elf: ElfFile, section: Section, dtype: np.dtype[np.void]) -> None:
+        self.elf = elf
+        self.section = section
+        if section.sh_entsize != dtype.itemsize:
+            raise elf.error(
+                f"sh_entsize is {section.sh_entsize}, expected {dtype.itemsize}", section
+            )
+        if section.sh_size % dtype.itemsize:
+            raise elf.error(
+                f"size {section.sh_size:#x} is not a multiple of the entry size {dtype.itemsize}",
+                section,
+            )
+        self._arr: npt.NDArray[np.void] = np.frombuffer(section.data, dtype=dtype)
+
+    def __len__(self) -> int:
+        return len(self._arr)
+
+    @property
+    def array(self) -> npt.NDArray[np.void]:
+        """The raw records (read-only view; use the edit methods to change them)."""
+        return self._arr

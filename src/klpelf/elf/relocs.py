@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from klpelf.elf.arrays import rel_dtype
+from klpelf.elf.arrays import RecordTable, rel_dtype
 from klpelf.elf.constants import SHT
 from klpelf.errors import ElfEditError
 
@@ -34,25 +34,15 @@ class Relocation:
     type: int  # ELF_R_TYPE(r_info)
 
 
-class RelocationTable:
+class RelocationTable(RecordTable):
     """The view of one SHT_REL/SHT_RELA section."""
 
     def __init__(self, elf: ElfFile, section: Section) -> None:
-        self.elf = elf
-        self.section = section
         if section.sh_type not in (SHT.REL, SHT.RELA):
             raise elf.error("is not a relocation section", section)
         self.is_rela = section.sh_type == SHT.RELA
-        dt = rel_dtype(elf.layout, self.is_rela)
-        if section.sh_entsize != dt.itemsize:
-            raise elf.error(f"sh_entsize is {section.sh_entsize}, expected {dt.itemsize}", section)
-        if section.sh_size % dt.itemsize:
-            raise elf.error(
-                f"size {section.sh_size:#x} is not a multiple of the entry size {dt.itemsize}",
-                section,
-            )
+        super().__init__(elf, section, rel_dtype(elf.layout, self.is_rela))
         self._shift = elf.layout.r_sym_shift()
-        self._arr: npt.NDArray[np.void] = np.frombuffer(section.data, dtype=dt)
         if len(self._arr) and section.sh_link:
             nsyms = len(elf.symbol_table(elf.section(section.sh_link)))
             syms = self.sym_array
@@ -63,13 +53,6 @@ class RelocationTable:
                     f"(the symbol table has {nsyms} entries)",
                     section,
                 )
-
-    def __len__(self) -> int:
-        return len(self._arr)
-
-    @property
-    def array(self) -> npt.NDArray[np.void]:
-        return self._arr
 
     @property
     def target(self) -> Section | None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from klpelf.elf.arrays import shndx_dtype, sym_dtype
+from klpelf.elf.arrays import RecordTable, shndx_dtype, sym_dtype
 from klpelf.elf.constants import SHN, SHT, STB, STT
 from klpelf.elf.strtab import StringTable
 from klpelf.errors import ElfEditError
@@ -69,28 +69,18 @@ class Symbol:
         return self.st_shndx == SHN.UNDEF
 
 
-class SymbolTable:
+class SymbolTable(RecordTable):
     """The view of one symbol table section.
 
     ``len()``, indexing and iteration give :class:`Symbol` values.
     """
 
     def __init__(self, elf: ElfFile, section: Section) -> None:
-        self.elf = elf
-        self.section = section
         lay = elf.layout
-        dt = sym_dtype(lay)
         if section.sh_type not in (SHT.SYMTAB, SHT.DYNSYM):
             raise elf.error("is not a symbol table", section)
-        if section.sh_entsize != dt.itemsize:
-            raise elf.error(f"sh_entsize is {section.sh_entsize}, expected {dt.itemsize}", section)
-        if section.sh_size % dt.itemsize:
-            raise elf.error(
-                f"size {section.sh_size:#x} is not a multiple of the entry size {dt.itemsize}",
-                section,
-            )
+        super().__init__(elf, section, sym_dtype(lay))
         self.strtab: StringTable = elf.strtab(elf.section(section.sh_link))
-        self._arr: npt.NDArray[np.void] = np.frombuffer(section.data, dtype=dt)
         if section.sh_info > len(self._arr):
             raise elf.error(
                 f"sh_info {section.sh_info} (first non-local symbol) is past the "
@@ -138,14 +128,6 @@ class SymbolTable:
             )
 
     # --- reading ------------------------------------------------------------------
-
-    def __len__(self) -> int:
-        return len(self._arr)
-
-    @property
-    def array(self) -> npt.NDArray[np.void]:
-        """The raw records (read-only view; use the edit methods to change them)."""
-        return self._arr
 
     @property
     def first_global(self) -> int:

@@ -12,8 +12,6 @@ import contextlib
 import mmap
 import os
 import stat
-import tempfile
-from pathlib import Path
 
 from klpelf.errors import InputError
 
@@ -130,16 +128,19 @@ def write_atomic(path: str | os.PathLike[str], data: Buffer, *, overwrite: bool 
 
     :raises InputError: the file exists and ``overwrite`` is false, or the write failed.
     """
-    target = Path(path)
-    if not overwrite and target.exists():
-        raise InputError("output file exists (refusing to overwrite it)", path=str(target))
+    import tempfile  # only writers pay for it
+
+    target = os.fspath(path)
+    if not overwrite and os.path.lexists(target):
+        raise InputError("output file exists (refusing to overwrite it)", path=target)
     try:
-        mode = target.stat().st_mode & 0o7777
+        mode = os.stat(target).st_mode & 0o7777
     except OSError:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o644 & ~umask
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    directory, base = os.path.split(os.path.abspath(target))
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -149,7 +150,7 @@ def write_atomic(path: str | os.PathLike[str], data: Buffer, *, overwrite: bool 
         os.replace(tmp, target)
     except BaseException as e:
         with contextlib.suppress(OSError):
-            Path(tmp).unlink()
+            os.unlink(tmp)
         if isinstance(e, OSError):
-            raise InputError(e.strerror or str(e), path=str(target)) from e
+            raise InputError(e.strerror or str(e), path=target) from e
         raise

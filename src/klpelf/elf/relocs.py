@@ -44,9 +44,12 @@ class RelocationTable(RecordTable):
         super().__init__(elf, section, rel_dtype(elf.layout, self.is_rela))
         self._shift = elf.layout.r_sym_shift()
         if len(self._arr) and section.sh_link:
+            # ELF_R_SYM is the high part of r_info, so the largest r_info has the
+            # largest symbol index: one max() checks every entry.
+            max_sym = int(self._arr["r_info"].max()) >> self._shift
             nsyms = len(elf.symbol_table(elf.section(section.sh_link)))
-            syms = self.sym_array
-            if int(syms.max()) >= nsyms:
+            if max_sym >= nsyms:
+                syms = self.sym_array
                 bad = int(np.argmax(syms >= nsyms))
                 raise elf.error(
                     f"relocation {bad}: symbol index {int(syms[bad])} is out of range "

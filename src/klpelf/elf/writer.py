@@ -39,7 +39,7 @@ def _align_up(x: int, a: int) -> int:
     return x if a <= 1 else (x + a - 1) // a * a
 
 
-def write_elf(elf: ElfFile) -> bytes:
+def write_elf(elf: ElfFile) -> bytearray:
     """Return the bytes of ``elf`` as it is now (its edits included)."""
     lay = elf.layout
     secs = elf.sections
@@ -106,7 +106,7 @@ def write_elf(elf: ElfFile) -> bytes:
     if size_changed and elf.trailer:
         out[end:] = elf.trailer
     h.e_shoff = shoff
-    return bytes(out)
+    return out
 
 
 def _layout_items(elf: ElfFile) -> list[_Item]:

@@ -153,7 +153,7 @@ def pyelftools_parse(path: str) -> tuple[int, int, int]:
     return nsecs, nsyms, nrels
 
 
-def klpelf_roundtrip(path: str, out: str, rename: bool) -> bytes:
+def klpelf_roundtrip(path: str, out: str, rename: bool) -> bytes | bytearray:
     """Read ``path``, optionally rename one section, write it to ``out``; return the bytes."""
     elf = open_elf(path)
     if rename:

@@ -20,6 +20,7 @@ from klpelf.elf.constants import SHF, SHN, SHT
 from klpelf.elf.file import ElfFile, Section
 from klpelf.elf.relocs import move_relocations
 from klpelf.errors import KlpFormatError
+from klpelf.klp.check import UNSAFE_LATE_SECTIONS
 from klpelf.klp.names import (
     KlpAnnotationName,
     KlpRelaSectionName,
@@ -122,6 +123,19 @@ def _move_relocations(elf: ElfFile, objname_of: dict[int, str], report: ConvertR
                 path=elf.path,
             )
         objs = sorted({objname_of[int(s)] for s in syms[hit]})
+        if target.name.startswith(UNSAFE_LATE_SECTIONS) and objs != ["vmlinux"]:
+            # objtool's klp diff refuses these too: the loader has already processed
+            # the section (jump labels, static calls, alternatives) when livepatch
+            # writes a module object's relocations.
+            for j in np.flatnonzero(hit).tolist():
+                sym = int(syms[j])
+                if objname_of[sym] != "vmlinux":
+                    raise KlpFormatError(
+                        f"section {sec}: relocation {j} against {symtab.name(sym)}: klp "
+                        f"relocations for module {objname_of[sym]} cannot be applied safely in "
+                        f"{target.name} (the loader processes it before livepatch writes them)",
+                        path=elf.path,
+                    )
         for obj in objs:
             members = np.array([i for i, o in objname_of.items() if o == obj], dtype=np.uint64)
             mask = np.isin(elf.relocations(sec).sym_array, members)

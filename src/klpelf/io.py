@@ -12,6 +12,7 @@ import contextlib
 import mmap
 import os
 import stat
+from collections.abc import Iterable
 
 from klpelf.errors import InputError
 
@@ -118,8 +119,12 @@ def _unzstd(data: bytes) -> bytes:
     return b"".join(chunks)
 
 
-def write_atomic(path: str | os.PathLike[str], data: Buffer, *, overwrite: bool = False) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename.
+def write_atomic(
+    path: str | os.PathLike[str], data: Buffer | Iterable[Buffer], *, overwrite: bool = False
+) -> None:
+    """Write ``data`` (bytes, or pieces in order) to ``path`` atomically.
+
+    The bytes go to a temporary file in the same directory, which is then renamed.
 
     A reader of ``path`` sees either the old file or the whole new one, never a torn
     write.  An existing file is replaced only with ``overwrite=True``; klpelf never
@@ -143,7 +148,11 @@ def write_atomic(path: str | os.PathLike[str], data: Buffer, *, overwrite: bool 
     fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if isinstance(data, bytes | bytearray | memoryview | mmap.mmap):
+                f.write(data)
+            else:
+                for piece in data:
+                    f.write(piece)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)

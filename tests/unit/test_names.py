@@ -10,6 +10,8 @@ wraps modulo 2**64, and ignores what follows the digits.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from klpelf.errors import KlpError, KlpFormatError
 from klpelf.klp.names import (
@@ -22,6 +24,8 @@ from klpelf.klp.names import (
     KlpDraftRelSectionName,
     KlpRelaSectionName,
     KlpSymbolName,
+    _c_string,
+    _scan_canonical,
     classify_symbol_name,
     kernel_sscanf,
     klp_annotation_format,
@@ -760,3 +764,28 @@ def test_classify_uses_ksym_name_len() -> None:
     s = f".klp.sym.vmlinux.{NAME128},0"
     assert classify_symbol_name(s) == "klp"
     assert classify_symbol_name(s, ksym_name_len=KSYM_NAME_LEN_OLD) == "other"
+
+
+# --- the fast path agrees with the exact scanner ---------------------------------------
+
+
+_PIECES = st.sampled_from(["vmlinux", "ext4", ".", ",", "foo", "isra", "0", "12", " ", "x" * 60,
+                           "9" * 21, "é", "\t", "+", "-", ".klp.sym.", ""])  # fmt: skip
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_PIECES, max_size=8), st.sampled_from([128, 512]))
+def test_fast_path_matches_kernel_sscanf(pieces: list[str], width: int) -> None:
+    s = ".klp.sym." + "".join(pieces)
+    fast = _scan_canonical(s, width)
+    if fast is None:
+        return
+    exact = kernel_sscanf(_c_string(s), klp_sym_format(width))
+    assert exact.count == 3
+    obj, name, pos = exact.values
+    assert (fast.objname, fast.name, fast.sympos) == (
+        obj.decode() if isinstance(obj, bytes) else obj,
+        name.decode() if isinstance(name, bytes) else name,
+        pos,
+    )
+    assert _c_string(s)[exact.spans[2][1] :] == b""

@@ -10,7 +10,7 @@ cross references (sh_link, sh_info, symbol indices) consistent.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -76,17 +76,32 @@ class Section:
     _data: bytes | bytearray | memoryview = field(default=b"", repr=False)
     #: the contents changed since reading (the writer re-serialises them)
     dirty: bool = field(default=False, repr=False)
+    #: a view's serialiser, run when the bytes are next needed (see set_pending)
+    _pending: Callable[[], bytes | bytearray] | None = field(default=None, repr=False)
 
     @property
     def data(self) -> bytes | bytearray | memoryview:
         """The section contents (empty for SHT_NOBITS)."""
+        if self._pending is not None:
+            make, self._pending = self._pending, None
+            self._data = make()
         return self._data
 
     def set_data(self, data: bytes | bytearray | memoryview) -> None:
         """Replace the contents; sh_size follows (except for SHT_NOBITS)."""
+        self._pending = None
         self._data = data
         if self.sh_type != SHT.NOBITS:
             self.sh_size = len(data)
+        self.dirty = True
+        self.elf.modified = True
+
+    def set_pending(self, size: int, make: Callable[[], bytes | bytearray]) -> None:
+        """A view changed the contents: sh_size is ``size`` now, the bytes come from
+        ``make()`` when first read.  Many edits in a row then cost one serialisation."""
+        self._pending = make
+        if self.sh_type != SHT.NOBITS:
+            self.sh_size = size
         self.dirty = True
         self.elf.modified = True
 

@@ -35,25 +35,20 @@ class Modinfo:
     def __init__(self, section: Section) -> None:
         self.section = section
         self._data = bytearray(section.data)
-        self._entries = self._parse()
+        self._parsed: list[ModinfoEntry] | None = None
 
     def _parse(self) -> list[ModinfoEntry]:
         out: list[ModinfoEntry] = []
-        data = self._data
-        pos, n = 0, len(data)
-        while pos < n:
-            if data[pos] == 0:
-                pos += 1
-                continue
-            end = data.find(b"\0", pos)
-            if end < 0:
-                end = n  # the last string lacks its NUL; the kernel stops at the size too
-            raw = bytes(data[pos:end])
-            key, sep, value = raw.partition(b"=")
-            out.append(
-                ModinfoEntry(pos, decode_name(key), decode_name(value), end - pos, bool(sep))
-            )
-            pos = end + 1
+        pos = 0
+        # split() keeps every byte accounted for: each part is followed by one NUL
+        # (the last part, if not empty, lacks its NUL; the kernel stops at the size)
+        for raw in bytes(self._data).split(b"\0"):
+            if raw:
+                key, sep, value = raw.partition(b"=")
+                out.append(
+                    ModinfoEntry(pos, decode_name(key), decode_name(value), len(raw), bool(sep))
+                )
+            pos += len(raw) + 1
         return out
 
     @property
@@ -96,6 +91,12 @@ class Modinfo:
         self._data += encode_name(f"{key}={value}") + b"\0"
         self._commit()
 
+    @property
+    def _entries(self) -> list[ModinfoEntry]:
+        if self._parsed is None:
+            self._parsed = self._parse()
+        return self._parsed
+
     def _commit(self) -> None:
         self.section.set_data(bytes(self._data))
-        self._entries = self._parse()
+        self._parsed = None

@@ -92,7 +92,7 @@ class RelocationTable(RecordTable):
 
     def _set(self, arr: npt.NDArray[np.void]) -> None:
         self._arr = arr
-        self.section.set_data(arr.tobytes())
+        self.section.set_pending(arr.nbytes, self._arr.tobytes)
 
     def renumber_symbols(self, start: int, by: int) -> None:
         """Add ``by`` to every symbol index >= ``start`` (after a symbol was inserted)."""

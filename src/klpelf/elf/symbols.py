@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from klpelf.elf.arrays import RecordTable, shndx_dtype, sym_dtype
 from klpelf.elf.constants import SHN, SHT, STB, STT
-from klpelf.elf.strtab import StringTable
+from klpelf.elf.strtab import StringTable, encode_name
 from klpelf.errors import ElfEditError
 
 if TYPE_CHECKING:
@@ -159,12 +159,7 @@ class SymbolTable(RecordTable):
     def names(self) -> list[str]:
         """Every symbol's name, in index order (decoded once and cached)."""
         if self._names is None:
-            data = bytes(self.strtab.data)
-            find = data.find
-            self._names = [
-                data[o : find(b"\0", o)].decode("utf-8", "surrogateescape")
-                for o in self._arr["st_name"].tolist()
-            ]
+            self._names = _decode_names(bytes(self.strtab.data), self._arr["st_name"].tolist())
         return self._names
 
     def __getitem__(self, index: int) -> Symbol:
@@ -187,6 +182,23 @@ class SymbolTable(RecordTable):
         for i in range(len(self._arr)):
             yield self[i]
 
+    def indices_with_prefix(self, prefix: str) -> npt.NDArray[np.intp]:
+        """Indices of the symbols whose name starts with ``prefix``, without decoding names.
+
+        A name starts with the prefix exactly when its st_name is an offset where the
+        prefix occurs in the string table, so the table is searched once.
+        """
+        data = bytes(self.strtab.data)
+        raw = encode_name(prefix)
+        hits = []
+        pos = data.find(raw)
+        while pos >= 0:
+            hits.append(pos)
+            pos = data.find(raw, pos + 1)
+        if not hits:
+            return np.zeros(0, dtype=np.intp)
+        return np.flatnonzero(np.isin(self._arr["st_name"], np.array(hits, dtype=np.uint32)))
+
     def indices_where_shndx(self, value: int) -> npt.NDArray[np.intp]:
         """Indices of the symbols whose raw st_shndx equals ``value`` (e.g. SHN_LIVEPATCH)."""
         return np.flatnonzero(self._arr["st_shndx"] == value)
@@ -199,9 +211,10 @@ class SymbolTable(RecordTable):
         return self._arr
 
     def _commit(self) -> None:
-        self.section.set_data(self._arr.tobytes())
-        if self._xindex is not None and self._shndx_sec is not None:
-            self._shndx_sec.set_data(self._xindex.tobytes())
+        self.section.set_pending(self._arr.nbytes, self._arr.tobytes)
+        xindex, sec = self._xindex, self._shndx_sec
+        if xindex is not None and sec is not None:
+            sec.set_pending(xindex.nbytes, xindex.tobytes)
 
     def set_symbol(
         self,
@@ -306,3 +319,19 @@ class SymbolTable(RecordTable):
             elif sec.sh_type == SHT.GROUP and sec.sh_info >= pos:
                 sec.sh_info += 1
                 elf.modified = True
+
+
+def _decode_names(data: bytes, offsets: list[int]) -> list[str]:
+    # Most st_name values point at the start of a string: split the table once and
+    # look those up; the rest (tail-shared strings) are cut out one by one.
+    if data.isascii():
+        text = data.decode("ascii")
+        starts: dict[int, str] = {}
+        pos = 0
+        for part in text.split("\0"):
+            starts[pos] = part
+            pos += len(part) + 1
+        find = text.find
+        return [starts[o] if o in starts else text[o : find("\0", o)] for o in offsets]
+    find_b = data.find
+    return [data[o : find_b(b"\0", o)].decode("utf-8", "surrogateescape") for o in offsets]

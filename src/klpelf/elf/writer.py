@@ -16,6 +16,7 @@ edited one changes as little as possible:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from klpelf.elf.constants import SHN, SHT
@@ -39,8 +40,46 @@ def _align_up(x: int, a: int) -> int:
     return x if a <= 1 else (x + a - 1) // a * a
 
 
+@dataclass(slots=True)
+class _Plan:
+    """The output as pieces: ``chunks`` (offset, bytes) sorted by offset.
+
+    With ``base`` set (nothing moved), the pieces are written over a copy of the
+    input; without it they tile the file in order, zero bytes between them.
+    """
+
+    size: int
+    base: memoryview | None
+    chunks: list[tuple[int, bytes | bytearray | memoryview]]
+
+
 def write_elf(elf: ElfFile) -> bytearray:
     """Return the bytes of ``elf`` as it is now (its edits included)."""
+    plan = _plan(elf)
+    if plan.base is not None:
+        out = bytearray(plan.base)
+        out.extend(bytes(plan.size - len(out)))
+        for off, data in plan.chunks:
+            out[off : off + len(data)] = data
+        return out
+    out = bytearray()
+    for piece in _stream(plan):
+        out += piece
+    return out
+
+
+def _stream(plan: _Plan) -> Iterator[bytes | bytearray | memoryview]:
+    pos = 0
+    for off, data in plan.chunks:
+        if off > pos:
+            yield bytes(off - pos)
+        yield data
+        pos = off + len(data)
+    if plan.size > pos:
+        yield bytes(plan.size - pos)
+
+
+def _plan(elf: ElfFile) -> _Plan:
     lay = elf.layout
     secs = elf.sections
     shnum = len(secs)
@@ -63,14 +102,7 @@ def write_elf(elf: ElfFile) -> bytearray:
         end = elf.trailer_offset
     else:
         end = _place(elf, items)
-    total = end + len(elf.trailer)
-
-    if size_changed:
-        out = bytearray(total)
-        _copy_gaps(elf, items, out)
-    else:
-        out = bytearray(memoryview(elf.buf)[: elf.trailer_offset])
-        out += elf.trailer
+    chunks: list[tuple[int, bytes | bytearray | memoryview]] = []
 
     # ELF header (e_ident is copied as read, padding bytes included)
     h = elf.header
@@ -82,12 +114,14 @@ def write_elf(elf: ElfFile) -> bytearray:
             secs[0].sh_size = shnum
         if use_ext_strndx:
             secs[0].sh_link = h.e_shstrndx
-    out[:EI_NIDENT] = elf.ident
+    header = bytearray(lay.ehdr_size)
+    header[:EI_NIDENT] = elf.ident
     lay.ehdr.pack_into(
-        out, EI_NIDENT, h.e_type, h.e_machine, h.e_version, h.e_entry, h.e_phoff, shoff,
+        header, EI_NIDENT, h.e_type, h.e_machine, h.e_version, h.e_entry, h.e_phoff, shoff,
         h.e_flags, h.e_ehsize, h.e_phentsize, h.e_phnum, h.e_shentsize,
         0 if use_ext_shnum else shnum, SHN.XINDEX if use_ext_strndx else h.e_shstrndx,
     )  # fmt: skip
+    chunks.append((0, header))
 
     for it in items:
         sec = it.section
@@ -96,17 +130,25 @@ def write_elf(elf: ElfFile) -> bytearray:
         if sec.sh_type != SHT.NULL:
             sec.sh_offset = it.start
         if it.size and (sec.dirty or size_changed):
-            out[it.start : it.start + it.size] = sec.data
+            chunks.append((it.start, sec.data))
+    table = bytearray(shnum * shentsize)
     for sec in secs:
         lay.shdr.pack_into(
-            out, shoff + sec.index * shentsize, sec.sh_name, sec.sh_type, sec.sh_flags,
+            table, sec.index * shentsize, sec.sh_name, sec.sh_type, sec.sh_flags,
             sec.sh_addr, sec.sh_offset, sec.sh_size, sec.sh_link, sec.sh_info,
             sec.sh_addralign, sec.sh_entsize,
         )  # fmt: skip
-    if size_changed and elf.trailer:
-        out[end:] = elf.trailer
+    if shnum:
+        chunks.append((shoff, table))
     h.e_shoff = shoff
-    return out
+    if elf.trailer:
+        chunks.append((end, elf.trailer))
+    if not size_changed:
+        chunks.sort(key=lambda c: c[0])
+        return _Plan(end + len(elf.trailer), memoryview(elf.buf)[: elf.trailer_offset], chunks)
+    chunks += _gaps(elf, items)
+    chunks.sort(key=lambda c: c[0])
+    return _Plan(end + len(elf.trailer), None, chunks)
 
 
 def _layout_items(elf: ElfFile) -> list[_Item]:
@@ -153,19 +195,21 @@ def _place(elf: ElfFile, items: list[_Item]) -> int:
     return cursor
 
 
-def _copy_gaps(elf: ElfFile, items: list[_Item], out: bytearray) -> None:
+def _gaps(elf: ElfFile, items: list[_Item]) -> list[tuple[int, memoryview]]:
     # Reproduce the bytes between structures (usually zero padding) where the input
     # had a gap before the same structure.
     buf = memoryview(elf.buf)
     placed = sorted((it for it in items if it.orig_offset is not None and it.size),
                     key=lambda it: it.start)  # fmt: skip
+    out = []
     prev_orig_end, prev_new_end = elf.layout.ehdr_size, elf.layout.ehdr_size
     for it in placed:
         assert it.orig_offset is not None
         n = min(it.orig_offset - prev_orig_end, it.start - prev_new_end)
-        if n > 0:
-            out[prev_new_end : prev_new_end + n] = buf[prev_orig_end : prev_orig_end + n]
+        if n > 0 and any(buf[prev_orig_end : prev_orig_end + n]):
+            out.append((prev_new_end, buf[prev_orig_end : prev_orig_end + n]))
         prev_orig_end, prev_new_end = it.orig_end, it.start + it.size
+    return out
 
 
 def save_elf(elf: ElfFile, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
@@ -174,4 +218,8 @@ def save_elf(elf: ElfFile, path: str | os.PathLike[str], *, overwrite: bool = Fa
     :param overwrite: replace ``path`` if it exists; without it an existing file is
         never touched, so the input cannot be lost by accident.
     """
-    write_atomic(path, write_elf(elf), overwrite=overwrite)
+    plan = _plan(elf)
+    if plan.base is not None:
+        write_atomic(path, write_elf(elf), overwrite=overwrite)
+    else:
+        write_atomic(path, _stream(plan), overwrite=overwrite)

@@ -65,10 +65,9 @@ def convert_annotations(elf: ElfFile) -> ConvertReport:
     if tab is None:
         raise KlpFormatError("module has no symbols (stripped?)", path=elf.path)
     objname_of: dict[int, str] = {}
-    for i, name in enumerate(tab.names()):
-        if not name.startswith(".klp.sym."):
-            continue
+    for i in tab.indices_with_prefix(".klp.sym.").tolist():
         sym = tab[i]
+        name = sym.name
         if sym.st_shndx == SHN.LIVEPATCH:
             continue
         if sym.st_shndx != SHN.UNDEF:

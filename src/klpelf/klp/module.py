@@ -130,12 +130,10 @@ class KlpModule:
         tab = self.elf.symtab
         if tab is None:
             return
-        names = tab.names()
         lp = set(tab.indices_where_shndx(SHN.LIVEPATCH).tolist())
-        for i, name in enumerate(names):
-            if i not in lp and not name.startswith(KLP_SYM_PREFIX):
-                continue
+        for i in sorted(lp | set(tab.indices_with_prefix(KLP_SYM_PREFIX).tolist())):
             sym = tab[i]
+            name = sym.name
             kind = classify_symbol_name(name)
             if kind == "annotation":
                 ann = KlpAnnotationName.parse(name)

@@ -72,6 +72,8 @@ kernel's own symbol format: ``.klp.sym.rela.x.y.z,0`` scans as object ``rela``, 
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -418,6 +420,9 @@ class KlpSymbolName:
     @classmethod
     def scan(cls, s: str, *, ksym_name_len: int = KSYM_NAME_LEN) -> KlpSymbolScan:
         """Run the kernel's sscanf on ``s``: the count, the values and why it stopped."""
+        fast = _scan_canonical(s, ksym_name_len)
+        if fast is not None:
+            return fast
         raw = _c_string(s)
         res = kernel_sscanf(raw, klp_sym_format(ksym_name_len))
         vals = res.values
@@ -448,6 +453,29 @@ class KlpSymbolName:
 
     def __str__(self) -> str:
         return f"{KLP_SYM_PREFIX}{self.objname}.{self.name},{self.sympos}"
+
+
+@functools.cache
+def _canonical_re(ksym_name_len: int) -> re.Pattern[str]:
+    return re.compile(
+        rf"\.klp\.sym\.([^.\x00]{{1,{OBJNAME_MAX}}})\.([^,\x00]{{1,{ksym_name_len - 1}}}),"
+        r"([0-9]{1,20})\Z"
+    )
+
+
+def _scan_canonical(s: str, ksym_name_len: int) -> KlpSymbolScan | None:
+    # Fast path for the common, plain-ASCII, nothing-to-ignore spelling: what this
+    # regex accepts, kernel_sscanf() accepts with the same three values (widths count
+    # bytes, and for ASCII a character is a byte).  Anything else takes the exact path.
+    if not s.isascii():
+        return None
+    m = _canonical_re(ksym_name_len).match(s)
+    if m is None:
+        return None
+    sympos = int(m.group(3))
+    if sympos > SYMPOS_MAX:
+        return None
+    return KlpSymbolScan(s, 3, m.group(1), m.group(2), sympos, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -744,7 +772,7 @@ def classify_symbol_name(
     also satisfy the kernel's format), ``"klp"`` when the kernel's sscanf returns 3,
     ``"other"`` for everything else, malformed ``.klp.sym.`` names included (use
     :meth:`KlpSymbolName.scan` to say what is wrong with those)."""
-    if parse_annotation_symbol(s) is not None:
+    if s.startswith(KLP_SYM_RELA_PREFIX) and parse_annotation_symbol(s) is not None:
         return "annotation"
     if KlpSymbolName.scan(s, ksym_name_len=ksym_name_len).ok:
         return "klp"

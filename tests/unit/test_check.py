@@ -340,3 +340,33 @@ def test_cli_strict_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["check", str(junk)]) == 1
     assert capsys.readouterr().err == f"klpelf: {junk}: not an ELF file (bad magic)\n"
     assert main(["check", "--kernel-release", "banana", str(SAMPLE)]) == 2
+
+
+def _second_symtab(elf: ElfFile) -> None:
+    tab = elf.symtab
+    assert tab is not None
+    elf.add_section(
+        ".symtab2", SHT.SYMTAB, data=bytes(tab.section.data)[:48], sh_link=tab.section.sh_link,
+        sh_info=1, sh_entsize=24, sh_addralign=8,
+    )  # fmt: skip
+
+
+def _not_relocatable(elf: ElfFile) -> None:
+    elf.header.e_type = 3  # ET_DYN
+    elf.modified = True
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (_second_symtab, "klp_sample: module has no symbols (stripped?)"),
+        (_not_relocatable, "Invalid ELF header type: 3 != 1"),
+    ],
+    ids=["two-symtabs", "not-ET_REL"],
+)
+def test_elf_validity(mutate: Callable[[ElfFile], None], message: str) -> None:
+    elf = _sample()
+    mutate(elf)
+    first = _check(elf).first_kernel_error
+    assert first is not None
+    assert (first.message, first.when, first.errno) == (message, "load", 8)

@@ -53,3 +53,45 @@ class KlpFormatError(KlpError, ValueError):
 
 class InputError(KlpError, OSError):
     """A path that cannot be read: missing, a directory, unreadable, bad compression."""
+
+
+class SymbolSourceError(KlpError, ValueError):
+    """A kernel symbol source that cannot be used: a malformed kallsyms, System.map or
+    Module.symvers line, or a path that is none of the formats klpelf reads.
+
+    ``lineno`` (1-based) names the offending line of a text source.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, lineno: int | None = None) -> None:
+        super().__init__(message, path=path)
+        self.lineno = lineno
+
+    def __str__(self) -> str:
+        if self.path and self.lineno is not None:
+            return f"{self.path}:{self.lineno}: {self.message}"
+        return super().__str__()
+
+
+class SymbolLookupError(KlpError, LookupError):
+    """A livepatch symbol that klp_find_object_symbol() would not resolve.
+
+    ``str(err)`` is the kernel's message (without the ``livepatch: `` prefix).
+    """
+
+    def __init__(self, message: str, *, objname: str, name: str, sympos: int) -> None:
+        super().__init__(message)
+        self.objname = objname
+        self.name = name
+        self.sympos = sympos
+
+
+class SymbolNotFoundError(SymbolLookupError):
+    """``symbol '%s' not found in symbol table``"""
+
+
+class AmbiguousSymbolError(SymbolLookupError):
+    """``unresolvable ambiguity for symbol '%s' in object '%s'``"""
+
+
+class SymbolPositionError(SymbolLookupError):
+    """``symbol position %lu for symbol '%s' in object '%s' not found``"""

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from toolchain import readelf
 
 from klpelf.cli import main
 from klpelf.elf.constants import EM, SHF, SHN, SHT
@@ -16,6 +15,7 @@ from klpelf.elf.file import ElfFile
 from klpelf.elf.reader import open_elf
 from klpelf.klp.check import check_module
 from klpelf.klp.kernel import KernelVersion
+from toolchain import readelf
 
 # A livepatch-like translation unit: new code that reads non-exported vmlinux data,
 # calls a non-exported function, and uses a static of a module patched late.

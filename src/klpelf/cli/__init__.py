@@ -14,16 +14,17 @@ import sys
 from collections.abc import Sequence
 
 from klpelf import __version__
-from klpelf.cli import check, convert, show
+from klpelf.cli import check, convert, resolve, show
 from klpelf.errors import KlpError
 
 #: the subcommand modules; each has register(subparsers), which sets args.func
-COMMANDS = (show, check, convert)
+COMMANDS = (show, check, convert, resolve)
 
 
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="klpelf",
+        allow_abbrev=False,
         description="Read, check and write Linux kernel livepatch modules (klp ELF format).",
     )
     p.add_argument("--version", action="version", version=f"klpelf {__version__}")

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "check",
+        allow_abbrev=False,
         help="predict whether the kernel accepts a livepatch module, and why not",
         description="Check a livepatch module rule by rule as the kernel will, in the kernel's "
         "order and with the kernel's message text. Exit status 1 when the kernel would refuse "
@@ -30,6 +31,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the target kernel's release (e.g. 6.1.0-56-amd64): its limits and message "
         "wording; default: the module's vermagic",
     )
+    p.add_argument(
+        "--kernel",
+        action="append",
+        metavar="SOURCE",
+        help="the target kernel's symbols (repeat for several): /proc/kallsyms dump, "
+        "System.map, vmlinux, "
+        "module .ko files or a module tree, Module.symvers (kind found by content); "
+        "default: the running kernel",
+    )
+    p.add_argument("--static", action="store_true", help="do not resolve symbols in any kernel")
     p.add_argument("--json", action="store_true", help="JSON output (schema klpelf.check/1)")
     p.add_argument("--strict", action="store_true", help="warnings also exit 1")
     p.set_defaults(func=run)
@@ -37,8 +48,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from klpelf.elf.reader import open_elf
-    from klpelf.klp.check import check_module
+    from klpelf.klp.check import Diagnostic, check_module, kernel_resolver
     from klpelf.klp.kernel import KernelVersion
+    from klpelf.symbols.resolve import release_mismatch
+    from klpelf.symbols.sources import KernelSymbols, load_sources
 
     version = None
     if args.kernel_release:
@@ -47,11 +60,42 @@ def run(args: argparse.Namespace) -> int:
         except ValueError:
             print(f"klpelf: error: not a kernel release: {args.kernel_release!r}", file=sys.stderr)
             return 2
+    ks: KernelSymbols | None = None
+    unresolved: str | None = None
+    if args.kernel:
+        try:
+            ks = load_sources(args.kernel)
+        except KlpError as e:
+            print(f"klpelf: {e}", file=sys.stderr)
+            return 1
+    elif not args.static:
+        try:
+            ks = KernelSymbols.running()
+        except KlpError as e:
+            unresolved = f"symbols not resolved: the running kernel's symbols: {e}"
     status = 0
     docs: list[dict[str, Any]] = []
     for path in args.modules:
         try:
-            res = check_module(open_elf(path), version=version)
+            elf = open_elf(path)
+            notes: list[str] = []
+            use = ks
+            if ks is not None:
+                mi = elf.modinfo
+                mismatch = release_mismatch(ks, mi.get("vermagic") if mi else None)
+                source = ks.description
+                if mismatch and not args.kernel:
+                    use = None
+                    notes.append(f"symbols not resolved: {mismatch} ({source}; use --kernel)")
+                else:
+                    notes.append(f"symbols resolved against {source}")
+                    if mismatch:
+                        notes.append(mismatch)
+            elif unresolved:
+                notes.append(unresolved)
+            resolver, loaded = kernel_resolver(use) if use is not None else (None, None)
+            res = check_module(elf, version=version, resolver=resolver, loaded=loaded)
+            res.diagnostics[:0] = [Diagnostic("note", "kernel-symbols", n) for n in notes]
         except KlpError as e:
             error(e, path)
             status = 1

@@ -13,6 +13,7 @@ from klpelf.errors import KlpError
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "convert",
+        allow_abbrev=False,
         help="turn a built module into a livepatch module",
         description="Annotation mode: undefined symbols named .klp.sym.<obj>.<sym>,<pos> (or "
         "klp-convert's .klp.sym.rela.<lp_obj>.<obj>.<sym>,<pos>) become livepatch symbols, and "

@@ -13,6 +13,7 @@ from klpelf.errors import KlpError
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "show",
+        allow_abbrev=False,
         help="show a module's livepatch content",
         description="Show the module name, vermagic and livepatch flag, and per patched object "
         "its livepatch symbols and klp relocation sections.",

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from klpelf.elf.file import ElfFile, Section
 from klpelf.klp.kernel import DEFAULT_VERSION, EINVAL, ENOENT, ENOEXEC, KernelVersion
 from klpelf.klp.module import KlpModule, KlpRelaSection, klp_module
 from klpelf.klp.names import KlpSymbolName
+
+if TYPE_CHECKING:
+    from klpelf.symbols.sources import KernelSymbols
 
 Severity = Literal["error", "warning", "note"]
 #: when the kernel meets the problem: loading the livepatch module, its init
@@ -127,6 +130,30 @@ def check_module(
     res = CheckResult(elf.path or "", mod.name, version, source)
     _Checker(elf, mod, version, res.diagnostics, resolver=resolver, loaded=loaded).run()
     return res
+
+
+def kernel_resolver(ks: KernelSymbols) -> tuple[Resolver, Callable[[str], bool]]:
+    """The resolver and the "is it loaded" test of :func:`check_module` for ``ks``.
+
+    An object that is loaded (vmlinux, or a module with ``[mod]`` lines in kallsyms)
+    resolves as it is now; a module known only from its .ko file resolves as the
+    kernel sees it while that module is COMING (its full symbol table); a module that
+    no source knows is not checked.
+    """
+    from klpelf.symbols.resolve import find_object_symbol
+
+    def loaded(objname: str) -> bool:
+        return objname == "vmlinux" or ks.loaded_module(objname) is not None
+
+    def resolve(objname: str, name: str, sympos: int) -> tuple[str | None, int | None]:
+        r = find_object_symbol(ks, objname, name, sympos)
+        if r.not_loaded or (r.error is None and not r.ok):
+            return None, None  # unknown here: nothing to say
+        if loaded(objname):
+            return r.error, r.address
+        return r.coming_error, None
+
+    return resolve, loaded
 
 
 class _Checker:
@@ -337,9 +364,7 @@ class _Checker:
                     **common,
                 )
                 return False
-            if self.resolver is not None and (
-                sym.is_vmlinux or self.loaded is None or self.loaded(sym.objname)
-            ):
+            if self.resolver is not None:
                 err, _ = self.resolver(sym.objname, sym.name, sym.sympos)
                 if err is not None:
                     self.add(

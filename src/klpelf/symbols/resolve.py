@@ -1,0 +1,250 @@
+"""Resolve livepatch symbols as the kernel does: ``klp_find_object_symbol()``.
+
+The kernel (kernel/livepatch/core.c, v6.2+; the same outcome since v4.5) walks the
+symbols named ``name`` of the target object, ``klp_match_callback()`` keeping the
+address of the last one visited and counting them, and stopping at the ``sympos``-th
+(or at the second when sympos is 0).  Then, in this order::
+
+    args.addr == 0             -> "symbol '%s' not found in symbol table"
+    count > 1 && sympos == 0   -> "unresolvable ambiguity for symbol '%s' in object '%s'"
+                                  (objname is NULL for vmlinux: printk shows "(null)")
+    sympos > 0 && sympos != count
+                               -> "symbol position %lu for symbol '%s' in object '%s' not found"
+                                  (here vmlinux is printed as "vmlinux")
+
+The walk order is what makes sympos mean something; the sources give it
+(:mod:`klpelf.symbols.sources`): for vmlinux the same-named kallsyms entries in
+ascending address order (``kallsyms_on_each_match_symbol()`` over
+``kallsyms_seqs_of_names``, sorted by scripts/kallsyms.c ``compare_names()``: name,
+address, then position in the address-sorted table, whose ties ``compare_symbols()``
+breaks: non-weak first, then input order; before v6.2 ``kallsyms_on_each_symbol()``
+walked that address-sorted table itself, so the order is the same); for a module its
+symbol-table order, over the full table while it is COMING and the core symbols once
+it is LIVE (:class:`~klpelf.symbols.elfsyms.ModuleFile`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from klpelf.errors import (
+    AmbiguousSymbolError,
+    SymbolLookupError,
+    SymbolNotFoundError,
+    SymbolPositionError,
+)
+from klpelf.klp.module import KlpModule, LivepatchSymbol
+from klpelf.symbols.candidate import Candidate
+from klpelf.symbols.sources import KernelSymbols
+
+__all__ = [
+    "Candidate",
+    "Resolution",
+    "SymbolResolution",
+    "exported_by",
+    "find_object_symbol",
+    "kernel_messages",
+    "release_mismatch",
+    "resolve_module",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The outcome of :func:`find_object_symbol` for one (objname, name, sympos).
+
+    For a module, ``ok``/``address``/``error`` are the outcome once the module is LIVE
+    (loaded before the livepatch is enabled: its core symbols); ``coming_*`` the
+    outcome while it is COMING (the livepatch applied as the module loads: its full
+    symbol table), and ``coming_differs`` says they differ.  For vmlinux both are
+    the same.
+    """
+
+    objname: str
+    name: str
+    sympos: int
+    ok: bool
+    #: the resolved address; None when unknown (zeroed kallsyms, module not loaded)
+    address: int | None
+    #: the kernel's message, without the "livepatch: " prefix
+    error: str | None
+    #: every same-named symbol, in walk order
+    candidates: list[Candidate] = field(default_factory=list)
+    #: the module is in no source: the kernel applies these relocations when it loads
+    not_loaded: bool = False
+    coming_differs: bool = False
+    coming_ok: bool | None = None
+    coming_error: str | None = None
+    #: the candidate chosen (index into candidates) when ok / when coming_ok
+    chosen: int | None = None
+    coming_chosen: int | None = None
+    #: a remark that is not a kernel message (not loaded, built-in, name spelling...)
+    note: str | None = None
+    #: which source answered
+    source: str = ""
+
+    @property
+    def message(self) -> str | None:
+        """The kernel's message, else the note."""
+        return self.error or self.note
+
+    def exception(self) -> SymbolLookupError | None:
+        """The kernel's error as a :class:`~klpelf.errors.SymbolLookupError`, or None."""
+        if self.error is None:
+            return None
+        cls: type[SymbolLookupError]
+        if self.error.startswith("unresolvable ambiguity"):
+            cls = AmbiguousSymbolError
+        elif self.error.startswith("symbol position"):
+            cls = SymbolPositionError
+        else:
+            cls = SymbolNotFoundError
+        return cls(self.error, objname=self.objname, name=self.name, sympos=self.sympos)
+
+
+def _walk(
+    objname: str, name: str, sympos: int, cands: list[Candidate]
+) -> tuple[bool, int | None, str | None, int | None]:
+    # klp_find_object_symbol() over `cands` (already in walk order): (ok, address, error,
+    # index of the candidate chosen).  An unknown address (None) counts as nonzero.
+    count, last = 0, -1
+    addr: int | None = 0
+    for i, c in enumerate(cands):
+        addr, last = c.address, i
+        count += 1
+        if (sympos and count == sympos) or (not sympos and count > 1):
+            break
+    if count == 0 or addr == 0:
+        return False, None, f"symbol '{name}' not found in symbol table", None
+    if count > 1 and sympos == 0:
+        shown = "(null)" if objname == "vmlinux" else objname
+        return False, None, f"unresolvable ambiguity for symbol '{name}' in object '{shown}'", None
+    if sympos > 0 and sympos != count:
+        return False, None, (
+            f"symbol position {sympos} for symbol '{name}' in object '{objname}' not found"
+        ), None  # fmt: skip
+    return True, addr, None, last
+
+
+def find_object_symbol(ks: KernelSymbols, objname: str, name: str, sympos: int) -> Resolution:
+    """Resolve ``name`` at ``sympos`` in ``objname`` ("vmlinux" or a module name).
+
+    Mirrors ``klp_find_object_symbol()`` in kernel/livepatch/core.c, with the message
+    the kernel would log on failure.  A module that no source knows is ``not_loaded``:
+    the kernel resolves its symbols only when it loads.
+    """
+    if objname == "vmlinux":
+        if not ks.has_vmlinux():
+            return Resolution(objname, name, sympos, False, None, None,
+                              note="no vmlinux symbols among the sources")  # fmt: skip
+        cands = ks.vmlinux_matches(name)
+        ok, addr, err, chosen = _walk(objname, name, sympos, cands)
+        return Resolution(objname, name, sympos, ok, addr, err, cands, chosen=chosen,
+                          coming_ok=ok, coming_error=err, coming_chosen=chosen,
+                          source="vmlinux")  # fmt: skip
+
+    text = ks.loaded_module(objname)
+    if text is not None:
+        cands = ks.loaded_module_matches(text, objname, name)
+        ok, addr, err, chosen = _walk(objname, name, sympos, cands)
+        return Resolution(objname, name, sympos, ok, addr, err, cands, chosen=chosen,
+                          coming_ok=ok, coming_error=err, coming_chosen=chosen,
+                          source=f"{text.path} (loaded)")  # fmt: skip
+
+    mod = ks.module_file(objname)
+    if mod is None:
+        if ks.is_builtin(objname):
+            return Resolution(objname, name, sympos, False, None, None, note=(
+                f"'{objname}' is built into vmlinux (modules.builtin): no module of that "
+                "name ever loads, so these relocations are never applied"))  # fmt: skip
+        why = f"not loaded: relocations would be applied when {objname} loads"
+        return Resolution(objname, name, sympos, False, None, None, not_loaded=True, note=why)
+    cands = mod.matches(name)
+    live = [i for i, c in enumerate(cands) if c.position is not None]
+    coming = sorted((i for i, c in enumerate(cands) if c.coming_position is not None),
+                    key=lambda i: cands[i].coming_position or 0)  # fmt: skip
+    ok, addr, err, chosen = _walk(objname, name, sympos, [cands[i] for i in live])
+    c_ok, _, c_err, c_chosen = _walk(objname, name, sympos, [cands[i] for i in coming])
+    chosen_i = live[chosen] if chosen is not None else None
+    c_chosen_i = coming[c_chosen] if c_chosen is not None else None
+    differs = (ok, err, chosen_i) != (c_ok, c_err, c_chosen_i)
+    note: str | None = None
+    if mod.name != objname:
+        ok, c_ok, differs, err, c_err = False, False, False, None, None
+        note = (f"the module is named '{mod.name}' ({mod.path}); the kernel compares module "
+                f"names exactly, so relocations for '{objname}' are never applied")  # fmt: skip
+    return Resolution(
+        objname, name, sympos, ok, addr, err, cands, chosen=chosen_i, coming_differs=differs,
+        coming_ok=c_ok, coming_error=c_err, coming_chosen=c_chosen_i, note=note,
+        source=mod.path,
+    )  # fmt: skip
+
+
+def exported_by(ks: KernelSymbols, name: str) -> str | None:
+    """The object that exports ``name`` ("vmlinux" or a module name), from Module.symvers."""
+    e = ks.exports.get(name)
+    return e.objname if e is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolResolution:
+    """One livepatch symbol of a module and how it resolves."""
+
+    symbol: LivepatchSymbol
+    #: None when the kernel cannot parse the name (``error`` says why)
+    resolution: Resolution | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        r = self.resolution
+        return r is not None and r.ok and (not r.coming_differs or bool(r.coming_ok))
+
+    @property
+    def not_loaded(self) -> bool:
+        return self.resolution is not None and self.resolution.not_loaded
+
+
+def resolve_module(ks: KernelSymbols, module: KlpModule) -> list[SymbolResolution]:
+    """Resolve every livepatch symbol of ``module`` against ``ks``, in symbol-table order.
+
+    The real-kernel harness can compare :func:`kernel_messages` of the result with
+    the VM's dmesg after loading the module.
+    """
+    out: list[SymbolResolution] = []
+    cache: dict[tuple[str, str, int], Resolution] = {}
+    ks.prefetch(s.parsed.name for s in module.symbols if s.parsed is not None)
+    for s in module.symbols:
+        p = s.parsed
+        if p is None:
+            out.append(SymbolResolution(s, None, s.error))
+            continue
+        key = (p.objname, p.name, p.sympos)
+        if key not in cache:
+            cache[key] = find_object_symbol(ks, *key)
+        out.append(SymbolResolution(s, cache[key]))
+    return out
+
+
+def kernel_messages(results: list[SymbolResolution]) -> list[str]:
+    """The ``livepatch: ...`` lines the kernel would log for the failing symbols."""
+    msgs = []
+    for r in results:
+        err = r.error if r.resolution is None else r.resolution.error
+        if err is not None:
+            msgs.append(f"livepatch: {err}")
+    return msgs
+
+
+def release_mismatch(ks: KernelSymbols, vermagic: str | None) -> str | None:
+    """Why the sources are not the kernel a module was built for, or None.
+
+    Compares the first word of the module's vermagic (its UTS_RELEASE) with the
+    release of the sources, when both are known.
+    """
+    release = ks.release
+    built = vermagic.split()[0] if vermagic and vermagic.split() else None
+    if release is None or built is None or built == release:
+        return None
+    return (f"the module was built for {built} (vermagic), the kernel symbols are of "
+            f"{release}: sympos and names may differ on the kernel it was built for")  # fmt: skip

@@ -1,0 +1,331 @@
+"""Kernel symbol sources, detected by content, combined into one :class:`KernelSymbols`.
+
+A source is any of:
+
+* a ``/proc/kallsyms`` dump: vmlinux lines and ``[module]`` lines (addresses zeroed by
+  ``kptr_restrict`` are fine: the line order is then the kernel's order);
+* a ``System.map``;
+* a vmlinux ELF file (its ``.symtab``; STT_FILE symbols give source-file hints);
+* a module file, ``.ko`` or compressed (``.ko.xz``, ``.ko.zst``, ``.ko.gz``);
+* a module tree such as ``/lib/modules/<release>``;
+* a ``Module.symvers`` (who exports what).
+
+The kind is read from the content, never from the name; ``KIND:PATH`` (``kallsyms:``,
+``system.map:``, ``vmlinux:``, ``module:``, ``modules:``, ``symvers:``) forces it.
+Which source answers for an object: for vmlinux, kallsyms, else System.map, else the
+vmlinux ELF (which still adds source files and sections to the others' answers); for
+a module, a kallsyms dump that lists it (it is loaded), else a module file given by
+path, else a module tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Sequence
+
+from klpelf.elf.constants import ET
+from klpelf.elf.reader import read_elf
+from klpelf.errors import InputError, KlpError, SymbolSourceError
+from klpelf.io import read_input
+from klpelf.symbols.candidate import Candidate
+from klpelf.symbols.elfsyms import ModuleFile, VmlinuxElf
+from klpelf.symbols.kallsyms import (
+    PSEUDO_MODULES,
+    SymbolText,
+    SymbolTextKind,
+    is_ignored_symbol,
+    parse_symbol_text,
+)
+from klpelf.symbols.modtree import ModuleTree, is_module_tree, normalize
+from klpelf.symbols.symvers import Export, looks_like_symvers, parse_symvers
+
+__all__ = ["KernelSymbols", "load_sources"]
+
+_FORCED = {
+    "kallsyms": "kallsyms", "system.map": "System.map", "vmlinux": "vmlinux",
+    "module": "module", "modules": "modules", "symvers": "symvers",
+}  # fmt: skip
+
+_NOT_A_SOURCE = (
+    "not a kernel symbol source (expected /proc/kallsyms, System.map, Module.symvers, "
+    "a vmlinux or module ELF file, or a module directory)"
+)
+
+
+class KernelSymbols:
+    """The symbols of one kernel: vmlinux and modules, from one or more sources.
+
+    Build it with :func:`load_sources` or :meth:`running`.
+    """
+
+    def __init__(self, *, kallsyms_all: bool = True) -> None:
+        #: CONFIG_KALLSYMS_ALL (LIVEPATCH selects it): without it, module kallsyms keep text only
+        self.kallsyms_all = kallsyms_all
+        self.texts: list[SymbolText] = []
+        self.vmlinux_elf: VmlinuxElf | None = None
+        self.modules: dict[str, ModuleFile] = {}
+        self.trees: list[ModuleTree] = []
+        self.exports: dict[str, Export] = {}
+        #: the kernel running here, with no source named by the user
+        self.is_running = False
+        self._release: str | None = None
+        self._parts: list[str] = []
+
+    # --- what was loaded --------------------------------------------------------------
+
+    @property
+    def description(self) -> str:
+        """What the sources are, in one line."""
+        what = "; ".join(self._parts) or "no sources"
+        if self.is_running:
+            return f"running kernel {self.release}: {what}"
+        return what
+
+    @property
+    def release(self) -> str | None:
+        """The kernel release, when a source says it: the running kernel, the vmlinux
+        banner, a module tree's or a module's vermagic."""
+        if self._release:
+            return self._release
+        if self.vmlinux_elf is not None and self.vmlinux_elf.release:
+            return self.vmlinux_elf.release
+        for tree in self.trees:
+            rel = tree.release()
+            if rel:
+                return rel
+        for mod in self.modules.values():
+            if mod.release:
+                return mod.release
+        return None
+
+    @property
+    def zeroed(self) -> bool:
+        """vmlinux addresses come from a kallsyms dump whose addresses are all zero."""
+        text = self._vmlinux_text()
+        return text is not None and text.zeroed
+
+    def _vmlinux_text(self) -> SymbolText | None:
+        texts = [t for t in self.texts if t.vmlinux_count]
+        for kind in ("kallsyms", "System.map"):
+            for t in texts:
+                if t.kind == kind:
+                    return t
+        return None
+
+    def has_vmlinux(self) -> bool:
+        return self._vmlinux_text() is not None or self.vmlinux_elf is not None
+
+    def loaded_module(self, objname: str) -> SymbolText | None:
+        """The kallsyms dump that lists module ``objname`` (exact name, as the kernel
+        compares ``mod->name``), or None."""
+        for t in self.texts:
+            if t.kind == "kallsyms" and objname in t.modules and objname not in PSEUDO_MODULES:
+                return t
+        return None
+
+    def module_file(self, objname: str) -> ModuleFile | None:
+        """The module file for ``objname``: one given by path, else from a module tree
+        ('-' and '_' alike, as modprobe finds it)."""
+        key = normalize(objname)
+        for name, mod in self.modules.items():
+            if normalize(name) == key:
+                return mod
+        for tree in self.trees:
+            found = tree.load(objname)
+            if found is not None:
+                return found
+        return None
+
+    def is_builtin(self, objname: str) -> bool:
+        """``modules.builtin`` of a module tree lists ``objname``: it is part of vmlinux."""
+        return any(tree.is_builtin(objname) for tree in self.trees)
+
+    def has_object(self, objname: str) -> bool:
+        """Whether the sources know object ``objname``: vmlinux, or a module."""
+        if objname == "vmlinux":
+            return self.has_vmlinux()
+        if self.loaded_module(objname) is not None:
+            return True
+        key = normalize(objname)
+        if any(normalize(n) == key for n in self.modules):
+            return True
+        return any(tree.find(objname) is not None for tree in self.trees)
+
+    # --- candidates -------------------------------------------------------------------
+
+    def prefetch(self, names: Iterable[str]) -> None:
+        """Look many names up at once (one vectorised search per kallsyms/System.map)."""
+        wanted = list(names)
+        for text in self.texts:
+            text.prefetch(wanted)
+
+    def vmlinux_matches(self, name: str) -> list[Candidate]:
+        """The vmlinux kallsyms entries named ``name``, in the kernel's walk order."""
+        text = self._vmlinux_text()
+        if text is None:
+            return self.vmlinux_elf.matches(name) if self.vmlinux_elf is not None else []
+        found = _text_matches(text, name, -1)
+        if self.vmlinux_elf is not None:
+            found = _with_hints(found, self.vmlinux_elf.matches(name))
+        return found
+
+    def loaded_module_matches(self, text: SymbolText, objname: str, name: str) -> list[Candidate]:
+        """The kallsyms lines of loaded module ``objname`` named ``name``, in its symtab order."""
+        mid = text.module_id(objname)
+        assert mid is not None
+        found = _text_matches(text, name, mid)
+        mod = None
+        with contextlib.suppress(KlpError):
+            mod = self.module_file(objname)
+        if mod is not None:
+            found = _with_hints(found, [c for c in mod.matches(name) if c.position is not None])
+        return found
+
+    # --- constructors -----------------------------------------------------------------
+
+    @classmethod
+    def running(
+        cls,
+        *,
+        kallsyms: str = "/proc/kallsyms",
+        modules: str = "/lib/modules",
+        kallsyms_all: bool = True,
+    ) -> KernelSymbols:
+        """The running kernel: ``/proc/kallsyms`` and ``/lib/modules/$(uname -r)``."""
+        release = os.uname().release
+        tree = os.path.join(modules, release)
+        paths = [kallsyms] + ([tree] if os.path.isdir(tree) else [])
+        ks = load_sources(paths, kallsyms_all=kallsyms_all)
+        ks.is_running = True
+        ks._release = release
+        if not os.path.isdir(tree):
+            ks._parts.append(f"no module tree {tree}")
+        return ks
+
+    def _add(self, spec: str) -> None:
+        kind, path = _split_kind(spec)
+        if kind in ("modules", None) and os.path.isdir(path):
+            if kind is None and not is_module_tree(path):
+                raise SymbolSourceError("directory has no modules.dep, modules.order or "
+                                        "module files", path=path)  # fmt: skip
+            tree = ModuleTree(path, kallsyms_all=self.kallsyms_all)
+            self.trees.append(tree)
+            how = f" ({tree.index_file})" if tree.index_file else ""
+            self._parts.append(f"{path}: module tree, {len(tree)} modules{how}")
+            return
+        data = _read(path)
+        if kind in ("vmlinux", "module") or (kind is None and data[:4] == b"\x7fELF"):
+            self._add_elf(path, data, kind)
+        elif kind == "symvers" or (kind is None and looks_like_symvers(bytes(data[:4096]))):
+            exports = parse_symvers(bytes(data).decode("utf-8", "surrogateescape"), path)
+            for name, e in exports.items():
+                self.exports.setdefault(name, e)
+            self._parts.append(f"{path}: Module.symvers, {len(exports)} exports")
+        elif kind in ("kallsyms", "System.map", None):
+            self._add_text(path, data, kind)  # type: ignore[arg-type]
+        else:
+            raise SymbolSourceError(f"a {kind} source must be a directory", path=path)
+
+    def _add_elf(self, path: str, data: bytes | memoryview, kind: str | None) -> None:
+        elf = read_elf(data, path=path)
+        if kind == "module" or (kind is None and elf.header.e_type == ET.REL):
+            mod = ModuleFile(elf, kallsyms_all=self.kallsyms_all)
+            self.modules.setdefault(mod.name, mod)
+            self._parts.append(f"{path}: module {mod.name}")
+        elif kind == "vmlinux" or elf.header.e_type in (ET.EXEC, ET.DYN):
+            vm = VmlinuxElf(elf)
+            if self.vmlinux_elf is None:
+                self.vmlinux_elf = vm
+            rel = f" {vm.release}" if vm.release else ""
+            self._parts.append(f"{path}: vmlinux{rel}, {len(vm)} symbols")
+        else:
+            raise SymbolSourceError(f"ELF type {elf.header.e_type} is neither a module "
+                                    "(ET_REL) nor a vmlinux (ET_EXEC)", path=path)  # fmt: skip
+
+    def _add_text(self, path: str, data: bytes | memoryview, kind: SymbolTextKind | None) -> None:
+        try:
+            text = parse_symbol_text(data, path, kind=kind)
+        except SymbolSourceError as e:
+            if kind is None and e.lineno == 1:
+                raise SymbolSourceError(_NOT_A_SOURCE, path=path) from None
+            raise
+        self.texts.append(text)
+        mods = [m for m in text.modules if m not in PSEUDO_MODULES]
+        info = f"{path}: {text.kind}, {text.vmlinux_count} vmlinux symbols"
+        if text.kind == "kallsyms":
+            info += f", {len(mods)} modules"
+        if text.zeroed:
+            info += " (addresses hidden: kptr_restrict; ranked by line order)"
+        self._parts.append(info)
+
+
+def load_sources(paths: Sequence[str], *, kallsyms_all: bool = True) -> KernelSymbols:
+    """Read every source in ``paths`` (kind detected by content) into one KernelSymbols.
+
+    :param kallsyms_all: CONFIG_KALLSYMS_ALL of the target kernel (module kallsyms keep
+        only text symbols without it); every livepatch-capable kernel has it.
+    :raises SymbolSourceError: malformed input (naming the file and line), or a path
+        that is no known source.
+    :raises InputError: a path that cannot be read.
+    :raises ElfError: a malformed ELF file.
+    """
+    ks = KernelSymbols(kallsyms_all=kallsyms_all)
+    for spec in paths:
+        ks._add(spec)
+    return ks
+
+
+def _split_kind(spec: str) -> tuple[str | None, str]:
+    kind, sep, rest = spec.partition(":")
+    if sep and kind.lower() in _FORCED and not os.path.exists(spec):
+        return _FORCED[kind.lower()], rest
+    return None, spec
+
+
+def _read(path: str) -> bytes | memoryview:
+    data = read_input(path)
+    if not len(data):
+        # /proc files report size 0 and cannot be mapped: read them
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise InputError(e.strerror or str(e), path=path) from e
+    if not len(data):
+        raise SymbolSourceError("empty file", path=path)
+    return data if isinstance(data, bytes) else memoryview(data)
+
+
+def _text_matches(text: SymbolText, name: str, module: int) -> list[Candidate]:
+    # Lines named `name` of vmlinux (module -1) or of one module, in the kernel's order.
+    rows = [r for r in text.rows(name) if text.module[r] == module]
+    types = [chr(text.type[r]) for r in rows]
+    if module >= 0:
+        # module lines are the module's symtab order; the walk skips SHN_UNDEF
+        keep = [(r, t) for r, t in zip(rows, types, strict=True) if t not in "Uu"]
+    else:
+        keep = list(zip(rows, types, strict=True))
+        if text.kind == "System.map":
+            keep = [(r, t) for r, t in keep if not is_ignored_symbol(name, t)]
+            # compare_symbols(): address, non-weak first, then input order
+            keep.sort(key=lambda rt: (int(text.address[rt[0]]), rt[1] in "wWvV", rt[0]))
+        elif not text.zeroed:
+            keep.sort(key=lambda rt: (int(text.address[rt[0]]), rt[0]))
+    zeroed = text.zeroed
+    return [
+        Candidate(pos, None if zeroed else int(text.address[r]), t, coming_position=pos)
+        for pos, (r, t) in enumerate(keep, 1)
+    ]
+
+
+def _with_hints(found: list[Candidate], hints: list[Candidate]) -> list[Candidate]:
+    # Sections and source files from an ELF source, matched by rank, when both
+    # sources list the same number of entries (the same build, then).
+    if len(found) != len(hints):
+        return found
+    return [
+        Candidate(c.position, c.address, c.type, h.section, h.source_file, h.offset,
+                  c.coming_position)
+        for c, h in zip(found, hints, strict=True)
+    ]  # fmt: skip

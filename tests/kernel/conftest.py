@@ -1,0 +1,89 @@
+"""Real-kernel tests: one VM run per kernel release, shared by every test of the session.
+
+Which kernels: ``$KLPELF_KERNELS`` (releases, comma or space separated), else every
+release whose image, modules and headers are installed (linux-image-amd64 and
+linux-headers-amd64 on Debian 12 give 6.1.0-NN-amd64).
+
+Under ``CI=true`` nothing here skips: a missing tool or kernel, or a VM that cannot
+boot, fails with the reason (and the serial console).  Elsewhere the tests skip with
+the apt-get command that fixes it.
+
+``KLPELF_KERNEL_UPDATE=1`` rewrites tests/kernel/expected/<series>.json from what the
+kernels did (review the diff before committing it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from kernel.klpvm.cases import CASES, write_expected
+from kernel.klpvm.suite import SuiteResult, run_suite
+from kernel.klpvm.vm import KernelSpec, host_problems, installed_releases
+
+NO_KERNEL = "no-kernel"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "kernel: boots a Linux kernel under qemu and loads modules into it (tests/kernel)",
+    )
+
+
+def kernel_releases() -> list[str]:
+    env = os.environ.get("KLPELF_KERNELS", "").replace(",", " ").split()
+    return env or installed_releases()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "release" in metafunc.fixturenames:
+        metafunc.parametrize("release", kernel_releases() or [NO_KERNEL], scope="session")
+    if "case_name" in metafunc.fixturenames:
+        metafunc.parametrize("case_name", [c.name for c in CASES])
+    if "checked_case" in metafunc.fixturenames:
+        # the cases whose verdict is one module's, which `klpelf check` can judge
+        metafunc.parametrize("checked_case", [c.name for c in CASES if c.module is not None])
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Fail under CI (the run must be real there), skip elsewhere."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"real-kernel tests cannot run: {reason}", pytrace=False)
+    pytest.skip(f"real-kernel tests: {reason}")
+
+
+@pytest.fixture(scope="session")
+def suite(release: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SuiteResult]:
+    """Build, boot and run every case on ``release`` (once per session)."""
+    if release == NO_KERNEL:
+        half = [
+            p
+            for vmlinuz in sorted(Path("/boot").glob("vmlinuz-*"))
+            for p in KernelSpec.installed(vmlinuz.name.removeprefix("vmlinuz-")).problems()
+        ]
+        unavailable(
+            "no kernel with image, modules and headers installed "
+            "(apt-get install linux-image-amd64 linux-headers-amd64, the same release; "
+            "or name releases in KLPELF_KERNELS)" + "".join(f"; {p}" for p in half)
+        )
+    spec = KernelSpec.installed(release)
+    problems = host_problems() + spec.problems()
+    if problems:
+        unavailable("; ".join(problems))
+    workdir = Path(tmp_path_factory.mktemp(f"vm-{release}", numbered=True))
+    res = run_suite(spec, workdir)
+    if os.environ.get("KLPELF_KERNEL_UPDATE") and not res.error:
+        write_expected(spec.series, list(res.cases.values()))
+    yield res
+
+
+def require(suite: SuiteResult) -> None:
+    """Stop a test whose data the VM run did not produce (test_vm_run shows why)."""
+    if suite.error:
+        first = suite.error.splitlines()[0]
+        pytest.fail(f"the VM run on {suite.spec.release} failed ({first}); see test_vm_run")

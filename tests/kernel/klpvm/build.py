@@ -1,0 +1,76 @@
+"""Build the test modules of tests/kernel/cases/ for one kernel, convert them, mutate them.
+
+``make -C <build_dir> M=<copy of cases/> modules`` with the kernel's own kbuild tree
+(Debian's linux-headers-<release>), then ``klpelf convert`` (the command line, as a
+user runs it) on the livepatch modules, then the negative corpus from
+:mod:`kernel.klpvm.mutate`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from kernel.klpvm.mutate import MUTATIONS, make_variant
+from kernel.klpvm.vm import KernelSpec
+
+CASES_DIR = Path(__file__).resolve().parent.parent / "cases"
+#: kbuild output -> the module the VM loads (converted or not)
+LIVEPATCH_MODULES = ("klpt_vmlinux", "klpt_late")
+PLAIN_MODULES = ("klpt_target",)
+
+
+class BuildError(Exception):
+    pass
+
+
+@dataclass
+class BuiltModules:
+    """Module name -> the .ko to load, for one kernel."""
+
+    release: str
+    directory: Path
+    modules: dict[str, Path]
+
+
+def kbuild(spec: KernelSpec, dest: Path) -> Path:
+    """Copy the C sources to ``dest`` and build them; return ``dest``."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(CASES_DIR, dest, ignore=shutil.ignore_patterns("*.ko", "*.o", ".*"))
+    cmd = ["make", "-C", str(spec.build_dir), f"M={dest}", "KBUILD_MODPOST_WARN=1", "modules"]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    (dest / "build.log").write_text(res.stdout + res.stderr)
+    if res.returncode != 0:
+        raise BuildError(f"{' '.join(cmd)} failed:\n{res.stdout[-3000:]}{res.stderr[-3000:]}")
+    return dest
+
+
+def convert(src: Path, out: Path) -> None:
+    cmd = [sys.executable, "-m", "klpelf", "convert", str(src), "-o", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise BuildError(f"klpelf convert {src.name} failed:\n{res.stdout}{res.stderr}")
+
+
+def build_all(spec: KernelSpec, workdir: Path) -> BuiltModules:
+    """Build, convert and mutate everything; the modules land in ``workdir/ko``."""
+    src = kbuild(spec, workdir / "kbuild")
+    ko = workdir / "ko"
+    if ko.exists():
+        shutil.rmtree(ko)
+    ko.mkdir(parents=True)
+    mods: dict[str, Path] = {}
+    for name in LIVEPATCH_MODULES:
+        mods[name] = ko / f"{name}.ko"
+        convert(src / f"{name}.ko", mods[name])
+    for name in PLAIN_MODULES:
+        mods[name] = ko / f"{name}.ko"
+        shutil.copyfile(src / f"{name}.ko", mods[name])
+    for case, mutation in MUTATIONS.items():
+        modname = f"klpt_{case}"
+        mods[modname] = make_variant(mods[mutation.base], ko / f"{modname}.ko", modname, mutation)
+    return BuiltModules(spec.release, ko, mods)

@@ -1,0 +1,391 @@
+"""The cases run in the VM, the guest script that runs them, and what they brought back.
+
+A case is a short list of steps (load a module, unload one, read a file, save
+/proc/kallsyms), run in order in one boot with the kernel log cleared before and
+saved after; its *verdict* is the errno of one designated step (0: loaded).  The
+other steps set the stage and must succeed unless marked otherwise.
+
+Cases run in the order of :data:`CASES`, sharing one kernel: the state they leave is
+part of the design (``modsec_vmlinux_sym`` needs ``klpt_target`` loaded by
+``late_module_patch``; ``reload_target`` unloads it; ``sec_not_flagged`` oopses the
+kernel and runs last).  Every variant has its own module name, so a variant that a
+kernel accepts does not make later loads fail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXPECTED_DIR = Path(__file__).resolve().parent.parent / "expected"
+
+
+@dataclass(frozen=True)
+class Step:
+    #: "load" (module name), "unload" (module name), "read" (path), "kallsyms" (-)
+    op: str
+    arg: str = ""
+    #: a non-verdict step that may fail without making the case's setup invalid
+    may_fail: bool = False
+
+
+def load(mod: str) -> Step:
+    return Step("load", mod)
+
+
+def unload(mod: str) -> Step:
+    return Step("unload", mod)
+
+
+def read(path: str, *, may_fail: bool = False) -> Step:
+    return Step("read", path, may_fail)
+
+
+KALLSYMS = Step("kallsyms")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    doc: str
+    steps: tuple[Step, ...]
+    #: index of the step whose errno is the verdict
+    verdict: int
+    #: the module `klpelf check` judges for the agreement test (None: not applicable)
+    module: str | None
+    #: the verdict `klpelf check` must give, when it is not the kernel's load verdict
+    check_verdict: str | None = None
+    #: take /proc/kallsyms from this case's snapshot for `klpelf check --kernel`
+    #: (default: the one /init saved before any module was loaded)
+    kallsyms_from: str | None = None
+
+
+def _negative(name: str, doc: str, **kw: str) -> Case:
+    mod = f"klpt_{name}"
+    return Case(name, doc, (load(mod),), 0, mod, **kw)
+
+
+CMDLINE = "/proc/cmdline"
+IDLE_PARAM = "/sys/module/intel_idle/parameters/max_cstate"
+ACPI_PARAM = "/sys/module/processor/parameters/max_cstate"
+#: boot parameters: distinct values for the two max_cstate variables (sympos 1 and 2)
+BOOT_CMDLINE = "loglevel=4 intel_idle.max_cstate=3 processor.max_cstate=5"
+
+CASES: tuple[Case, ...] = (
+    Case(
+        "vmlinux_patch",
+        "(a)+(c) livepatch of cmdline_proc_show reading saved_command_line,0, total_forks,0, "
+        "max_cstate,1 and max_cstate,2 through klp relocations",
+        (read(CMDLINE), load("klpt_vmlinux"), read(CMDLINE), read(IDLE_PARAM), read(ACPI_PARAM)),
+        1,
+        "klpt_vmlinux",
+    ),
+    Case(
+        "late_module_patch",
+        "(b) livepatch of klpt_target loaded BEFORE it; its .klp.rela.klpt_target.text is "
+        "applied when klpt_target loads",
+        (load("klpt_late"), load("klpt_target"), read("/proc/klpt_target"), KALLSYMS),
+        1,
+        "klpt_late",
+    ),
+    Case(
+        "ok_sympos1_unique",
+        "accepted: sympos 1 for a unique symbol",
+        (load("klpt_ok_sympos1_unique"), read(CMDLINE)),
+        0,
+        "klpt_ok_sympos1_unique",
+    ),
+    Case(
+        "ok_sec_suffix",
+        "accepted: the section suffix after .klp.rela.vmlinux. is never checked",
+        (load("klpt_ok_sec_suffix"), read(CMDLINE)),
+        0,
+        "klpt_ok_sec_suffix",
+    ),
+    Case(
+        "ok_modinfo_n",
+        "accepted: livepatch=N (only the key is checked)",
+        (load("klpt_ok_modinfo_n"), read(CMDLINE)),
+        0,
+        "klpt_ok_modinfo_n",
+    ),
+    _negative("flag_on_ordinary_rela", "SHF_RELA_LIVEPATCH on .rela.text"),
+    _negative("sym_not_livepatch", "non-SHN_LIVEPATCH symbol (seq_printf) in a klp section"),
+    _negative("sym_unknown", "klp symbol not in vmlinux"),
+    _negative("sym_ambiguous", "ambiguous name (max_cstate x2) with sympos 0"),
+    _negative("sympos_past_last", "sympos 3 of 2 matches"),
+    _negative("sym_no_sympos", "klp symbol name without ,sympos"),
+    _negative("sec_bad_name", "klp section .klp.rela..text (empty objname)"),
+    _negative(
+        "modsec_vmlinux_sym",
+        "module-specific klp section references a vmlinux symbol (target already loaded)",
+        kallsyms_from="late_module_patch",
+    ),
+    _negative("reloc_twice", "the same location relocated twice"),
+    _negative("target_nonzero", "nonzero bytes at a klp relocation target"),
+    _negative("no_livepatch_modinfo", "no livepatch modinfo"),
+    _negative("sym_undef", "klp symbol left SHN_UNDEF"),
+    Case(
+        "reload_target",
+        "unload the late-patched klpt_target (klpt_late stays) and load it again",
+        (unload("klpt_target"), load("klpt_target")),
+        1,
+        None,
+    ),
+    Case(
+        "sec_not_flagged",
+        "klp section without SHF_RELA_LIVEPATCH: the loader applies it against address 0; "
+        "reading /proc/cmdline then oopses.  LAST: it leaves the kernel oopsed.",
+        (load("klpt_sec_not_flagged"), read(CMDLINE, may_fail=True)),
+        0,
+        "klpt_sec_not_flagged",
+        # the kernel loads it; whether `klpelf check` must refuse it is the check's design
+        # decision (an accept prediction with a warning would be the literal kernel verdict)
+        check_verdict=None,
+    ),
+)
+
+CASES_BY_NAME = {c.name: c for c in CASES}
+
+
+# --- the guest script ---------------------------------------------------------------------
+
+GUEST_LIB = r"""
+say() { echo "KLPT: $*" > /dev/console; }
+wait_transitions() {
+    i=0
+    while [ $i -lt 150 ]; do
+        busy=0
+        for t in /sys/kernel/livepatch/*/transition; do
+            [ -f "$t" ] && [ "$(cat "$t")" != 0 ] && busy=1
+        done
+        [ $busy = 0 ] && return 0
+        sleep 0.1
+        i=$((i + 1))
+    done
+    echo "a livepatch transition did not finish in 15 s" >> "$D/notes"
+}
+case_begin() {
+    C=$1; D=/out/cases/$1; N=0
+    mkdir -p "$D"
+    dmesg -c >> /out/dmesg.between
+    say "case $C"
+}
+record() { echo "$N $1 $2 $3" >> "$D/steps"; N=$((N + 1)); }
+step_load() { /bin/klpt_mod load "/klpt/mods/$1.ko" 2>> "$D/stderr"; record load "$1" $?; }
+step_unload() { /bin/klpt_mod unload "$1" 2>> "$D/stderr"; record unload "$1" $?; }
+step_read() {
+    # a file, never a pipe: a reader that oopses must not hang its writer
+    timeout 20 cat "$1" > "$D/read$N.out" 2> "$D/read$N.err"
+    record read "$1" $?
+}
+step_kallsyms() { cat /proc/kallsyms > "$D/kallsyms"; record kallsyms - $?; }
+case_end() {
+    wait_transitions
+    dmesg -c > "$D/dmesg"
+    cat "$D/dmesg" >> /out/dmesg.cases
+    say "case $C: $(tr '\n' ';' < "$D/steps")"
+}
+"""
+
+
+def guest_script(cases: list[Case]) -> str:
+    """The shell script (busybox sh) that runs ``cases`` in order."""
+    lines = [GUEST_LIB]
+    for case in cases:
+        lines.append(f"case_begin {case.name}")
+        for step in case.steps:
+            arg = f" {_sh_quote(step.arg)}" if step.arg else ""
+            lines.append(f"step_{step.op}{arg}")
+        lines.append("case_end")
+    lines.append('say "all cases done"')
+    return "\n".join(lines) + "\n"
+
+
+def _sh_quote(s: str) -> str:
+    if re.fullmatch(r"[\w./,=+-]+", s):
+        return s
+    return "'" + s.replace("'", "'\\''") + "'"
+
+
+def modules_needed(cases: list[Case]) -> list[str]:
+    return sorted({s.arg for c in cases for s in c.steps if s.op == "load"})
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+@dataclass
+class StepResult:
+    op: str
+    arg: str
+    rc: int
+    #: what a "read" step read (None for the others)
+    output: str | None = None
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    steps: list[StepResult]
+    #: the kernel log of the case, timestamps stripped
+    dmesg: list[str]
+    notes: str = ""
+    directory: Path | None = None
+
+    @property
+    def ran(self) -> bool:
+        return len(self.steps) == len(self.case.steps)
+
+    @property
+    def errno(self) -> int | None:
+        return self.steps[self.case.verdict].rc if self.ran else None
+
+    @property
+    def messages(self) -> list[str]:
+        return relevant_messages(self.dmesg)
+
+    def setup_failures(self) -> list[str]:
+        """The non-verdict steps that failed (they must not)."""
+        out = []
+        for i, (step, res) in enumerate(zip(self.case.steps, self.steps, strict=False)):
+            if i != self.case.verdict and not step.may_fail and res.rc != 0:
+                out.append(f"step {i} ({res.op} {res.arg}) returned {res.rc}")
+        return out
+
+    def output(self, index: int) -> str:
+        out = self.steps[index].output
+        assert out is not None, f"step {index} of {self.case.name} is not a read"
+        return out
+
+
+_TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\] ?")
+
+
+def parse_case(case: Case, directory: Path) -> CaseResult:
+    steps: list[StepResult] = []
+    steps_file = directory / "steps"
+    lines = steps_file.read_text().splitlines() if steps_file.exists() else []
+    for line in lines:
+        idx, op, arg, rc = line.split(" ", 3)
+        out = None
+        if op == "read":
+            f = directory / f"read{idx}.out"
+            out = f.read_text(errors="replace") if f.exists() else ""
+        steps.append(StepResult(op, arg, int(rc), out))
+    dm = directory / "dmesg"
+    dmesg = [_TIMESTAMP.sub("", x) for x in dm.read_text(errors="replace").splitlines()] if (
+        dm.exists()
+    ) else []  # fmt: skip
+    notes = (directory / "notes").read_text() if (directory / "notes").exists() else ""
+    return CaseResult(case, steps, dmesg, notes, directory)
+
+
+# --- kernel messages --------------------------------------------------------------------------
+
+#: once-per-boot notices whose case depends only on the order of the cases
+NOISE = (
+    "loading out-of-tree module taints kernel.",
+    "module verification failed: signature and/or required key missing - tainting kernel",
+    "tainting kernel with TAINT_LIVEPATCH",
+)
+_RELEVANT = re.compile(
+    r"^(livepatch: |klpt_\w+: |module: |x86/modules: |BUG: |Oops: |WARNING: |"
+    r"general protection fault|Kernel panic)"
+)
+#: %p prints a hashed pointer (16 hex digits), or "(____ptrval____)" while the hashing
+#: key is not ready yet (early, or under qemu without an entropy source)
+_LOC = re.compile(r"\bloc (?:[0-9a-f]{8,16}\b|\(____ptrval____\))")
+#: an address in the x86_64 module area (0xffffffffc0000000 up): where modules land
+#: depends on what was loaded before, so it is not pinned
+_MODULE_ADDRESS = re.compile(r"\bffffffff[c-e][0-9a-f]{7}\b")
+
+
+def normalize(line: str) -> str:
+    """Hashed pointers become ``<ptr>``, module-area addresses ``<module address>``."""
+    line = _LOC.sub("loc <ptr>", line)
+    return _MODULE_ADDRESS.sub("<module address>", line)
+
+
+def relevant_messages(dmesg: list[str]) -> list[str]:
+    """The lines the expected data pins: livepatch, module loader, x86 relocation, oops."""
+    out = []
+    for line in dmesg:
+        if any(n in line for n in NOISE):
+            continue
+        if _RELEVANT.match(line):
+            out.append(normalize(line.strip()))
+    return out
+
+
+#: the value x86 relocation messages print: an address (S+A, or S+A-P since 6.3) that
+#: moves with every Debian ABI bump, so the expected data does not pin it (the
+#: agreement test with `klpelf check` compares it exactly)
+_VAL = re.compile(r"\bval (?:[0-9a-f]+\b|<module address>)")
+
+
+def message_pattern(expected: str) -> re.Pattern[str]:
+    """An expected line as a regex: ``<hex>`` matches any hex number (or a normalized
+    module address), the rest literally."""
+    parts = [re.escape(p) for p in expected.split("<hex>")]
+    return re.compile("(?:[0-9a-f]+|<module address>)".join(parts))
+
+
+def messages_match(expected: list[str], observed: list[str]) -> bool:
+    return len(expected) == len(observed) and all(
+        message_pattern(e).fullmatch(o) for e, o in zip(expected, observed, strict=True)
+    )
+
+
+# --- expected verdicts -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expected:
+    errno: int
+    messages: list[str]
+    #: the file it came from (for the failure message)
+    source: str = field(default="", compare=False)
+
+
+def _read_expected(path: Path) -> dict[str, Expected]:
+    if not path.exists():
+        return {}
+    raw = json.loads(path.read_text())
+    return {
+        k: Expected(int(v["errno"]), list(v["messages"]), path.name)
+        for k, v in raw.items()
+        if not k.startswith("_")
+    }
+
+
+def expected_for(series: str) -> dict[str, Expected]:
+    """``expected/common.json`` overlaid with ``expected/<series>.json``."""
+    out = _read_expected(EXPECTED_DIR / "common.json")
+    out.update(_read_expected(EXPECTED_DIR / f"{series}.json"))
+    return out
+
+
+def write_expected(series: str, results: list[CaseResult]) -> Path:
+    """Record the observed verdicts in ``expected/<series>.json``: every case whose
+    observation differs from ``common.json`` (the rest stays shared)."""
+    common = _read_expected(EXPECTED_DIR / "common.json")
+    path = EXPECTED_DIR / f"{series}.json"
+    doc: dict[str, object] = {
+        "_doc": f"Observed on Linux {series}: case -> finit_module errno of the verdict step "
+        "(0: loaded) and the kernel's relevant messages (tests/kernel/klpvm/cases.py: "
+        "relevant_messages; <ptr> is a hashed pointer, <hex> any hex number).  Cases equal "
+        "on every kernel seen are in common.json.",
+    }
+    for r in results:
+        if r.errno is None:
+            continue
+        mine = Expected(r.errno, [_VAL.sub("val <hex>", m) for m in r.messages])
+        c = common.get(r.case.name)
+        if c is not None and c.errno == mine.errno and messages_match(c.messages, mine.messages):
+            continue
+        doc[r.case.name] = {"errno": mine.errno, "messages": mine.messages}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path

@@ -1,0 +1,152 @@
+"""Every case's verdict and kernel messages, and the patched code's effect, on a real kernel.
+
+The VM run (one boot for all cases) happens once per kernel release in the ``suite``
+fixture (conftest.py); the expected verdicts are data: tests/kernel/expected/.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+
+import pytest
+
+from kernel.conftest import require
+from kernel.klpvm.cases import CASES_BY_NAME, CaseResult, expected_for, messages_match
+from kernel.klpvm.suite import SuiteResult, kallsyms_path
+
+pytestmark = pytest.mark.kernel
+
+
+def _errno_name(n: int | None) -> str:
+    if n is None:
+        return "did not run"
+    if n == 0:
+        return "0 (loaded)"
+    return f"{n} ({errno.errorcode.get(n, '?')})"
+
+
+def _case(suite: SuiteResult, name: str) -> CaseResult:
+    require(suite)
+    res = suite.cases.get(name)
+    if res is None or not res.ran:
+        pytest.fail(f"case {name} did not run to the end on {suite.spec.release}")
+    return res
+
+
+def test_vm_run(suite: SuiteResult) -> None:
+    """The VM booted, ran every case and powered off by itself."""
+    assert suite.error is None, suite.error
+    missing = [c for c in CASES_BY_NAME if c not in suite.cases or not suite.cases[c].ran]
+    assert not missing, f"cases that did not run to the end: {missing}"
+    boots = ", ".join(f"{b.seconds:.1f} s" for b in suite.boots)
+    print(
+        f"{suite.spec.release}: build {suite.build_seconds:.1f} s, boots {boots}, "
+        f"total {suite.total_seconds:.1f} s"
+    )
+
+
+def test_kallsyms_dumped(suite: SuiteResult) -> None:
+    """The VM's /proc/kallsyms, with real addresses, is saved for the other tests."""
+    require(suite)
+    text = suite.kallsyms.read_text()
+    lines = text.splitlines()
+    assert len(lines) > 10000
+    names: dict[str, list[int]] = {}
+    for line in lines:
+        addr, _, name = line.split(" ", 2)
+        names.setdefault(name, []).append(int(addr, 16))
+    assert names["cmdline_proc_show"][0] != 0, "addresses are hidden (kptr_restrict)"
+    assert len(names["max_cstate"]) == 2, "the sympos case needs two max_cstate in vmlinux"
+    assert kallsyms_path(suite.spec.release).read_text() == text
+    mods = kallsyms_path(suite.spec.release, "kallsyms.modules").read_text()
+    assert re.search(r" klpt_target_secret\t\[klpt_target\]$", mods, re.M)
+
+
+def test_verdict(suite: SuiteResult, case_name: str) -> None:
+    """The kernel's verdict (finit_module errno) and messages equal the expected data."""
+    res = _case(suite, case_name)
+    case = res.case
+    setup = res.setup_failures()
+    assert not setup, f"case {case_name}: a setup step failed: {setup}; log: {res.dmesg}"
+    series = suite.spec.series
+    expected = expected_for(series).get(case_name)
+    observed = "\n".join(f"    {m}" for m in res.messages) or "    (none)"
+    if expected is None:
+        pytest.fail(
+            f"no expected verdict for case {case_name} on Linux {series}: add it to "
+            f"tests/kernel/expected/{series}.json (KLPELF_KERNEL_UPDATE=1 writes it). "
+            f"Observed: errno {_errno_name(res.errno)}, messages:\n{observed}"
+        )
+    problems = []
+    if res.errno != expected.errno:
+        problems.append(
+            f"  errno: expected {_errno_name(expected.errno)}, observed {_errno_name(res.errno)}"
+        )
+    if not messages_match(expected.messages, res.messages):
+        exp = "\n".join(f"    {m}" for m in expected.messages) or "    (none)"
+        problems.append(f"  messages expected:\n{exp}\n  messages observed:\n{observed}")
+    if problems:
+        pytest.fail(
+            f"case {case_name} ({case.doc}) on {suite.spec.release} disagrees with "
+            f"expected/{expected.source}:\n" + "\n".join(problems),
+            pytrace=False,
+        )
+
+
+def _patched_lines(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key] = value
+    return out
+
+
+def test_vmlinux_patch_reads_unexported_symbols(suite: SuiteResult) -> None:
+    """(a) /proc/cmdline, patched, shows saved_command_line and total_forks read via klp relocs."""
+    res = _case(suite, "vmlinux_patch")
+    original, patched = res.output(0), res.output(2)
+    assert patched.startswith("klpt_vmlinux: patched\n"), patched
+    values = _patched_lines(patched)
+    assert values["cmdline"] == original.rstrip("\n")
+    assert int(values["total_forks"]) > 0
+
+
+def test_sympos_picks_each_instance(suite: SuiteResult) -> None:
+    """(c) max_cstate,1 is intel_idle's and max_cstate,2 processor_idle's: the values the
+    patched code read equal each module parameter, and the boot made them differ."""
+    res = _case(suite, "vmlinux_patch")
+    m = re.search(r"^max_cstate intel_idle=(\d+) processor=(\d+)$", res.output(2), re.M)
+    assert m, res.output(2)
+    intel_idle, processor = int(res.output(3)), int(res.output(4))
+    assert intel_idle != processor
+    assert (int(m[1]), int(m[2])) == (intel_idle, processor)
+
+
+def test_late_module_patch(suite: SuiteResult) -> None:
+    """(b) the klp relocation into klpt_target, applied when it loaded after the patch, works."""
+    res = _case(suite, "late_module_patch")
+    assert res.output(2) == "klpt_late: patched secret=4242\n"
+    assert "livepatch: applying patch 'klpt_late' to loading module 'klpt_target'" in res.dmesg
+
+
+@pytest.mark.parametrize("name", ["ok_sympos1_unique", "ok_sec_suffix", "ok_modinfo_n"])
+def test_accepted_variants_patch(suite: SuiteResult, name: str) -> None:
+    """The oddities the kernel accepts patch exactly as the original module does."""
+    res = _case(suite, name)
+    good = _patched_lines(_case(suite, "vmlinux_patch").output(2))
+    mine = _patched_lines(res.output(1))
+    assert mine.keys() == good.keys()
+    assert mine["cmdline"] == good["cmdline"]
+    assert mine["max_cstate intel_idle"] == good["max_cstate intel_idle"]
+    assert int(mine["total_forks"]) >= int(good["total_forks"])
+
+
+def test_unflagged_klp_section_oopses(suite: SuiteResult) -> None:
+    """Loaded without SHF_RELA_LIVEPATCH, the relocations point at address 0: reading
+    /proc/cmdline kills the reader with an oops (and the VM still brought results back)."""
+    res = _case(suite, "sec_not_flagged")
+    assert res.errno == 0
+    assert res.steps[1].rc != 0
+    assert any(line.startswith("BUG: kernel NULL pointer dereference") for line in res.dmesg)

@@ -1,0 +1,168 @@
+"""Automatic mode of ``klpelf convert``: decide which undefined symbols become livepatch symbols.
+
+Given the target kernel's symbols and Module.symvers, an undefined symbol that a
+relocation in an allocated section uses becomes ``.klp.sym.<obj>.<name>,<sympos>``
+when the module loader could not resolve it at load time:
+
+* it is not exported at all: the kernel has it (a static or non-exported symbol of
+  vmlinux, found by name in vmlinux's kallsyms), so livepatch must resolve it;
+* it is exported by a module other than vmlinux: a livepatch must not depend on that
+  module being loaded first, so the relocation waits for the module (late module
+  patching, as kpatch and klp-build do).
+
+Symbols exported by vmlinux stay ordinary undefined symbols.  The sympos follows the
+resolver (klp_find_object_symbol()'s order); a name with several candidates is an
+error listing them, unless ``--sympos OBJ:NAME=N`` (or ``=path/to/file.c``, matched
+against a vmlinux ELF's STT_FILE symbols) chooses.  The renamed symbols then go
+through annotation mode (:func:`klpelf.klp.convert.convert_annotations`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from klpelf.elf.constants import SHF, SHN, STB
+from klpelf.elf.file import ElfFile
+from klpelf.errors import KlpError, KlpFormatError
+from klpelf.klp.names import KlpSymbolName
+from klpelf.symbols.candidate import Candidate
+from klpelf.symbols.resolve import find_object_symbol
+from klpelf.symbols.sources import KernelSymbols
+
+
+@dataclass(frozen=True, slots=True)
+class SymposChoice:
+    """``--sympos OBJ:NAME=N`` or ``--sympos OBJ:NAME=FILE``."""
+
+    objname: str
+    name: str
+    sympos: int | None
+    source_file: str | None
+
+    @classmethod
+    def parse(cls, spec: str) -> SymposChoice:
+        obj, sep, rest = spec.partition(":")
+        name, eq, value = rest.partition("=")
+        if not sep or not eq or not obj or not name or not value:
+            raise KlpError(f"--sympos {spec!r}: expected OBJ:SYMBOL=N or OBJ:SYMBOL=FILE")
+        if value.isdigit():
+            return cls(obj, name, int(value), None)
+        return cls(obj, name, None, value)
+
+
+def _used_undefined(elf: ElfFile) -> dict[int, str]:
+    """Undefined symbols used by relocations of allocated sections -> where (for messages)."""
+    tab = elf.symtab
+    assert tab is not None
+    undef = set(tab.indices_where_shndx(SHN.UNDEF).tolist()) - {0}
+    where: dict[int, str] = {}
+    for sec in elf.relocation_sections:
+        if sec.sh_flags & SHF.RELA_LIVEPATCH or sec.sh_link != tab.section.index:
+            continue
+        if not (0 < sec.sh_info < len(elf.sections)) or not elf.sections[sec.sh_info].is_alloc:
+            continue
+        syms = elf.relocations(sec).sym_array
+        for sym in np.unique(syms).tolist():
+            if sym in undef and sym not in where:
+                j = int(np.argmax(syms == sym))
+                where[sym] = f"relocation {j} in {sec.name}"
+    return where
+
+
+def _describe(cands: list[Candidate]) -> str:
+    parts = []
+    for c in cands:
+        pos = c.position if c.position is not None else "?"
+        addr = f"{c.address:#x}" if c.address is not None else "address unknown"
+        src = f" {c.source_file}" if c.source_file else ""
+        parts.append(f"{pos}: {addr} {c.type}{src}")
+    return "; ".join(parts)
+
+
+def plan_klp_symbols(
+    elf: ElfFile, ks: KernelSymbols, choices: list[SymposChoice] | None = None
+) -> dict[int, KlpSymbolName]:
+    """Which undefined symbols of ``elf`` must become livepatch symbols, and their names.
+
+    :raises KlpFormatError: a symbol that cannot be placed (not exported and not in
+        vmlinux, or ambiguous without a choice), naming the symbol and a relocation.
+    """
+    tab = elf.symtab
+    if tab is None:
+        raise KlpFormatError("module has no symbols (stripped?)", path=elf.path)
+    if not ks.exports:
+        raise KlpError(
+            "automatic mode needs the kernel's Module.symvers (--symvers, or among --kernel) "
+            "to tell exported symbols from the others",
+            path=elf.path,
+        )
+    by_name = {c.name: c for c in choices or []}
+    names = tab.names()
+    binds = tab.bind_array
+    plan: dict[int, KlpSymbolName] = {}
+    for i, where in sorted(_used_undefined(elf).items()):
+        name = names[i]
+        if not name or name.startswith(".klp.sym.") or binds[i] == STB.WEAK:
+            continue
+        choice = by_name.get(name)
+        export = ks.exports.get(name)
+        if choice is None and export is not None and export.objname == "vmlinux":
+            continue  # resolved by the module loader, as for any module
+        ctx = f"symbol {name} ({where})"
+        if choice is not None:
+            plan[i] = _chosen(ks, choice, ctx)
+        elif export is not None:
+            # late module patching: the exporting module may load after the livepatch
+            r = find_object_symbol(ks, export.objname, name, 0)
+            if r.error is not None and r.error.startswith("unresolvable ambiguity"):
+                raise KlpFormatError(f"{ctx}: {r.error}: {_describe(r.candidates)}")
+            plan[i] = KlpSymbolName(export.objname, name, 0)
+        else:
+            plan[i] = _in_vmlinux(ks, name, ctx)
+    return plan
+
+
+def _in_vmlinux(ks: KernelSymbols, name: str, ctx: str) -> KlpSymbolName:
+    if not ks.has_vmlinux():
+        raise KlpError(f"{ctx}: not exported, and the sources have no vmlinux symbols")
+    cands = ks.vmlinux_matches(name)
+    if not cands:
+        raise KlpFormatError(
+            f"{ctx}: not exported (Module.symvers) and not in vmlinux; if it belongs to a "
+            f"module, name it: --sympos MODULE:{name}=N"
+        )
+    if len(cands) == 1:
+        return KlpSymbolName("vmlinux", name, 0)
+    raise KlpFormatError(
+        f"{ctx}: {len(cands)} symbols of that name in vmlinux ({_describe(cands)}); choose "
+        f"one with --sympos vmlinux:{name}=N or --sympos vmlinux:{name}=path/to/file.c "
+        "(file names need a vmlinux ELF among --kernel)"
+    )
+
+
+def _chosen(ks: KernelSymbols, choice: SymposChoice, ctx: str) -> KlpSymbolName:
+    if choice.sympos is not None:
+        return KlpSymbolName(choice.objname, choice.name, choice.sympos)
+    hint = choice.source_file or ""
+    if choice.objname == "vmlinux":
+        cands = ks.vmlinux_matches(choice.name)
+    else:
+        cands = find_object_symbol(ks, choice.objname, choice.name, 0).candidates
+    hits = [c for c in cands if c.source_file and c.source_file.endswith(hint)]
+    if len(hits) != 1 or hits[0].position is None:
+        raise KlpFormatError(
+            f"{ctx}: --sympos {choice.objname}:{choice.name}={hint} matches {len(hits)} of "
+            f"the candidates ({_describe(cands) or 'none'})"
+        )
+    pos = hits[0].position if len(cands) > 1 else 0
+    return KlpSymbolName(choice.objname, choice.name, pos)
+
+
+def apply_plan(elf: ElfFile, plan: dict[int, KlpSymbolName]) -> None:
+    """Rename the planned symbols to their ``.klp.sym.`` names (in place, same index)."""
+    tab = elf.symtab
+    assert tab is not None
+    for i, klp in plan.items():
+        tab.set_symbol(i, name=str(klp))

@@ -1,0 +1,123 @@
+"""`klpelf convert --kernel/--symvers`: automatic mode on a gcc-built object."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from klpelf.cli import main
+from klpelf.elf.constants import SHF, SHN
+from klpelf.elf.reader import open_elf
+from klpelf.klp.check import check_module, kernel_resolver
+from klpelf.klp.kernel import KernelVersion
+from klpelf.symbols.sources import load_sources
+
+SOURCE = r"""
+extern unsigned long total_forks;     /* vmlinux, not exported, unique */
+extern int max_cstate;                /* vmlinux, not exported, twice */
+extern int ext4_exported_fn(int);     /* exported by the ext4 module */
+extern int printk(const char *, ...); /* exported by vmlinux */
+
+int livepatch_show(int x)
+{
+    printk("%lu %d\n", total_forks, max_cstate);
+    return ext4_exported_fn(x);
+}
+"""
+
+KALLSYMS = """\
+ffffffff81000000 T _stext
+ffffffff81100000 T printk
+ffffffff82b9f2a0 d max_cstate
+ffffffff82c42c6c d max_cstate
+ffffffff83f83070 B total_forks
+ffffffffc0100000 t ext4_exported_fn\t[ext4]
+"""
+
+SYMVERS = """\
+0x12345678\tprintk\tvmlinux\tEXPORT_SYMBOL\t
+0x9abcdef0\text4_exported_fn\tfs/ext4/ext4\tEXPORT_SYMBOL_GPL\t
+"""
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> Path:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    (tmp_path / "lp.c").write_text(SOURCE)
+    obj = tmp_path / "lp.o"
+    subprocess.run(
+        ["gcc", "-O2", "-ffreestanding", "-mcmodel=kernel", "-fno-pic", "-c", "-o", str(obj),
+         str(tmp_path / "lp.c")], check=True,
+    )  # fmt: skip
+    (tmp_path / "kallsyms").write_text(KALLSYMS)
+    (tmp_path / "Module.symvers").write_text(SYMVERS)
+    return tmp_path
+
+
+def test_automatic_mode(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = built / "lp.ko"
+    args = ["convert", str(built / "lp.o"), "-o", str(out), "--kernel", str(built / "kallsyms"),
+            "--symvers", str(built / "Module.symvers")]  # fmt: skip
+    # max_cstate is ambiguous: an error listing the candidates, and no output file
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "symbol max_cstate (relocation " in err
+    assert "2 symbols of that name in vmlinux" in err and "--sympos vmlinux:max_cstate=N" in err
+    assert not out.exists()
+
+    assert main([*args, "--sympos", "vmlinux:max_cstate=2"]) == 0
+    printed = capsys.readouterr().out
+    assert "livepatch symbol .klp.sym.vmlinux.total_forks,0 (was total_forks)" in printed
+    elf = open_elf(out)
+    tab = elf.symtab
+    assert tab is not None
+    names = tab.names()
+    assert "printk" in names  # exported by vmlinux: stays an ordinary undefined symbol
+    for klp in (".klp.sym.vmlinux.total_forks,0", ".klp.sym.vmlinux.max_cstate,2",
+                ".klp.sym.ext4.ext4_exported_fn,0"):  # fmt: skip
+        assert tab[names.index(klp)].st_shndx == SHN.LIVEPATCH
+    klp_secs = sorted(s.name for s in elf.sections if s.sh_flags & SHF.RELA_LIVEPATCH)
+    assert klp_secs == [".klp.rela.ext4.text", ".klp.rela.vmlinux.text"]
+
+    # the output passes check against the same kernel
+    ks = load_sources([str(built / "kallsyms"), str(built / "Module.symvers")])
+    resolver, loaded = kernel_resolver(ks)
+    res = check_module(elf, version=KernelVersion(6, 1), resolver=resolver, loaded=loaded)
+    assert res.errors == [] and res.kernel_verdict == "accept"
+
+    # idempotent: converting the output again changes nothing
+    again = built / "again.ko"
+    src_args = [
+        "convert",
+        str(out),
+        "-o",
+        str(again),
+        *args[4:],
+        "--sympos",
+        "vmlinux:max_cstate=2",
+    ]
+    assert main(src_args) == 0
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_automatic_mode_needs_symvers(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = built / "lp.ko"
+    assert main(["convert", str(built / "lp.o"), "-o", str(out), "--kernel",
+                 str(built / "kallsyms")]) == 1  # fmt: skip
+    assert "needs the kernel's Module.symvers" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unknown_symbol(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (built / "kallsyms").write_text(KALLSYMS.replace("B total_forks", "B other_sym"))
+    out = built / "lp.ko"
+    assert main(["convert", str(built / "lp.o"), "-o", str(out), "--kernel",
+                 str(built / "kallsyms"), "--symvers", str(built / "Module.symvers"),
+                 "--sympos", "vmlinux:max_cstate=1"]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert "symbol total_forks (relocation" in err and "not in vmlinux" in err
+    assert err.count("\n") == 1

@@ -151,10 +151,13 @@ class NameIndex:
     def _scan(self, names: Sequence[bytes]) -> list[list[int]]:
         # Every row whose key is one of the queries' keys, grouped by query.
         qkeys = keys_of(names)
-        qorder = np.argsort(qkeys)
-        qsorted = qkeys[qorder]
-        at = np.minimum(np.searchsorted(qsorted, self._keys), len(qsorted) - 1)
-        hits = np.flatnonzero(qsorted[at] == self._keys)
+        qsorted = np.sort(qkeys)
+        # a 64K-entry filter on the keys' low bits first, a binary search on what passes
+        table = np.zeros(1 << 16, bool)
+        table[(qkeys & np.uint64(0xFFFF)).astype(np.intp)] = True
+        maybe = np.flatnonzero(table[(self._keys & np.uint64(0xFFFF)).astype(np.intp)])
+        at = np.minimum(np.searchsorted(qsorted, self._keys[maybe]), len(qsorted) - 1)
+        hits = maybe[qsorted[at] == self._keys[maybe]]
         by_key: dict[int, list[int]] = {}
         for row, k in zip(hits.tolist(), self._keys[hits].tolist(), strict=True):
             by_key.setdefault(k, []).append(row)

@@ -99,7 +99,7 @@ class KlpModule:
         #: the raw value of the ``livepatch`` modinfo key, None when it is absent
         self.livepatch: str | None = mi.get("livepatch") if mi else None
         self.vermagic: str | None = mi.get("vermagic") if mi else None
-        self.name = _module_name(elf)
+        self.name = module_name(elf)
         self.symbols: list[LivepatchSymbol] = []
         self.sections: list[KlpRelaSection] = []
         self.oddities: list[Oddity] = []
@@ -183,7 +183,8 @@ def klp_module(elf: ElfFile, *, ksym_name_len: int = KSYM_NAME_LEN) -> KlpModule
     return KlpModule(elf, ksym_name_len=ksym_name_len)
 
 
-def _module_name(elf: ElfFile) -> str:
+def module_name(elf: ElfFile) -> str:
+    """The module's name as the loader sees it (modinfo ``name``, else struct module's)."""
     # modpost writes MODULE_INFO(name, KBUILD_MODNAME) into every module's .mod.c;
     # the loader takes the name from struct module in .gnu.linkonce.this_module,
     # whose first field after `state` and `list` is char name[MODULE_NAME_LEN].

@@ -154,11 +154,11 @@ class ModuleFile:
     """A module's ``.ko`` (or compressed ``.ko.xz``/``.zst``/``.gz``), not loaded."""
 
     def __init__(self, elf: ElfFile, *, kallsyms_all: bool = True) -> None:
-        from klpelf.klp.module import _module_name
+        from klpelf.klp.module import module_name
 
         self.elf = elf
         self.path = elf.path or "module"
-        self.name = _module_name(elf)
+        self.name = module_name(elf)
         mi = elf.modinfo
         self.vermagic = mi.get("vermagic") if mi else None
         self.is_livepatch = bool(mi and "livepatch" in mi)

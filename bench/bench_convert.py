@@ -87,6 +87,8 @@ def main() -> int:
         names = list(cmds)
         for r in range(args.repeat + 1):
             for name in names[r % 3 :] + names[: r % 3]:
+                for old in ("a.ko", "b.ko", "c.ko"):  # both tools write a new file
+                    (t / old).unlink(missing_ok=True)
                 dt = _timed(cmds[name])
                 if r:
                     runs[name].append(dt)

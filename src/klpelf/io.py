@@ -119,8 +119,13 @@ def _unzstd(data: bytes) -> bytes:
     return b"".join(chunks)
 
 
+#: One piece of an output file: bytes, or (source fd, offset, length) to copy from an
+#: open input file inside the kernel (copy_file_range), without passing through Python.
+Piece = Buffer | tuple[int, int, int]
+
+
 def write_atomic(
-    path: str | os.PathLike[str], data: Buffer | Iterable[Buffer], *, overwrite: bool = False
+    path: str | os.PathLike[str], data: Buffer | Iterable[Piece], *, overwrite: bool = False
 ) -> None:
     """Write ``data`` (bytes, or pieces in order) to ``path`` atomically.
 
@@ -152,7 +157,11 @@ def write_atomic(
                 f.write(data)
             else:
                 for piece in data:
-                    f.write(piece)
+                    if isinstance(piece, tuple):
+                        f.flush()
+                        _copy_range(f.fileno(), *piece)
+                    else:
+                        f.write(piece)
             # No fsync: like ld and objcopy, the output is regenerable and the input
             # is never touched; fsync of a 20 MB module doubled convert's time.
         os.chmod(tmp, mode)
@@ -163,3 +172,15 @@ def write_atomic(
         if isinstance(e, OSError):
             raise InputError(e.strerror or str(e), path=target) from e
         raise
+
+
+def _copy_range(dst: int, src: int, offset: int, count: int) -> None:
+    # copy_file_range(2) moves the bytes inside the kernel (or shares extents on
+    # filesystems that can); it may copy less than asked, so loop.
+    pos = os.lseek(dst, 0, os.SEEK_CUR)
+    while count > 0:
+        n = os.copy_file_range(src, dst, count, offset, pos)
+        if n <= 0:
+            raise OSError(f"copy_file_range copied {n} bytes")
+        offset, pos, count = offset + n, pos + n, count - n
+    os.lseek(dst, pos, os.SEEK_SET)

@@ -60,6 +60,18 @@ class Modinfo:
 
         Like the kernel, an entry counts only when the key is followed by ``=``.
         """
+        if self._parsed is None:
+            # one lookup does not need the whole table (amdgpu has 6,000 aliases)
+            data = self._data
+            needle = encode_name(key) + b"="
+            pos = data.find(needle)
+            while pos >= 0:
+                if pos == 0 or data[pos - 1] == 0:
+                    end = data.find(b"\0", pos)
+                    raw = data[pos + len(needle) : end if end >= 0 else len(data)]
+                    return decode_name(bytes(raw))
+                pos = data.find(needle, pos + 1)
+            return None
         for e in self._entries:
             if e.key == key and e.has_eq:
                 return e.value

@@ -15,15 +15,16 @@ edited one changes as little as possible:
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from klpelf.elf.constants import SHN, SHT
 from klpelf.elf.file import ElfFile, Section
 from klpelf.elf.layout import EI_NIDENT
 from klpelf.errors import ElfEditError
-from klpelf.io import write_atomic
+from klpelf.io import Piece, write_atomic
 
 
 @dataclass(slots=True)
@@ -51,6 +52,8 @@ class _Plan:
     size: int
     base: memoryview | None
     chunks: list[tuple[int, bytes | bytearray | memoryview]]
+    #: chunk index -> offset in the input of a chunk that is an unchanged input range
+    sources: dict[int, int] = field(default_factory=dict)
 
 
 def write_elf(elf: ElfFile) -> bytearray:
@@ -103,6 +106,7 @@ def _plan(elf: ElfFile) -> _Plan:
     else:
         end = _place(elf, items)
     chunks: list[tuple[int, bytes | bytearray | memoryview]] = []
+    sources: dict[int, int] = {}  # output offset -> input offset, for unchanged ranges
 
     # ELF header (e_ident is copied as read, padding bytes included)
     h = elf.header
@@ -130,6 +134,8 @@ def _plan(elf: ElfFile) -> _Plan:
         if sec.sh_type != SHT.NULL:
             sec.sh_offset = it.start
         if it.size and (sec.dirty or size_changed):
+            if not sec.dirty and it.orig_offset is not None:
+                sources[it.start] = it.orig_offset
             chunks.append((it.start, sec.data))
     table = bytearray(shnum * shentsize)
     for sec in secs:
@@ -148,7 +154,8 @@ def _plan(elf: ElfFile) -> _Plan:
         return _Plan(end + len(elf.trailer), memoryview(elf.buf)[: elf.trailer_offset], chunks)
     chunks += _gaps(elf, items)
     chunks.sort(key=lambda c: c[0])
-    return _Plan(end + len(elf.trailer), None, chunks)
+    by_index = {i: sources[off] for i, (off, _) in enumerate(chunks) if off in sources}
+    return _Plan(end + len(elf.trailer), None, chunks, by_index)
 
 
 def _layout_items(elf: ElfFile) -> list[_Item]:
@@ -221,5 +228,43 @@ def save_elf(elf: ElfFile, path: str | os.PathLike[str], *, overwrite: bool = Fa
     plan = _plan(elf)
     if plan.base is not None:
         write_atomic(path, write_elf(elf), overwrite=overwrite)
-    else:
-        write_atomic(path, _stream(plan), overwrite=overwrite)
+        return
+    src = _open_source(elf)
+    try:
+        write_atomic(path, _pieces(plan, src), overwrite=overwrite)
+    finally:
+        if src is not None:
+            os.close(src)
+
+
+def _open_source(elf: ElfFile) -> int | None:
+    # The input is a plain file that is memory-mapped (not decompressed): its
+    # unchanged ranges can be copied file to file.
+    if not isinstance(elf.buf, mmap.mmap) or elf.path is None:
+        return None
+    try:
+        fd = os.open(elf.path, os.O_RDONLY)
+    except OSError:
+        return None
+    if os.fstat(fd).st_size != len(elf.buf):
+        os.close(fd)
+        return None
+    return fd
+
+
+_COPY_MIN = 1 << 16
+
+
+def _pieces(plan: _Plan, src: int | None) -> Iterator[Piece]:
+    pos = 0
+    for i, (off, data) in enumerate(plan.chunks):
+        if off > pos:
+            yield bytes(off - pos)
+        origin = plan.sources.get(i)
+        if src is not None and origin is not None and len(data) >= _COPY_MIN:
+            yield (src, origin, len(data))
+        else:
+            yield data
+        pos = off + len(data)
+    if plan.size > pos:
+        yield bytes(plan.size - pos)

@@ -102,7 +102,12 @@ def convert_annotations(elf: ElfFile) -> ConvertReport:
 def _move_relocations(elf: ElfFile, objname_of: dict[int, str], report: ConvertReport) -> None:
     symtab = elf.symtab
     assert symtab is not None
-    klp_syms = np.array(sorted(objname_of), dtype=np.uint64)
+    # per symbol index: the number of its object (0: not a livepatch symbol), so that
+    # one gather per relocation section finds the entries to move
+    objnames = sorted(set(objname_of.values()))
+    obj_id = np.zeros(len(symtab), dtype=np.int32)
+    for i, o in objname_of.items():
+        obj_id[i] = objnames.index(o) + 1
     existing = {s.name: s for s in elf.sections if s.sh_flags & SHF.RELA_LIVEPATCH}
     for sec in list(elf.relocation_sections):
         if sec.sh_flags & SHF.RELA_LIVEPATCH or sec.sh_link != symtab.section.index:
@@ -112,7 +117,8 @@ def _move_relocations(elf: ElfFile, objname_of: dict[int, str], report: ConvertR
             continue  # the loader never applies these (apply_relocations skips them)
         rt = elf.relocations(sec)
         syms = rt.sym_array
-        hit = np.isin(syms, klp_syms)
+        ids = obj_id[syms]
+        hit = ids != 0
         if not hit.any():
             continue
         if sec.sh_type != SHT.RELA:
@@ -121,7 +127,7 @@ def _move_relocations(elf: ElfFile, objname_of: dict[int, str], report: ConvertR
                 "(the kernel reads klp relocation sections as Elf_Rela)",
                 path=elf.path,
             )
-        objs = sorted({objname_of[int(s)] for s in syms[hit]})
+        objs = [objnames[k - 1] for k in np.unique(ids[hit]).tolist()]
         if target.name.startswith(UNSAFE_LATE_SECTIONS) and objs != ["vmlinux"]:
             # objtool's klp diff refuses these too: the loader has already processed
             # the section (jump labels, static calls, alternatives) when livepatch
@@ -136,8 +142,7 @@ def _move_relocations(elf: ElfFile, objname_of: dict[int, str], report: ConvertR
                         path=elf.path,
                     )
         for obj in objs:
-            members = np.array([i for i, o in objname_of.items() if o == obj], dtype=np.uint64)
-            mask = np.isin(elf.relocations(sec).sym_array, members)
+            mask = obj_id[elf.relocations(sec).sym_array] == objnames.index(obj) + 1
             name = klp_rela_section_name(obj, target)
             KlpRelaSectionName.parse(name)  # the kernel must be able to read it
             dst = existing.get(name)

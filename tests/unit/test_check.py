@@ -370,3 +370,12 @@ def test_elf_validity(mutate: Callable[[ElfFile], None], message: str) -> None:
     first = _check(elf).first_kernel_error
     assert first is not None
     assert (first.message, first.when, first.errno) == (message, "load", 8)
+
+
+def test_ordinary_module_is_not_a_livepatch(tmp_path: Path) -> None:
+    from toolchain import TARGETS, assemble
+
+    elf = open_elf(assemble(TARGETS[0], tmp_path / "plain.o"))
+    res = check_module(elf, version=V61)
+    assert res.kernel_verdict == "accept" and res.errors == []
+    assert [d.rule for d in res.diagnostics] == ["not-a-livepatch"]

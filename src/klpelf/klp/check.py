@@ -31,7 +31,7 @@ import numpy as np
 from klpelf.elf.constants import EM, ET, SHF, SHN, SHT, STB
 from klpelf.elf.file import ElfFile, Section
 from klpelf.klp.kernel import DEFAULT_VERSION, EINVAL, ENOENT, ENOEXEC, KernelVersion
-from klpelf.klp.module import KlpModule, KlpRelaSection, klp_module
+from klpelf.klp.module import KlpModule, KlpObject, KlpRelaSection, klp_module
 from klpelf.klp.names import KlpSymbolName
 
 if TYPE_CHECKING:
@@ -269,6 +269,14 @@ class _Checker:
         if any(d.kernel and d.when == "load" for d in self.out):
             return  # the module never gets to its init
         if not self.mod.is_livepatch:
+            if not self._looks_like_livepatch():
+                self.add(
+                    "note",
+                    "not-a-livepatch",
+                    "no livepatch modinfo, klp sections, livepatch symbols or call to "
+                    "klp_enable_patch(): not a livepatch module",
+                )
+                return
             self.add(
                 "error",
                 "not-livepatch",
@@ -292,9 +300,49 @@ class _Checker:
             when: When = "enable"
             if not obj.is_vmlinux and (self.loaded is None or not self.loaded(obj.objname)):
                 when = "target-load"
+            applied = True
             for k in obj.sections:
-                if k.has_livepatch_flag and not self._write_section(k, when) and when == "enable":
-                    return
+                if k.has_livepatch_flag and not self._write_section(k, when):
+                    if when == "enable":
+                        return
+                    applied = False
+            if applied and not obj.is_vmlinux:
+                self._target_reload(obj)
+
+    def _target_reload(self, obj: KlpObject) -> None:
+        """Before 6.3 nothing clears an object's klp relocations when it unloads
+        (clear_relocate_add(), x86_64 only): the bytes written stay in the patch
+        module, and the next load of the object finds them nonzero and is refused."""
+        if self.v.clears_relocations or self.elf.machine != EM.X86_64:
+            return
+        for k in obj.sections:
+            if not k.has_livepatch_flag:
+                continue
+            for idx, (_, _, r_type, _) in enumerate(self._as_rela(k.section)):
+                if r_type == 0:  # R_X86_64_NONE
+                    continue
+                kernel_text = self.v.x86_nonzero_message(k.section.index, idx, r_type)
+                self.add(
+                    "warning",
+                    "target-reload-refused",
+                    f"module {obj.objname} cannot be loaded again while this patch stays "
+                    f"loaded: Linux {self.v} does not clear klp relocations when "
+                    f"{obj.objname} unloads (6.3+ does), so its next load fails (errno "
+                    f"{ENOEXEC}) with: {kernel_text}",
+                    section=k.section,
+                    relocation=idx,
+                    when="target-load",
+                    errno=ENOEXEC,
+                    dmesg_prefix="module: ",
+                )
+                return
+
+    def _looks_like_livepatch(self) -> bool:
+        # klp_enable_patch() runs only if the module's init calls it: without the
+        # modinfo entry, klp content or that call is what shows a livepatch module.
+        tab = self.elf.symtab
+        calls = tab is not None and len(tab.indices_with_prefix("klp_enable_patch")) > 0
+        return bool(self.mod.sections or self.mod.symbols or calls)
 
     # --- klp_write_section_relocs() / klp_resolve_symbols() ---------------------------
 
@@ -322,6 +370,11 @@ class _Checker:
         # and sh_entsize say: count = sh_size / sizeof(Elf_Rela)
         relas = self._as_rela(sec)
         sec_vmlinux = k.objname == "vmlinux"
+        # at load, apply_relocations() passes the ELF string table; later (module objects
+        # at enable or when they load, and every object before 5.8)
+        # klp_write_object_relocs() passes the core kallsyms copy, whose names are cut
+        # to KSYM_NAME_LEN - 1 bytes
+        from_kallsyms = when != "load"
         common = {
             "section": sec,
             "when": when,
@@ -331,6 +384,8 @@ class _Checker:
         }
         for idx, (_, r_sym, _, _) in enumerate(relas):
             name = names[r_sym] if r_sym < len(names) else f"#{r_sym}"
+            if from_kallsyms:
+                name = self.v.kallsyms_copy(name)
             if r_sym >= len(names) or raw_shndx[r_sym] != SHN.LIVEPATCH:
                 self.add(
                     "error",

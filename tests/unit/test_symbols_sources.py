@@ -303,10 +303,14 @@ def test_module_symvers_malformed(tmp_path: Path) -> None:
 
 
 def test_forced_kind(tmp_path: Path) -> None:
-    p = tmp_path / "map"
+    p = tmp_path / "System.map-6.1.0"
     p.write_text("ffffffff81000000 T schedule\nffffffff82000000 D kallsyms_names\n")
     assert load_sources([str(p)]).texts[0].kind == "System.map"
     assert load_sources([f"kallsyms:{p}"]).texts[0].kind == "kallsyms"
+    q = tmp_path / "dump"
+    q.write_bytes(p.read_bytes())
+    assert load_sources([str(q)]).texts[0].kind == "kallsyms"
+    assert load_sources([f"system.map:{q}"]).texts[0].kind == "System.map"
 
 
 def test_running_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

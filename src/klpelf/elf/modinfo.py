@@ -86,6 +86,10 @@ class Modinfo:
     def set(self, key: str, value: str) -> None:
         """Replace the first ``key`` entry (others with the same key are blanked), or add it."""
         raw = encode_name(f"{key}={value}")
+        if self._parsed is None and self.get(key) is None:
+            self._data += raw + b"\0"  # a new key: nothing to replace
+            self._commit()
+            return
         first = True
         for e in [e for e in self._entries if e.key == key and e.has_eq]:
             if first and len(raw) <= e.length:

@@ -66,12 +66,12 @@ class RelocationTable(RecordTable):
     @property
     def sym_array(self) -> npt.NDArray[np.uint64]:
         """ELF_R_SYM of every entry."""
-        return (self._arr["r_info"] >> self._shift).astype(np.uint64)
+        return (self._arr["r_info"] >> self._shift).astype(np.uint64, copy=False)
 
     @property
     def type_array(self) -> npt.NDArray[np.uint64]:
         """ELF_R_TYPE of every entry."""
-        return (self._arr["r_info"] & ((1 << self._shift) - 1)).astype(np.uint64)
+        return (self._arr["r_info"] & ((1 << self._shift) - 1)).astype(np.uint64, copy=False)
 
     def __getitem__(self, i: int) -> Relocation:
         r = self._arr[i]

@@ -45,6 +45,20 @@ class KernelVersion:
         # v6.1: KSYM_NAME_LEN 128 -> 512, and the sscanf width %127 -> %511
         return KSYM_NAME_LEN if self.at_least(6, 1) else KSYM_NAME_LEN_OLD
 
+    def kallsyms_copy(self, name: str) -> str:
+        """``name`` as the patch module's core kallsyms string table keeps it.
+
+        add_kallsyms() (kernel/module/kallsyms.c; kernel/module.c before v5.19) copies
+        every symbol name of a livepatch module with ``strlcpy(s, name, KSYM_NAME_LEN)``,
+        so a longer name is cut to KSYM_NAME_LEN - 1 bytes.  klp_write_object_relocs()
+        parses and prints the names from that copy (observed on Debian's 5.10: a
+        134-byte symbol printed cut to 127 bytes).
+        """
+        raw = name.encode("utf-8", "surrogateescape")
+        if len(raw) < self.ksym_name_len:
+            return name
+        return raw[: self.ksym_name_len - 1].decode("utf-8", "surrogateescape")
+
     @property
     def vmlinux_relocs_at_load(self) -> bool:
         # v5.8 (Josh Poimboeuf's series): vmlinux klp sections are applied by the

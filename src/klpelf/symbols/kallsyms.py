@@ -6,9 +6,14 @@ The whole file is split with vectorised operations: one row per line, names kept
 byte spans of the file (no Python object per line), addresses as ``uint64``.
 
 Which of the two a file is, is decided by its content (:func:`parse_symbol_text`):
-module lines or all-zero addresses (``kptr_restrict``) mean kallsyms; the symbols
-``scripts/kallsyms`` writes into vmlinux (``kallsyms_names``...), which kallsyms
-itself never lists, mean System.map.  A file with neither is read as kallsyms.
+module lines or all-zero addresses (``kptr_restrict``) mean kallsyms.  The symbols
+``scripts/kallsyms`` writes into vmlinux (``kallsyms_names``...) are in every
+System.map, and in /proc/kallsyms only before Linux 6.x: the real-kernel harness's
+dumps of 6.12 and 7.2 list them (and 6.12's lists x86 per-cpu symbols as ``A``,
+which the System.map filter would drop).  So a file that has them and nothing else
+to tell is ambiguous: it is read as System.map only when its name says so
+(``System.map*``), as kallsyms otherwise; ``system.map:PATH`` or ``kallsyms:PATH``
+decides explicitly.
 
 For System.map, :func:`is_ignored_symbol` applies the filter of
 ``scripts/kallsyms.c`` (``is_ignored_symbol()``, v6.1-v6.3, when it still carried the
@@ -18,6 +23,7 @@ entries are in the kernel's kallsyms table.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -194,7 +200,8 @@ def parse_symbol_text(buf: Buffer, path: str, *, kind: SymbolTextKind | None = N
         kind = "kallsyms"
         if not len(mod_rows) and not zeroed:
             found = index.rows_many(list(_KALLSYMS_TABLES))
-            if any(found):
+            # ambiguous for kernels whose kallsyms lists the tables: the name decides
+            if any(found) and os.path.basename(path).startswith("System.map"):
                 kind = "System.map"
     return SymbolText(path, kind, buf, index, address, types, module, modules, zeroed)
 

@@ -1,8 +1,11 @@
 """Real-kernel tests: one VM run per kernel release, shared by every test of the session.
 
-Which kernels: ``$KLPELF_KERNELS`` (releases, comma or space separated), else every
-release whose image, modules and headers are installed (linux-image-amd64 and
-linux-headers-amd64 on Debian 12 give 6.1.0-NN-amd64).
+Which kernels: ``$KLPELF_KERNELS`` (series of the kernel matrix or releases, comma or
+space separated; ``installed``: every release whose image, modules and headers are
+installed), else the whole matrix of tests/kernel/klpvm/debian.py: Debian's 5.10
+(bullseye), 6.1 (the host's, bookworm), 6.12 (trixie) and 7.2 (sid).  The archive
+kernels are downloaded and given a debootstrap build chroot the first time (cached
+under ~/.cache/klpelf).
 
 Under ``CI=true`` nothing here skips: a missing tool or kernel, or a VM that cannot
 boot, fails with the reason (and the serial console).  Elsewhere the tests skip with
@@ -22,6 +25,8 @@ from typing import NoReturn
 import pytest
 
 from kernel.klpvm.cases import CASES, write_expected
+from kernel.klpvm.debian import PrepareError, default_kernels, kernel_spec
+from kernel.klpvm.matrix import MatrixReport
 from kernel.klpvm.suite import SuiteResult, run_suite
 from kernel.klpvm.vm import KernelSpec, host_problems, installed_releases
 
@@ -37,7 +42,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def kernel_releases() -> list[str]:
     env = os.environ.get("KLPELF_KERNELS", "").replace(",", " ").split()
-    return env or installed_releases()
+    if env == ["installed"]:
+        return installed_releases()
+    return env or default_kernels()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -71,15 +78,40 @@ def suite(release: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Su
             "(apt-get install linux-image-amd64 linux-headers-amd64, the same release; "
             "or name releases in KLPELF_KERNELS)" + "".join(f"; {p}" for p in half)
         )
-    spec = KernelSpec.installed(release)
-    problems = host_problems() + spec.problems()
+    problems = host_problems()
+    if problems:
+        unavailable("; ".join(problems))
+    try:
+        spec = kernel_spec(release)
+    except PrepareError as e:
+        unavailable(str(e))
+    problems = spec.problems()
     if problems:
         unavailable("; ".join(problems))
     workdir = Path(tmp_path_factory.mktemp(f"vm-{release}", numbered=True))
     res = run_suite(spec, workdir)
     if os.environ.get("KLPELF_KERNEL_UPDATE") and not res.error:
         write_expected(spec.series, list(res.cases.values()))
+    REPORT.observe(spec.series, spec.release, res.cases)
     yield res
+
+
+#: the cases x kernels table of this session (tests/kernel/klpvm/matrix.py)
+REPORT = MatrixReport()
+
+
+@pytest.fixture(scope="session")
+def report() -> MatrixReport:
+    return REPORT
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write the matrix table (tests/kernel/out/matrix.md) when a kernel ran."""
+    if REPORT.columns:
+        path = REPORT.write()
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"kernel matrix table: {path}")
 
 
 def require(suite: SuiteResult) -> None:

@@ -2,23 +2,41 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
 import pytest
 
+from kernel.klpvm import cases
 from kernel.klpvm.cases import (
     CASES,
+    CASES_BY_NAME,
+    CaseResult,
+    StepResult,
     guest_script,
     message_pattern,
     messages_match,
     relevant_messages,
+    write_expected_matrix,
 )
 from kernel.klpvm.cpio import Entry, with_parents, write_newc
-from kernel.klpvm.mutate import MUTATIONS, make_variant
-from kernel.test_check_agreement import matches_kernel
+from kernel.klpvm.debian import (
+    MATRIX,
+    _control_fields,
+    _depends,
+    chroot_command,
+    default_kernels,
+    matrix_kernel,
+    series_of,
+)
+from kernel.klpvm.matrix import MatrixReport
+from kernel.klpvm.mutate import LONG_NAME, MUTATIONS, make_variant
+from kernel.klpvm.vm import KernelSpec
+from kernel.test_check_agreement import matches_kernel, quotes_kernel
 from klpelf.elf.constants import SHF, SHN
 from klpelf.elf.reader import open_elf
+from klpelf.klp.kernel import KernelVersion
 from toolchain import readelf
 
 REPO = Path(__file__).resolve().parents[2]
@@ -154,3 +172,130 @@ def test_mutation_applies(case: str, tmp_path: Path) -> None:
     assert changed, f"{case}: nothing but the name changed"
     assert all(s.st_shndx in (SHN.LIVEPATCH, SHN.UNDEF) for s in tab if s.name.startswith(".klp"))
     assert klp or case == "sec_not_flagged"
+
+
+# --- the kernel matrix (klpvm/debian.py, cases.write_expected_matrix, klpvm/matrix.py) ---
+
+
+def test_control_fields_and_depends() -> None:
+    text = (
+        "Package: linux-headers-6.12.117+deb13-amd64\n"
+        "Version: 6.12.117-1\n"
+        "Depends: linux-base (>= 4.12~), linux-headers-6.12.117+deb13-common (= 6.12.117-1),\n"
+        " linux-image-6.12.117+deb13-amd64 (= 6.12.117-1) | linux-image-6.12.117+deb13-amd64-"
+        "unsigned (= 6.12.117-1), gcc-14:amd64\n"
+        "Description: x\n"
+        "\n"
+        "Package: other\n"
+    )
+    f = _control_fields(text)
+    assert f["Version"] == "6.12.117-1" and "Package: other" not in f["Description"]
+    assert _depends(f) == [
+        ["linux-base"],
+        ["linux-headers-6.12.117+deb13-common"],
+        ["linux-image-6.12.117+deb13-amd64", "linux-image-6.12.117+deb13-amd64-unsigned"],
+        ["gcc-14"],
+    ]
+
+
+def test_matrix_names() -> None:
+    releases = ("5.10.0-32-amd64", "6.12.117+deb13-amd64", "7.2.13+deb14-amd64")
+    assert [series_of(r) for r in releases] == ["5.10", "6.12", "7.2"]
+    assert [k.series for k in MATRIX] == default_kernels() == ["5.10", "6.1", "6.12", "7.2"]
+    k = matrix_kernel("6.12")
+    assert k is not None and k.suite == "trixie" and k.release == "6.12.117+deb13-amd64"
+    other = matrix_kernel("6.12.107+deb13-amd64")
+    assert other is not None and (other.suite, other.release) == ("trixie", "6.12.107+deb13-amd64")
+    host = matrix_kernel("6.1")
+    assert host is not None and host.on_host
+    assert matrix_kernel("4.19") is None
+    for k in MATRIX:
+        if k.release is not None:
+            assert KernelSpec(k.release, Path("v"), Path("m"), Path("b")).series == k.series
+
+
+def test_chroot_command_mounts_proc_privately() -> None:
+    cmd = chroot_command(Path("/c"), ["make", "-C", "/usr/src/x", "M=/tmp/y", "modules"])
+    assert cmd[:5] == ["unshare", "--mount", "--propagation", "private", "--fork"]
+    script = cmd[cmd.index("-c") + 1]
+    assert 'mount -t proc proc "$0/proc"' in script and 'exec chroot "$0" "$@"' in script
+    assert cmd[cmd.index("-c") + 2] == "/c"
+    assert cmd[-5:] == ["make", "-C", "/usr/src/x", "M=/tmp/y", "modules"]
+    assert "env" in cmd and "-i" in cmd
+
+
+def test_spec_in_chroot() -> None:
+    build = Path("/usr/src/linux-headers-7.2.13+deb14-amd64")
+    k = Path("/k")
+    spec = KernelSpec("7.2.13+deb14-amd64", k / "vmlinuz", k / "modules", build, chroot=Path("/c"))
+    assert spec.host_build_dir == Path("/c/usr/src/linux-headers-7.2.13+deb14-amd64")
+    assert spec.series == "7.2" and spec.version_key[:2] == (7, 2)
+
+
+def _result(name: str, errno_: int, messages: list[str]) -> CaseResult:
+    case = CASES_BY_NAME[name]
+    steps = [StepResult(s.op, s.arg, errno_ if i == case.verdict else 0)
+             for i, s in enumerate(case.steps)]  # fmt: skip
+    return CaseResult(case, steps, messages)
+
+
+def test_expected_matrix_baseline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """common.json: what most series did (ties: the newest's); <series>.json: the rest."""
+    monkeypatch.setattr(cases, "EXPECTED_DIR", tmp_path)
+    old = "livepatch: symbol seq_printf is not marked as a livepatch symbol"
+    new = "livepatch: symbol seq_printf at rela sec 48 idx 4 is not marked as a livepatch symbol"
+    refused = ["livepatch: patch 'klpt_late' failed for module 'klpt_target', refusing ..."]
+    results = {
+        "5.10": [_result("sym_not_livepatch", 22, [old]), _result("reload_target", 8, refused)],
+        "6.1": [_result("sym_not_livepatch", 22, [old]), _result("reload_target", 8, refused)],
+        "6.12": [_result("sym_not_livepatch", 22, [old]), _result("reload_target", 0, [])],
+        "7.2": [_result("sym_not_livepatch", 22, [new]), _result("reload_target", 0, [])],
+    }
+    write_expected_matrix(results)
+    common = json.loads((tmp_path / "common.json").read_text())
+    assert common["sym_not_livepatch"]["messages"] == [old]
+    assert common["reload_target"]["errno"] == 0  # 2:2, the newest's
+    files = {s: json.loads((tmp_path / f"{s}.json").read_text()) for s in results}
+    assert sorted(files["5.10"]) == sorted(files["6.1"]) == ["_doc", "reload_target"]
+    assert sorted(files["6.12"]) == ["_doc"]
+    assert sorted(files["7.2"]) == ["_doc", "sym_not_livepatch"]
+    merged = cases.expected_for("7.2")
+    assert merged["sym_not_livepatch"].messages == [new]
+    assert cases.expected_for("5.10")["reload_target"].errno == 8
+
+
+def test_matrix_table() -> None:
+    rep = MatrixReport()
+    rep.observe("6.1", "6.1.0-56-amd64", {"sym_unknown": _result(
+        "sym_unknown", 22, ["livepatch: symbol 'klpt_no_such_symbol' not found in symbol table"]
+    )})  # fmt: skip
+    rep.predict("6.1", "sym_unknown", "refuse", "symbol 'x' not found in symbol table", True)
+    text = rep.render()
+    assert "| `sym_unknown` | EINVAL ✓ / check: refuse ✓ |" in text
+    assert "| `vmlinux_patch` | did not run ? / check: - ? |" in text
+    assert "kernel `livepatch: symbol 'klpt_no_such_symbol' not found in symbol table`" in text
+
+
+def test_check_quoting_the_kernel() -> None:
+    kernel = [
+        "livepatch: reverting patch 'klpt_late' on unloading module 'klpt_target'",
+        "module: x86/modules: Skipping invalid relocation target, existing value is nonzero "
+        "for type 2, loc <ptr>, val <module address>",
+    ]
+    warning = (
+        "module klpt_target cannot be loaded again while this patch stays loaded: Linux 6.1 "
+        "does not clear klp relocations when klpt_target unloads (6.3+ does), so its next "
+        "load fails (errno 8) with: x86/modules: Skipping invalid relocation target, existing "
+        "value is nonzero for type 2, loc <loc>, val <val>"
+    )
+    assert quotes_kernel(warning, kernel)
+    assert not quotes_kernel(warning.replace("type 2", "type 4"), kernel)
+
+
+def test_kallsyms_copy_cuts_long_names() -> None:
+    """add_kallsyms() keeps KSYM_NAME_LEN - 1 bytes of a name: 127 before 6.1, 511 since."""
+    name = f".klp.sym.klpt_target.{LONG_NAME},0"
+    old, new = KernelVersion.parse("5.10.0-32-amd64"), KernelVersion.parse("6.1")
+    assert len(old.kallsyms_copy(name)) == 127 and name.startswith(old.kallsyms_copy(name))
+    assert new.kallsyms_copy(name) == name
+    assert len(new.kallsyms_copy("x" * 600)) == 511

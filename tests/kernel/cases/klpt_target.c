@@ -7,6 +7,10 @@
  * klpt_target_secret is set at init and never printed here; the livepatch
  * reads it through a klp relocation (.klp.sym.klpt_target.klpt_target_secret,0)
  * that the livepatch core applies when this module loads after the patch.
+ *
+ * A second static variable has a 134-byte name: longer than the 127 bytes that
+ * livepatch's symbol-name parser took before Linux 6.1 raised KSYM_NAME_LEN from
+ * 128 to 512.  The case sym_long_name reads it through a klp relocation.
  */
 
 #include <linux/module.h>
@@ -15,6 +19,7 @@
 #include <linux/seq_file.h>
 
 static int klpt_target_secret;
+static int klpt_target_secret_with_a_name_longer_than_the_127_bytes_that_livepatch_accepted_before_linux_6_1_raised_KSYM_NAME_LEN_from_128_to_512 __used = 4343;
 
 static noinline int klpt_target_show(struct seq_file *m, void *v)
 {

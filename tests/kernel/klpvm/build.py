@@ -11,9 +11,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from kernel.klpvm.debian import chroot_command
 from kernel.klpvm.mutate import MUTATIONS, make_variant
 from kernel.klpvm.vm import KernelSpec
 
@@ -37,16 +39,40 @@ class BuiltModules:
 
 
 def kbuild(spec: KernelSpec, dest: Path) -> Path:
-    """Copy the C sources to ``dest`` and build them; return ``dest``."""
+    """Copy the C sources to ``dest`` and build them; return ``dest``.
+
+    With ``spec.chroot`` the build runs in that chroot (the release's own compiler and
+    kbuild tools), in a directory of its own under the chroot's /tmp, copied back to
+    ``dest`` afterwards.
+    """
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(CASES_DIR, dest, ignore=shutil.ignore_patterns("*.ko", "*.o", ".*"))
-    cmd = ["make", "-C", str(spec.build_dir), f"M={dest}", "KBUILD_MODPOST_WARN=1", "modules"]
+    ignore = shutil.ignore_patterns("*.ko", "*.o", ".*")
+    if spec.chroot is None:
+        shutil.copytree(CASES_DIR, dest, ignore=ignore)
+        _make(spec, dest, dest)
+        return dest
+    tmp = Path(tempfile.mkdtemp(dir=spec.chroot / "tmp", prefix="klpt-"))
+    try:
+        shutil.copytree(CASES_DIR, tmp / "src", ignore=ignore)
+        inside = Path("/") / (tmp / "src").relative_to(spec.chroot)
+        try:
+            _make(spec, inside, tmp / "src")
+        finally:
+            shutil.copytree(tmp / "src", dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _make(spec: KernelSpec, src: Path, log_dir: Path) -> None:
+    """``make -C build_dir M=src modules`` on the host or in ``spec.chroot``."""
+    make = ["make", "-C", str(spec.build_dir), f"M={src}", "KBUILD_MODPOST_WARN=1", "modules"]
+    cmd = make if spec.chroot is None else chroot_command(spec.chroot, make)
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    (dest / "build.log").write_text(res.stdout + res.stderr)
+    (log_dir / "build.log").write_text(" ".join(cmd) + "\n" + res.stdout + res.stderr)
     if res.returncode != 0:
         raise BuildError(f"{' '.join(cmd)} failed:\n{res.stdout[-3000:]}{res.stderr[-3000:]}")
-    return dest
 
 
 def convert(src: Path, out: Path) -> None:

@@ -6,9 +6,9 @@ saved after; its *verdict* is the errno of one designated step (0: loaded).  The
 other steps set the stage and must succeed unless marked otherwise.
 
 Cases run in the order of :data:`CASES`, sharing one kernel: the state they leave is
-part of the design (``modsec_vmlinux_sym`` needs ``klpt_target`` loaded by
-``late_module_patch``; ``reload_target`` unloads it; ``sec_not_flagged`` oopses the
-kernel and runs last).  Every variant has its own module name, so a variant that a
+part of the design (``modsec_vmlinux_sym`` and ``sym_long_name`` need ``klpt_target``
+loaded by ``late_module_patch``; ``reload_target`` unloads it; ``sec_not_flagged``
+oopses the kernel and runs last).  Every variant has its own module name, so a variant that a
 kernel accepts does not make later loads fail.
 """
 
@@ -24,23 +24,31 @@ EXPECTED_DIR = Path(__file__).resolve().parent.parent / "expected"
 
 @dataclass(frozen=True)
 class Step:
-    #: "load" (module name), "unload" (module name), "read" (path), "kallsyms" (-)
+    #: "load" (module name), "unload" (module name), "read" (path), "kallsyms" (-),
+    #: "disable" (livepatch module name: disable the patch, wait until it is freed)
     op: str
     arg: str = ""
     #: a non-verdict step that may fail without making the case's setup invalid
     may_fail: bool = False
+    #: a step after the verdict that must succeed when the verdict step did (the kernel
+    #: loaded the module) and may fail when it did not (some kernels refuse it)
+    after_accept: bool = False
 
 
 def load(mod: str) -> Step:
     return Step("load", mod)
 
 
-def unload(mod: str) -> Step:
-    return Step("unload", mod)
+def unload(mod: str, *, after_accept: bool = False) -> Step:
+    return Step("unload", mod, after_accept=after_accept)
 
 
-def read(path: str, *, may_fail: bool = False) -> Step:
-    return Step("read", path, may_fail)
+def read(path: str, *, may_fail: bool = False, after_accept: bool = False) -> Step:
+    return Step("read", path, may_fail, after_accept)
+
+
+def disable(mod: str, *, after_accept: bool = False) -> Step:
+    return Step("disable", mod, after_accept=after_accept)
 
 
 KALLSYMS = Step("kallsyms")
@@ -57,6 +65,9 @@ class Case:
     module: str | None
     #: the verdict `klpelf check` must give, when it is not the kernel's load verdict
     check_verdict: str | None = None
+    #: the verdict is not ``module``'s load but a later event that `klpelf check`
+    #: predicts with a diagnostic of this rule on ``module`` (present: refused)
+    check_rule: str | None = None
     #: take /proc/kallsyms from this case's snapshot for `klpelf check --kernel`
     #: (default: the one /init saved before any module was loaded)
     kallsyms_from: str | None = None
@@ -69,16 +80,24 @@ def _negative(name: str, doc: str, **kw: str) -> Case:
 
 CMDLINE = "/proc/cmdline"
 IDLE_PARAM = "/sys/module/intel_idle/parameters/max_cstate"
+#: mode 0 (not in sysfs) before Linux 5.12; the boot parameter is the reference then
 ACPI_PARAM = "/sys/module/processor/parameters/max_cstate"
 #: boot parameters: distinct values for the two max_cstate variables (sympos 1 and 2)
 BOOT_CMDLINE = "loglevel=4 intel_idle.max_cstate=3 processor.max_cstate=5"
+TARGET_PROC = "/proc/klpt_target"
 
 CASES: tuple[Case, ...] = (
     Case(
         "vmlinux_patch",
         "(a)+(c) livepatch of cmdline_proc_show reading saved_command_line,0, total_forks,0, "
         "max_cstate,1 and max_cstate,2 through klp relocations",
-        (read(CMDLINE), load("klpt_vmlinux"), read(CMDLINE), read(IDLE_PARAM), read(ACPI_PARAM)),
+        (
+            read(CMDLINE),
+            load("klpt_vmlinux"),
+            read(CMDLINE),
+            read(IDLE_PARAM),
+            read(ACPI_PARAM, may_fail=True),
+        ),
         1,
         "klpt_vmlinux",
     ),
@@ -86,7 +105,7 @@ CASES: tuple[Case, ...] = (
         "late_module_patch",
         "(b) livepatch of klpt_target loaded BEFORE it; its .klp.rela.klpt_target.text is "
         "applied when klpt_target loads",
-        (load("klpt_late"), load("klpt_target"), read("/proc/klpt_target"), KALLSYMS),
+        (load("klpt_late"), load("klpt_target"), read(TARGET_PROC), KALLSYMS),
         1,
         "klpt_late",
     ),
@@ -123,16 +142,34 @@ CASES: tuple[Case, ...] = (
         "module-specific klp section references a vmlinux symbol (target already loaded)",
         kallsyms_from="late_module_patch",
     ),
+    Case(
+        "sym_long_name",
+        "klp symbol (module-specific section, klpt_target loaded) naming a 134-byte symbol: "
+        "beyond the 127 bytes livepatch parsed before Linux 6.1.  When loaded, the patch "
+        "is read, disabled and removed again",
+        (
+            load("klpt_sym_long_name"),
+            read(TARGET_PROC, after_accept=True),
+            disable("klpt_sym_long_name", after_accept=True),
+            unload("klpt_sym_long_name", after_accept=True),
+        ),
+        0,
+        "klpt_sym_long_name",
+        kallsyms_from="late_module_patch",
+    ),
     _negative("reloc_twice", "the same location relocated twice"),
     _negative("target_nonzero", "nonzero bytes at a klp relocation target"),
     _negative("no_livepatch_modinfo", "no livepatch modinfo"),
     _negative("sym_undef", "klp symbol left SHN_UNDEF"),
     Case(
         "reload_target",
-        "unload the late-patched klpt_target (klpt_late stays) and load it again",
-        (unload("klpt_target"), load("klpt_target")),
+        "unload the late-patched klpt_target (klpt_late stays) and load it again; when "
+        "loaded, it must be patched again",
+        (unload("klpt_target"), load("klpt_target"), read(TARGET_PROC, after_accept=True)),
         1,
-        None,
+        "klpt_late",
+        check_rule="target-reload-refused",
+        kallsyms_from="late_module_patch",
     ),
     Case(
         "sec_not_flagged",
@@ -182,6 +219,19 @@ step_read() {
     record read "$1" $?
 }
 step_kallsyms() { cat /proc/kallsyms > "$D/kallsyms"; record kallsyms - $?; }
+step_disable() {
+    # disable the patch, then wait until it is freed and its module unreferenced
+    p=/sys/kernel/livepatch/$1
+    if [ -f "$p/enabled" ]; then echo 0 > "$p/enabled"; rc=$?; else rc=2; fi
+    i=0
+    while [ $rc = 0 ] && [ $i -lt 150 ]; do
+        [ ! -d "$p" ] && [ "$(cat /sys/module/$1/refcnt 2>/dev/null)" = 0 ] && break
+        sleep 0.1
+        i=$((i + 1))
+    done
+    [ $rc = 0 ] && [ $i -ge 150 ] && rc=16
+    record disable "$1" $rc
+}
 case_end() {
     wait_transitions
     dmesg -c > "$D/dmesg"
@@ -250,7 +300,10 @@ class CaseResult:
     def setup_failures(self) -> list[str]:
         """The non-verdict steps that failed (they must not)."""
         out = []
+        accepted = self.errno == 0
         for i, (step, res) in enumerate(zip(self.case.steps, self.steps, strict=False)):
+            if step.after_accept and not accepted:
+                continue
             if i != self.case.verdict and not step.may_fail and res.rc != 0:
                 out.append(f"step {i} ({res.op} {res.arg}) returned {res.rc}")
         return out
@@ -368,6 +421,61 @@ def expected_for(series: str) -> dict[str, Expected]:
     return out
 
 
+def observed_expectation(r: CaseResult) -> Expected:
+    """What ``r`` observed, in the form of the expected data (``val`` as ``<hex>``)."""
+    assert r.errno is not None
+    return Expected(r.errno, [_VAL.sub("val <hex>", m) for m in r.messages])
+
+
+def _dump(path: Path, doc_text: str, entries: dict[str, Expected]) -> None:
+    doc: dict[str, object] = {"_doc": doc_text}
+    for name, e in entries.items():
+        doc[name] = {"errno": e.errno, "messages": e.messages}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+_COMMON_DOC = (
+    "The baseline of the kernel matrix ({series}; tests/kernel/klpvm/debian.py), observed by "
+    "this harness: for each case, what most of these kernels did (on a tie, the newest's).  "
+    "case -> finit_module errno of the verdict step (0: loaded) and the kernel's relevant "
+    "messages (tests/kernel/klpvm/cases.py: relevant_messages; <ptr> is a hashed pointer, "
+    "<hex> any hex number).  expected/<series>.json lists where a kernel differs."
+)
+_SERIES_DOC = (
+    "Where Linux {series} differs from common.json (the matrix's baseline), as observed: "
+    "case -> finit_module errno of the verdict step (0: loaded) and the kernel's relevant "
+    "messages (tests/kernel/klpvm/cases.py: relevant_messages; <ptr> is a hashed pointer, "
+    "<hex> any hex number)."
+)
+
+
+def write_expected_matrix(results: dict[str, list[CaseResult]]) -> list[Path]:
+    """Rewrite ``common.json`` and every ``<series>.json`` from a run of the whole matrix
+    (``results``: series -> case results, oldest series first).
+
+    common.json gets, for each case, the observation most series share (on a tie, the
+    newest series'); each series' file gets the cases where it differs from that.
+    """
+    observed = {
+        series: {r.case.name: observed_expectation(r) for r in rs if r.errno is not None}
+        for series, rs in results.items()
+    }
+    common: dict[str, Expected] = {}
+    for case in CASES:
+        seen = [obs[case.name] for obs in observed.values() if case.name in obs]
+        if seen:
+            # max() keeps the first of equal counts: walk newest first
+            common[case.name] = max(reversed(seen), key=seen.count)
+    paths = [EXPECTED_DIR / "common.json"]
+    _dump(paths[0], _COMMON_DOC.format(series=", ".join(results)), common)
+    for series, obs in observed.items():
+        path = EXPECTED_DIR / f"{series}.json"
+        mine = {n: e for n, e in obs.items() if common.get(n) != e}
+        _dump(path, _SERIES_DOC.format(series=series), mine)
+        paths.append(path)
+    return paths
+
+
 def write_expected(series: str, results: list[CaseResult]) -> Path:
     """Record the observed verdicts in ``expected/<series>.json``: every case whose
     observation differs from ``common.json`` (the rest stays shared)."""
@@ -382,7 +490,7 @@ def write_expected(series: str, results: list[CaseResult]) -> Path:
     for r in results:
         if r.errno is None:
             continue
-        mine = Expected(r.errno, [_VAL.sub("val <hex>", m) for m in r.messages])
+        mine = observed_expectation(r)
         c = common.get(r.case.name)
         if c is not None and c.errno == mine.errno and messages_match(c.messages, mine.messages):
             continue

@@ -26,6 +26,11 @@ MODULE_NAME_OFFSET = 24
 MODULE_NAME_LEN = 56
 
 VMLINUX_KLP_SECTION = ".klp.rela.vmlinux.text"
+#: a static variable of klpt_target.c whose name is longer than 127 bytes
+LONG_NAME = (
+    "klpt_target_secret_with_a_name_longer_than_the_127_bytes_that_livepatch_accepted_"
+    "before_linux_6_1_raised_KSYM_NAME_LEN_from_128_to_512"
+)
 LATE_KLP_SECTION = ".klp.rela.klpt_target.text"
 
 
@@ -234,6 +239,14 @@ MUTATIONS: dict[str, Mutation] = {
         "module-specific klp section (.klp.rela.klpt_target.*) references a vmlinux symbol",
         _rename_symbol(
             ".klp.sym.klpt_target.klpt_target_secret,0", ".klp.sym.vmlinux.total_forks,0"
+        ),
+    ),
+    "sym_long_name": Mutation(
+        "klpt_late",
+        "klp symbol naming klpt_target's variable with a 134-byte name (KSYM_NAME_LEN 128 "
+        "before 6.1, 512 since)",
+        _rename_symbol(
+            ".klp.sym.klpt_target.klpt_target_secret,0", f".klp.sym.klpt_target.{LONG_NAME},0"
         ),
     ),
     "reloc_twice": Mutation(

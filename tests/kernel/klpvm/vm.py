@@ -68,8 +68,12 @@ class KernelSpec:
     vmlinuz: Path
     #: /lib/modules/<release>: kernel/**.ko*, modules.dep
     modules_dir: Path
-    #: the kbuild tree of the headers package (/lib/modules/<release>/build)
+    #: the kbuild tree of the headers package (/lib/modules/<release>/build); inside
+    #: ``chroot`` when there is one
     build_dir: Path
+    #: a root directory with the release's own compiler and kbuild tools, in which
+    #: ``make -C build_dir`` runs (tests/kernel/klpvm/debian.py); None: the host's
+    chroot: Path | None = None
 
     @classmethod
     def installed(cls, release: str) -> KernelSpec:
@@ -83,6 +87,10 @@ class KernelSpec:
         major, minor = self.release.split(".")[:2]
         return f"{major}.{''.join(c for c in minor if c.isdigit())}"
 
+    @property
+    def version_key(self) -> tuple[int, ...]:
+        return _version_key(self.release)
+
     def problems(self) -> list[str]:
         """What is missing to build modules for and boot this kernel (empty: all there)."""
         out = []
@@ -90,10 +98,17 @@ class KernelSpec:
             out.append(f"{self.vmlinuz} is missing (apt-get install linux-image-{self.release})")
         if not (self.modules_dir / "modules.dep").is_file():
             out.append(f"{self.modules_dir}/modules.dep is missing (the image package's modules)")
-        if not (self.build_dir / "Makefile").is_file():
+        if not (self.host_build_dir / "Makefile").is_file():
             pkg = f"linux-headers-{self.release}"
-            out.append(f"{self.build_dir} has no kbuild tree (apt-get install {pkg})")
+            out.append(f"{self.host_build_dir} has no kbuild tree (apt-get install {pkg})")
         return out
+
+    @property
+    def host_build_dir(self) -> Path:
+        """``build_dir`` as the host sees it."""
+        if self.chroot is None:
+            return self.build_dir
+        return self.chroot / self.build_dir.relative_to("/")
 
 
 def installed_releases() -> list[str]:

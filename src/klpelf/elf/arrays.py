@@ -81,3 +81,8 @@ class RecordTable:
     def array(self) -> npt.NDArray[np.void]:
         """The raw records (read-only view; use the edit methods to change them)."""
         return self._arr
+
+
+def as_bytes(arr: npt.NDArray[np.generic]) -> memoryview:
+    """The bytes of a C-contiguous array, without copying (for the writer)."""
+    return np.ascontiguousarray(arr).view(np.uint8).data

@@ -77,7 +77,7 @@ class Section:
     #: the contents changed since reading (the writer re-serialises them)
     dirty: bool = field(default=False, repr=False)
     #: a view's serialiser, run when the bytes are next needed (see set_pending)
-    _pending: Callable[[], bytes | bytearray] | None = field(default=None, repr=False)
+    _pending: Callable[[], bytes | bytearray | memoryview] | None = field(default=None, repr=False)
 
     @property
     def data(self) -> bytes | bytearray | memoryview:
@@ -96,7 +96,7 @@ class Section:
         self.dirty = True
         self.elf.modified = True
 
-    def set_pending(self, size: int, make: Callable[[], bytes | bytearray]) -> None:
+    def set_pending(self, size: int, make: Callable[[], bytes | bytearray | memoryview]) -> None:
         """A view changed the contents: sh_size is ``size`` now, the bytes come from
         ``make()`` when first read.  Many edits in a row then cost one serialisation."""
         self._pending = make

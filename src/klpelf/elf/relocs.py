@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from klpelf.elf.arrays import RecordTable, rel_dtype
+from klpelf.elf.arrays import RecordTable, as_bytes, rel_dtype
 from klpelf.elf.constants import SHT
 from klpelf.errors import ElfEditError
 
@@ -92,7 +92,7 @@ class RelocationTable(RecordTable):
 
     def _set(self, arr: npt.NDArray[np.void]) -> None:
         self._arr = arr
-        self.section.set_pending(arr.nbytes, self._arr.tobytes)
+        self.section.set_pending(arr.nbytes, lambda: as_bytes(self._arr))
 
     def renumber_symbols(self, start: int, by: int) -> None:
         """Add ``by`` to every symbol index >= ``start`` (after a symbol was inserted)."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from klpelf.elf.arrays import RecordTable, shndx_dtype, sym_dtype
+from klpelf.elf.arrays import RecordTable, as_bytes, shndx_dtype, sym_dtype
 from klpelf.elf.constants import SHN, SHT, STB, STT
 from klpelf.elf.strtab import StringTable, encode_name
 from klpelf.errors import ElfEditError
@@ -211,10 +211,10 @@ class SymbolTable(RecordTable):
         return self._arr
 
     def _commit(self) -> None:
-        self.section.set_pending(self._arr.nbytes, self._arr.tobytes)
+        self.section.set_pending(self._arr.nbytes, lambda: as_bytes(self._arr))
         xindex, sec = self._xindex, self._shndx_sec
         if xindex is not None and sec is not None:
-            sec.set_pending(xindex.nbytes, xindex.tobytes)
+            sec.set_pending(xindex.nbytes, lambda: as_bytes(xindex))
 
     def set_symbol(
         self,

@@ -22,10 +22,9 @@ from klpelf.elf.relocs import move_relocations
 from klpelf.errors import KlpFormatError
 from klpelf.klp.check import UNSAFE_LATE_SECTIONS
 from klpelf.klp.names import (
-    KlpAnnotationName,
     KlpRelaSectionName,
     KlpSymbolName,
-    classify_symbol_name,
+    parse_annotation_symbol,
 )
 
 #: SHF flags of a klp relocation section, as kpatch's create-klp-module and
@@ -75,10 +74,8 @@ def convert_annotations(elf: ElfFile) -> ConvertReport:
                 f"symbol {name} is defined in the module; a livepatch symbol must be undefined",
                 path=elf.path,
             )
-        if classify_symbol_name(name) == "annotation":
-            canon = KlpAnnotationName.parse(name).to_symbol_name()
-        else:
-            canon = KlpSymbolName.parse(name)
+        ann = parse_annotation_symbol(name)  # checked first: it also fits the kernel's form
+        canon = ann.to_symbol_name() if ann is not None else KlpSymbolName.parse(name)
         new = str(canon)
         tab.set_symbol(i, name=new if new != name else None, st_shndx=SHN.LIVEPATCH)
         objname_of[i] = canon.objname

@@ -762,6 +762,8 @@ class KlpAnnotationScan:
 
 def parse_annotation_symbol(s: str) -> KlpAnnotationName | None:
     """Recognise a klp-convert annotation symbol name; None otherwise."""
+    if not s.startswith(KLP_SYM_RELA_PREFIX):
+        return None
     return KlpAnnotationName.scan(s).annotation
 
 
@@ -772,7 +774,7 @@ def classify_symbol_name(
     also satisfy the kernel's format), ``"klp"`` when the kernel's sscanf returns 3,
     ``"other"`` for everything else, malformed ``.klp.sym.`` names included (use
     :meth:`KlpSymbolName.scan` to say what is wrong with those)."""
-    if s.startswith(KLP_SYM_RELA_PREFIX) and parse_annotation_symbol(s) is not None:
+    if parse_annotation_symbol(s) is not None:
         return "annotation"
     if KlpSymbolName.scan(s, ksym_name_len=ksym_name_len).ok:
         return "klp"

@@ -1,0 +1,555 @@
+"""The rules of ``klpelf check``, walked in the kernel's order (see klp/check.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from klpelf.elf.constants import EM, ET, SHF, SHN, SHT, STB
+from klpelf.elf.file import ElfFile, Section
+from klpelf.klp.diagnostics import (
+    UNSAFE_LATE_SECTIONS,
+    Diagnostic,
+    Resolver,
+    Severity,
+    When,
+)
+from klpelf.klp.kernel import EINVAL, ENOENT, ENOEXEC, KernelVersion
+from klpelf.klp.module import KlpModule, KlpObject, KlpRelaSection
+from klpelf.klp.names import KlpSymbolName
+
+
+class Checker:
+    def __init__(
+        self,
+        elf: ElfFile,
+        mod: KlpModule,
+        version: KernelVersion,
+        out: list[Diagnostic],
+        *,
+        resolver: Resolver | None,
+        loaded: Callable[[str], bool] | None,
+    ) -> None:
+        self.elf, self.mod, self.v = elf, mod, version
+        self.resolver, self.loaded = resolver, loaded
+        self.out = out
+        self.klp_by_index = {k.section.index: k for k in mod.sections}
+        #: (target section, offset) -> first relocation writing there
+        self.written: dict[tuple[int, int], tuple[Section, int]] = {}
+
+    def add(self, severity: Severity, rule: str, message: str, **kw: object) -> None:
+        self.out.append(Diagnostic(severity, rule, message, **kw))  # type: ignore[arg-type]
+
+    # --- the walk -------------------------------------------------------------------
+
+    def run(self) -> None:
+        if not self._elf_validity():
+            return
+        self._simplify_symbols()
+        self._apply_relocations()
+        self._enable_patch()
+        self._static_rules()
+
+    def _elf_validity(self) -> bool:
+        # elf_validity_ehdr() and elf_validity_cache_index_sym(), kernel/module/main.c
+        elf, name = self.elf, self.mod.name
+        if elf.header.e_type != ET.REL:
+            self.add(
+                "error",
+                "elf-type",
+                f"Invalid ELF header type: {elf.header.e_type} != 1",
+                when="load",
+                kernel=True,
+                errno=ENOEXEC,
+            )
+            return False
+        s0 = elf.sections[0] if elf.sections else None
+        if s0 is None or s0.sh_type != SHT.NULL or (s0.sh_size != 0 and not elf.extended_numbering):
+            t = s0.sh_type if s0 else 0
+            self.add(
+                "error",
+                "elf-section0",
+                f"ELF Spec violation: section 0 type({t})!=SH_NULL or non-zero len or addr",
+                when="load",
+                kernel=True,
+                errno=ENOEXEC,
+            )
+            return False
+        if len(elf.sections_of_type(SHT.SYMTAB)) != 1:
+            self.add(
+                "error",
+                "elf-symtab",
+                f"{name}: module has no symbols (stripped?)",
+                when="load",
+                kernel=True,
+                errno=ENOEXEC,
+            )
+            return False
+        return True
+
+    def _simplify_symbols(self) -> None:
+        # simplify_symbols(): SHN_LIVEPATCH symbols are left alone; an undefined
+        # symbol must be resolved against the kernel's exports, so a livepatch symbol
+        # that was never given SHN_LIVEPATCH is "Unknown" and fails the load.
+        tab = self.elf.symtab
+        assert tab is not None
+        names = tab.names()
+        undef = np.flatnonzero(tab.array["st_shndx"] == SHN.UNDEF)
+        binds = tab.bind_array
+        for i in undef.tolist():
+            name = names[i]
+            if i == 0 or not name.startswith(".klp.sym.") or binds[i] == STB.WEAK:
+                continue
+            self.add(
+                "error",
+                "unknown-symbol",
+                f"{self.mod.name}: Unknown symbol {name} (err -2)",
+                symbol=(i, name),
+                when="load",
+                kernel=True,
+                errno=ENOENT,
+            )
+
+    def _apply_relocations(self) -> None:
+        elf = self.elf
+        shnum = len(elf.sections)
+        for sec in elf.sections[1:]:
+            info = sec.sh_info
+            if info >= shnum or not elf.sections[info].is_alloc:
+                continue
+            if sec.sh_flags & SHF.RELA_LIVEPATCH:
+                k = self.klp_by_index[sec.index]
+                if k.parsed is None:
+                    self._bad_section_name(k, "load")
+                    return
+                vmlinux_now = k.objname == "vmlinux" and self.v.vmlinux_relocs_at_load
+                if vmlinux_now and not self._write_section(k, "load"):
+                    return
+            elif sec.sh_type == SHT.RELA and sec.sh_entsize and not self._ordinary_relocations(sec):
+                return
+
+    def _enable_patch(self) -> None:
+        if any(d.kernel and d.when == "load" for d in self.out):
+            return  # the module never gets to its init
+        if not self.mod.is_livepatch:
+            if not self._looks_like_livepatch():
+                self.add(
+                    "note",
+                    "not-a-livepatch",
+                    "no livepatch modinfo, klp sections, livepatch symbols or call to "
+                    "klp_enable_patch(): not a livepatch module",
+                )
+                return
+            self.add(
+                "error",
+                "not-livepatch",
+                f"module {self.mod.name} is not marked as a livepatch module",
+                when="enable",
+                kernel=True,
+                errno=EINVAL,
+                dmesg_prefix="livepatch: ",
+            )
+            return
+        # klp_write_object_relocs() parses the name of every SHF_RELA_LIVEPATCH
+        # section for each object, whatever its target (the load path skipped
+        # sections with a non-ALLOC target).
+        for k in self.mod.sections:
+            if k.has_livepatch_flag and k.parsed is None:
+                self._bad_section_name(k, "enable")
+                return
+        for obj in self.mod.objects.values():
+            if obj.is_vmlinux and self.v.vmlinux_relocs_at_load:
+                continue
+            when: When = "enable"
+            if not obj.is_vmlinux and (self.loaded is None or not self.loaded(obj.objname)):
+                when = "target-load"
+            applied = True
+            for k in obj.sections:
+                if k.has_livepatch_flag and not self._write_section(k, when):
+                    if when == "enable":
+                        return
+                    applied = False
+            if applied and not obj.is_vmlinux:
+                self._target_reload(obj)
+
+    def _target_reload(self, obj: KlpObject) -> None:
+        """Before 6.3 nothing clears an object's klp relocations when it unloads
+        (clear_relocate_add(), x86_64 only): the bytes written stay in the patch
+        module, and the next load of the object finds them nonzero and is refused."""
+        if self.v.clears_relocations or self.elf.machine != EM.X86_64:
+            return
+        for k in obj.sections:
+            if not k.has_livepatch_flag:
+                continue
+            for idx, (_, _, r_type, _) in enumerate(self._as_rela(k.section)):
+                if r_type == 0:  # R_X86_64_NONE
+                    continue
+                kernel_text = self.v.x86_nonzero_message(k.section.index, idx, r_type)
+                self.add(
+                    "warning",
+                    "target-reload-refused",
+                    f"module {obj.objname} cannot be loaded again while this patch stays "
+                    f"loaded: Linux {self.v} does not clear klp relocations when "
+                    f"{obj.objname} unloads (6.3+ does), so its next load fails (errno "
+                    f"{ENOEXEC}) with: {kernel_text}",
+                    section=k.section,
+                    relocation=idx,
+                    when="target-load",
+                    errno=ENOEXEC,
+                    dmesg_prefix="module: ",
+                )
+                return
+
+    def _looks_like_livepatch(self) -> bool:
+        # klp_enable_patch() runs only if the module's init calls it: without the
+        # modinfo entry, klp content or that call is what shows a livepatch module.
+        tab = self.elf.symtab
+        calls = tab is not None and len(tab.indices_with_prefix("klp_enable_patch")) > 0
+        return bool(self.mod.sections or self.mod.symbols or calls)
+
+    # --- klp_write_section_relocs() / klp_resolve_symbols() ---------------------------
+
+    def _bad_section_name(self, k: KlpRelaSection, when: When) -> None:
+        self.add(
+            "error",
+            "section-name",
+            f"section {k.section.name} has an incorrectly formatted name",
+            section=k.section,
+            when=when,
+            kernel=True,
+            errno=EINVAL,
+            dmesg_prefix="livepatch: ",
+        )
+
+    def _write_section(self, k: KlpRelaSection, when: When) -> bool:
+        """Resolve then apply one klp section as the kernel does; False at the first error."""
+        elf, sec = self.elf, k.section
+        tab = elf.symtab
+        assert tab is not None
+        symndx = tab.section.index
+        names = tab.names()
+        raw_shndx = tab.array["st_shndx"]
+        # the kernel reads any SHF_RELA_LIVEPATCH section as Elf_Rela, whatever sh_type
+        # and sh_entsize say: count = sh_size / sizeof(Elf_Rela)
+        relas = self._as_rela(sec)
+        sec_vmlinux = k.objname == "vmlinux"
+        # at load, apply_relocations() passes the ELF string table; later (module objects
+        # at enable or when they load, and every object before 5.8)
+        # klp_write_object_relocs() passes the core kallsyms copy, whose names are cut
+        # to KSYM_NAME_LEN - 1 bytes
+        from_kallsyms = when != "load"
+        common = {
+            "section": sec,
+            "when": when,
+            "kernel": True,
+            "errno": EINVAL,
+            "dmesg_prefix": "livepatch: ",
+        }
+        for idx, (_, r_sym, _, _) in enumerate(relas):
+            name = names[r_sym] if r_sym < len(names) else f"#{r_sym}"
+            if from_kallsyms:
+                name = self.v.kallsyms_copy(name)
+            if r_sym >= len(names) or raw_shndx[r_sym] != SHN.LIVEPATCH:
+                self.add(
+                    "error",
+                    "not-livepatch-symbol",
+                    self.v.not_marked_message(name, symndx, idx),
+                    symbol=(r_sym, name),
+                    relocation=idx,
+                    **common,
+                )
+                return False
+            scan = KlpSymbolName.scan(name, ksym_name_len=self.v.ksym_name_len)
+            if not scan.ok:
+                self.add(
+                    "error",
+                    "symbol-name",
+                    f"symbol {name} has an incorrectly formatted name",
+                    symbol=(r_sym, name),
+                    relocation=idx,
+                    **common,
+                )
+                return False
+            sym = scan.symbol()
+            if sym.is_vmlinux and not sec_vmlinux and self.v.forbids_vmlinux_from_module_sections:
+                self.add(
+                    "error",
+                    "vmlinux-from-module-section",
+                    f"invalid access to vmlinux symbol '{sym.name}' from module-specific "
+                    "livepatch relocation section",
+                    symbol=(r_sym, name),
+                    relocation=idx,
+                    **common,
+                )
+                return False
+            if self.resolver is not None:
+                err, _ = self.resolver(sym.objname, sym.name, sym.sympos)
+                if err is not None:
+                    self.add(
+                        "error", "resolve", err, symbol=(r_sym, name), relocation=idx, **common
+                    )
+                    return False
+        return self._arch_apply(sec, relas, when)
+
+    def _as_rela(self, sec: Section) -> list[tuple[int, int, int, int]]:
+        """(r_offset, sym, type, addend) of every entry, read as Elf_Rela."""
+        elf = self.elf
+        symtab = elf.symtab
+        linked = symtab is not None and sec.sh_link == symtab.section.index
+        if sec.sh_type == SHT.RELA and sec.sh_entsize == elf.layout.rela_size and linked:
+            tab = elf.relocations(sec)
+            arr = tab.array
+            return list(
+                zip(
+                    arr["r_offset"].tolist(),
+                    tab.sym_array.tolist(),
+                    tab.type_array.tolist(),
+                    arr["r_addend"].tolist(),
+                    strict=True,
+                )
+            )
+        from klpelf.elf.arrays import rel_dtype
+
+        arr = np.frombuffer(
+            bytes(sec.data)[: sec.sh_size // elf.layout.rela_size * elf.layout.rela_size],
+            dtype=rel_dtype(elf.layout, True),
+        )
+        shift = elf.layout.r_sym_shift()
+        info = arr["r_info"].astype(np.uint64)
+        return list(
+            zip(
+                arr["r_offset"].tolist(),
+                (info >> shift).tolist(),
+                (info & ((1 << shift) - 1)).tolist(),
+                arr["r_addend"].tolist(),
+                strict=True,
+            )
+        )
+
+    # --- the arch's apply_relocate_add() --------------------------------------------
+
+    def _ordinary_relocations(self, sec: Section) -> bool:
+        tab = self.elf.symtab
+        assert tab is not None
+        relas = self._as_rela(sec)
+        raw_shndx = tab.array["st_shndx"]
+        names = tab.names()
+        for idx, (_, r_sym, _, _) in enumerate(relas):
+            if r_sym < len(names) and raw_shndx[r_sym] == SHN.LIVEPATCH:
+                what = (
+                    "a .klp.rela. section without SHF_RELA_LIVEPATCH"
+                    if sec.name.startswith(".klp.rela.")
+                    else "an ordinary relocation section"
+                )
+                self.add(
+                    "error",
+                    "livepatch-symbol-in-ordinary-relocation",
+                    f"relocation against livepatch symbol {names[r_sym]} in {what}: the "
+                    "loader applies it with the symbol's value 0 (the module loads, then "
+                    "crashes when the code runs)",
+                    section=sec,
+                    symbol=(r_sym, names[r_sym]),
+                    relocation=idx,
+                    when="runtime",
+                )
+        return self._arch_apply(sec, relas, "load")
+
+    def _arch_apply(self, sec: Section, relas: list[tuple[int, int, int, int]], when: When) -> bool:
+        if self.elf.machine != EM.X86_64:
+            return True
+        # arch/x86/kernel/module.c __write_relocate_add(): the bytes at the target must
+        # be zero before the write, else -ENOEXEC; R_X86_64_NONE is skipped.
+        sizes = {1: 8, 2: 4, 4: 4, 10: 4, 11: 4, 24: 8}
+        target = self.elf.sections[sec.sh_info]
+        data = bytes(target.data) if target.sh_type != SHT.NOBITS else b""
+        for idx, (off, _, r_type, _) in enumerate(relas):
+            if r_type == 0:
+                continue
+            size = sizes.get(r_type)
+            if size is None:
+                if r_type == 42:  # R_X86_64_REX_GOTPCRELX: only for clang<17 stack protector
+                    continue
+                self.add(
+                    "error",
+                    "x86-unknown-relocation",
+                    f"{self.mod.name}: Unknown rela relocation: {r_type}",
+                    section=sec,
+                    relocation=idx,
+                    when=when,
+                    kernel=True,
+                    errno=ENOEXEC,
+                )
+                return False
+            prev = next(
+                (
+                    self.written[(target.index, o)]
+                    for o in range(off, off + size)
+                    if (target.index, o) in self.written
+                ),
+                None,
+            )
+            nonzero = any(data[off : off + size]) if data else False
+            if prev is not None or nonzero:
+                self.add(
+                    "error",
+                    "x86-nonzero-target",
+                    self.v.x86_nonzero_message(sec.index, idx, r_type),
+                    section=sec,
+                    relocation=idx,
+                    when=when,
+                    kernel=True,
+                    errno=ENOEXEC,
+                    dmesg_prefix="module: ",
+                )
+                return False
+            if when == "load":
+                for o in range(off, off + size):
+                    self.written[(target.index, o)] = (sec, idx)
+        return True
+
+    # --- klpelf's own rules ------------------------------------------------------------
+
+    def _static_rules(self) -> None:
+        elf, mod = self.elf, self.mod
+        tab = elf.symtab
+        assert tab is not None
+        if (mod.sections or mod.symbols) and mod.is_livepatch and mod.livepatch != "Y":
+            self.add(
+                "warning",
+                "modinfo-livepatch-value",
+                f"modinfo livepatch={mod.livepatch!r}: the kernel takes any value as 'Y'",
+            )
+        if (mod.sections or mod.symbols) and not mod.is_livepatch:
+            pass  # already an error at enable
+        for k in mod.sections:
+            sec = k.section
+            if not k.has_livepatch_flag:
+                self.add(
+                    "error",
+                    "klp-section-without-flag",
+                    f"section {sec.name} has no SHF_RELA_LIVEPATCH flag: the loader applies "
+                    "it as an ordinary relocation section",
+                    section=sec,
+                    when="runtime",
+                )
+                continue
+            if not sec.is_alloc:
+                self.add(
+                    "warning",
+                    "klp-section-not-alloc",
+                    f"section {sec.name} is not SHF_ALLOC: it is freed after load and never "
+                    "applied later (module objects, or a reloaded target)",
+                    section=sec,
+                )
+            if k.target is None:
+                self.add(
+                    "warning",
+                    "klp-section-target",
+                    f"section {sec.name}: sh_info {sec.sh_info} names no section; the "
+                    "loader skips it",
+                    section=sec,
+                )
+            else:
+                if not k.target.is_alloc:
+                    self.add(
+                        "warning",
+                        "klp-target-not-alloc",
+                        f"section {sec.name}: target {k.target.name} is not SHF_ALLOC; the "
+                        "loader silently skips the section",
+                        section=sec,
+                    )
+                if k.parsed is not None and not k.parsed.matches_target(k.target.name):
+                    self.add(
+                        "warning",
+                        "klp-section-suffix",
+                        f"section {sec.name} relocates {k.target.name} (sh_info "
+                        f"{sec.sh_info}); its name suggests another section",
+                        section=sec,
+                    )
+                if k.objname not in (None, "vmlinux") and k.target.name.startswith(
+                    UNSAFE_LATE_SECTIONS
+                ):
+                    self.add(
+                        "warning",
+                        "klp-unsafe-section",
+                        f"section {sec.name}: klp relocations for module {k.objname} in "
+                        f"{k.target.name} are applied after the loader processed that "
+                        "section",
+                        section=sec,
+                    )
+            if sec.sh_type != SHT.RELA or sec.sh_entsize != elf.layout.rela_size:
+                self.add(
+                    "warning",
+                    "klp-section-type",
+                    f"section {sec.name} is not SHT_RELA with sh_entsize "
+                    f"{elf.layout.rela_size}; the kernel reads it as Elf_Rela anyway",
+                    section=sec,
+                )
+            if sec.sh_link != tab.section.index:
+                self.add(
+                    "warning",
+                    "klp-section-link",
+                    f"section {sec.name}: sh_link {sec.sh_link} is not the symbol table "
+                    f"({tab.section.index}); the kernel uses the symbol table anyway",
+                    section=sec,
+                )
+            if k.parsed is not None and k.parsed.truncated:
+                self.add(
+                    "warning",
+                    "klp-objname-too-long",
+                    f"section {sec.name}: object name longer than 55 bytes; the kernel "
+                    f"reads '{k.parsed.objname}' and never applies it to "
+                    f"'{k.parsed.full_objname}'",
+                    section=sec,
+                )
+        self._symbol_rules()
+        for od in mod.oddities:
+            self.add("warning", od.kind, f"{od.what}: {od.note}")
+
+    def _symbol_rules(self) -> None:
+        elf, mod = self.elf, self.mod
+        tab = elf.symtab
+        assert tab is not None
+        binds = tab.bind_array
+        first_global = tab.first_global
+        late_locals = np.flatnonzero(binds[first_global:] == STB.LOCAL)
+        for j in late_locals.tolist()[:10]:
+            i = first_global + j
+            self.add(
+                "warning",
+                "local-after-globals",
+                f"local symbol {tab.name(i)} at index {i} after the first global "
+                f"(sh_info {first_global})",
+                symbol=(i, tab.name(i)),
+            )
+        referenced: set[int] = set()
+        for sec in elf.relocation_sections:
+            if sec.sh_link == tab.section.index and sec.sh_entsize:
+                referenced.update(np.unique(elf.relocations(sec).sym_array).tolist())
+        seen: dict[str, int] = {}
+        for s in mod.symbols:
+            idx, name = s.symbol.index, s.symbol.name
+            if s.symbol.st_shndx == SHN.LIVEPATCH and idx not in referenced:
+                self.add(
+                    "warning",
+                    "unreferenced-livepatch-symbol",
+                    f"livepatch symbol {name} is never referenced by a relocation",
+                    symbol=(idx, name),
+                )
+            if name in seen:
+                self.add(
+                    "warning",
+                    "duplicate-livepatch-symbol",
+                    f"livepatch symbol {name} also at index {seen[name]}",
+                    symbol=(idx, name),
+                )
+            seen.setdefault(name, idx)
+            if s.parsed is None and s.symbol.st_shndx == SHN.LIVEPATCH:
+                self.add(
+                    "error" if idx in referenced else "warning",
+                    "symbol-name-static",
+                    f"symbol {name} has an incorrectly formatted name"
+                    + (f" ({s.detail})" if s.detail else ""),
+                    symbol=(idx, name),
+                )

@@ -1,0 +1,76 @@
+"""What ``klpelf check`` reports: diagnostics and the result of one module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from klpelf.elf.file import Section
+from klpelf.klp.kernel import KernelVersion
+
+Severity = Literal["error", "warning", "note"]
+#: when the kernel meets the problem: loading the livepatch module, its init
+#: (klp_enable_patch), loading a patched module later, or only when patched code runs
+When = Literal["load", "enable", "target-load", "runtime", "never"]
+
+#: sections whose klp relocations for a module object cannot be applied safely:
+#: the loader has processed them (jump labels, static calls, alternatives,
+#: paravirt) before livepatch writes the relocations.  klp-build refuses them.
+UNSAFE_LATE_SECTIONS = (
+    "__jump_table",
+    ".static_call_sites",
+    ".altinstructions",
+    ".parainstructions",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    severity: Severity
+    #: a short stable identifier of the rule, for --json consumers and tests
+    rule: str
+    #: the kernel's message text where the kernel has the same check (no prefix)
+    message: str
+    section: Section | None = None
+    symbol: tuple[int, str] | None = None
+    relocation: int | None = None
+    when: When = "never"
+    #: the kernel refuses (errno) at ``when``; False: klpelf's own finding
+    kernel: bool = False
+    errno: int | None = None
+    #: what dmesg puts before the message ("livepatch: ", "module: ", "<mod>: ")
+    dmesg_prefix: str = ""
+
+
+#: (objname, name, sympos) -> (error message or None, address or None)
+Resolver = Callable[[str, str, int], tuple[str | None, int | None]]
+
+
+@dataclass(slots=True)
+class CheckResult:
+    path: str
+    module: str
+    version: KernelVersion
+    version_source: str
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def first_kernel_error(self) -> Diagnostic | None:
+        """The error the kernel reports when it refuses the livepatch module itself."""
+        for d in self.diagnostics:
+            if d.kernel and d.severity == "error" and d.when in ("load", "enable"):
+                return d
+        return None
+
+    @property
+    def kernel_verdict(self) -> Literal["accept", "refuse"]:
+        return "refuse" if self.first_kernel_error is not None else "accept"
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kernel.klpvm import cases
+from kernel.klpvm import cases, suite
+from kernel.klpvm.build import auto_options
 from kernel.klpvm.cases import (
     CASES,
     CASES_BY_NAME,
@@ -32,7 +33,7 @@ from kernel.klpvm.debian import (
 )
 from kernel.klpvm.matrix import MatrixReport
 from kernel.klpvm.mutate import LONG_NAME, MUTATIONS, make_variant
-from kernel.klpvm.vm import KernelSpec
+from kernel.klpvm.vm import BootResult, KernelSpec
 from kernel.test_check_agreement import matches_kernel, quotes_kernel
 from klpelf.elf.constants import SHF, SHN
 from klpelf.elf.reader import open_elf
@@ -230,6 +231,45 @@ def test_spec_in_chroot() -> None:
     spec = KernelSpec("7.2.13+deb14-amd64", k / "vmlinuz", k / "modules", build, chroot=Path("/c"))
     assert spec.host_build_dir == Path("/c/usr/src/linux-headers-7.2.13+deb14-amd64")
     assert spec.series == "7.2" and spec.version_key[:2] == (7, 2)
+
+
+def test_auto_options() -> None:
+    spec = KernelSpec("6.1.0-56-amd64", Path("/v"), Path("/m"), Path("/b"), chroot=Path("/c"))
+    assert auto_options(spec, Path("/k/kallsyms"), ("vmlinux:max_cstate=1",)) == [
+        "--kernel",
+        "kallsyms:/k/kallsyms",
+        "--symvers",
+        "/c/b/Module.symvers",
+        "--sympos",
+        "vmlinux:max_cstate=1",
+    ]
+
+
+def test_convert_kallsyms_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached kallsyms serves only the vmlinuz whose boot wrote it; else one boot
+    dumps it (and refreshes the cache)."""
+    monkeypatch.setenv("KLPELF_VM_CACHE", str(tmp_path / "cache"))
+    vmlinuz = tmp_path / "vmlinuz"
+    vmlinuz.write_bytes(b"kernel 1")
+    spec = KernelSpec("6.1.0-56-amd64", vmlinuz, tmp_path, tmp_path)
+    boots: list[str] = []
+
+    def fake_boot(spec: KernelSpec, workdir: Path, script: str, **kw: object) -> BootResult:
+        boots.append(script)
+        (workdir / "out").mkdir(parents=True)
+        (workdir / "out" / "kallsyms").write_text(f"ffffffff81000000 T boot{len(boots)}\n")
+        return BootResult(workdir / "out", "", 1.0)
+
+    monkeypatch.setattr(suite, "boot", fake_boot)
+    path, b = suite.convert_kallsyms(spec, tmp_path / "w1")
+    assert b is not None and len(boots) == 1 and "\ncase_begin " not in boots[0]
+    assert path.read_text().endswith("boot1\n")
+    path, b = suite.convert_kallsyms(spec, tmp_path / "w2")
+    assert b is None and len(boots) == 1 and path.read_text().endswith("boot1\n")
+    assert path.parent == tmp_path / "w2"
+    vmlinuz.write_bytes(b"kernel 2")  # rebuilt under the same release name
+    path, b = suite.convert_kallsyms(spec, tmp_path / "w3")
+    assert b is not None and path.read_text().endswith("boot2\n")
 
 
 def _result(name: str, errno_: int, messages: list[str]) -> CaseResult:

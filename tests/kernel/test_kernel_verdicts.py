@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import errno
 import re
+from pathlib import Path
 
 import pytest
 
 from kernel.conftest import require
+from kernel.klpvm.build import AUTO_MODULES
 from kernel.klpvm.cases import (
     ACPI_PARAM,
     BOOT_CMDLINE,
@@ -22,6 +24,8 @@ from kernel.klpvm.cases import (
 )
 from kernel.klpvm.mutate import LONG_NAME
 from kernel.klpvm.suite import SuiteResult, kallsyms_path
+from klpelf.elf.constants import SHN
+from klpelf.elf.reader import open_elf
 
 pytestmark = pytest.mark.kernel
 
@@ -48,6 +52,8 @@ def test_vm_run(suite: SuiteResult) -> None:
     missing = [c for c in CASES_BY_NAME if c not in suite.cases or not suite.cases[c].ran]
     assert not missing, f"cases that did not run to the end: {missing}"
     boots = ", ".join(f"{b.seconds:.1f} s" for b in suite.boots)
+    if suite.kallsyms_boot is not None:
+        boots += f" (+ {suite.kallsyms_boot.seconds:.1f} s dumping kallsyms for klpelf convert)"
     print(
         f"{suite.spec.release}: build {suite.build_seconds:.1f} s, boots {boots}, "
         f"total {suite.total_seconds:.1f} s"
@@ -139,6 +145,45 @@ def test_sympos_picks_each_instance(suite: SuiteResult) -> None:
         processor = int(boot[1])
     assert intel_idle != processor
     assert (int(m[1]), int(m[2])) == (intel_idle, processor)
+
+
+def test_auto_convert_reads_unexported_symbols(suite: SuiteResult) -> None:
+    """klpelf convert's automatic mode: the plain externs total_forks, nr_threads and
+    max_cstate (--sympos vmlinux:max_cstate=1: intel_idle's) resolve in the kernel."""
+    res = _case(suite, "auto_convert")
+    patched = res.output(1)
+    assert patched.startswith("klpt_auto: patched\n"), patched
+    values = _patched_lines(patched)
+    assert int(values["total_forks"]) > 0
+    assert int(values["nr_threads"]) > 0
+    assert int(values["max_cstate"]) == int(res.output(2))
+
+
+def _vmlinux_names(kallsyms: Path) -> list[str]:
+    return [line.split()[2] for line in kallsyms.read_text().splitlines() if "\t[" not in line]
+
+
+def test_auto_convert_symbols(suite: SuiteResult) -> None:
+    """The automatic mode made livepatch symbols of exactly the non-exported references,
+    with the positions of the kallsyms it was given, which lists the vmlinux symbols of
+    the booted kernel in the booted kernel's order (the sympos the kernel resolves)."""
+    require(suite)
+    assert suite.modules is not None and suite.convert_kallsyms is not None
+    elf = open_elf(suite.modules.modules["klpt_auto"])
+    tab = elf.symtab
+    assert tab is not None
+    klp = sorted(s.name for s in tab if s.st_shndx == SHN.LIVEPATCH)
+    assert klp == [
+        ".klp.sym.vmlinux.max_cstate,1",
+        ".klp.sym.vmlinux.nr_threads,0",
+        ".klp.sym.vmlinux.total_forks,0",
+    ]
+    assert AUTO_MODULES["klpt_auto"] == ("vmlinux:max_cstate=1",)
+    symvers = suite.spec.host_build_dir / "Module.symvers"
+    exported = {line.split("\t")[1] for line in symvers.read_text().splitlines() if line}
+    undef = {s.name for s in tab if s.st_shndx == SHN.UNDEF and s.name}
+    assert undef and undef <= exported, undef - exported
+    assert _vmlinux_names(suite.convert_kallsyms) == _vmlinux_names(suite.kallsyms)
 
 
 def test_late_module_patch(suite: SuiteResult) -> None:

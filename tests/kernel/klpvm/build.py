@@ -4,6 +4,11 @@
 (Debian's linux-headers-<release>), then ``klpelf convert`` (the command line, as a
 user runs it) on the livepatch modules, then the negative corpus from
 :mod:`kernel.klpvm.mutate`.
+
+``klpelf convert`` runs in annotation mode on :data:`LIVEPATCH_MODULES` and in
+automatic mode on :data:`AUTO_MODULES`: ``--kernel kallsyms:<the VM's /proc/kallsyms>
+--symvers <build_dir>/Module.symvers``.  That kallsyms comes from a boot of the same
+kernel (:func:`kernel.klpvm.suite.convert_kallsyms`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ CASES_DIR = Path(__file__).resolve().parent.parent / "cases"
 #: kbuild output -> the module the VM loads (converted or not)
 LIVEPATCH_MODULES = ("klpt_vmlinux", "klpt_late")
 PLAIN_MODULES = ("klpt_target",)
+#: converted in automatic mode: module -> its ``--sympos`` options
+AUTO_MODULES: dict[str, tuple[str, ...]] = {"klpt_auto": ("vmlinux:max_cstate=1",)}
 
 
 class BuildError(Exception):
@@ -75,15 +82,28 @@ def _make(spec: KernelSpec, src: Path, log_dir: Path) -> None:
         raise BuildError(f"{' '.join(cmd)} failed:\n{res.stdout[-3000:]}{res.stderr[-3000:]}")
 
 
-def convert(src: Path, out: Path) -> None:
-    cmd = [sys.executable, "-m", "klpelf", "convert", str(src), "-o", str(out)]
+def convert(src: Path, out: Path, auto: list[str] | None = None) -> None:
+    """``klpelf convert src -o out``; ``auto``: the automatic mode's options."""
+    cmd = [sys.executable, "-m", "klpelf", "convert", str(src), "-o", str(out), *(auto or [])]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise BuildError(f"klpelf convert {src.name} failed:\n{res.stdout}{res.stderr}")
 
 
-def build_all(spec: KernelSpec, workdir: Path) -> BuiltModules:
-    """Build, convert and mutate everything; the modules land in ``workdir/ko``."""
+def auto_options(spec: KernelSpec, kallsyms: Path, sympos: tuple[str, ...] = ()) -> list[str]:
+    """The automatic mode's options of ``klpelf convert`` for ``spec``."""
+    symvers = spec.host_build_dir / "Module.symvers"
+    opts = ["--kernel", f"kallsyms:{kallsyms}", "--symvers", str(symvers)]
+    for s in sympos:
+        opts += ["--sympos", s]
+    return opts
+
+
+def build_all(spec: KernelSpec, workdir: Path, kallsyms: Path) -> BuiltModules:
+    """Build, convert and mutate everything; the modules land in ``workdir/ko``.
+
+    ``kallsyms``: the kernel's /proc/kallsyms (vmlinux only) for the automatic mode.
+    """
     src = kbuild(spec, workdir / "kbuild")
     ko = workdir / "ko"
     if ko.exists():
@@ -93,6 +113,9 @@ def build_all(spec: KernelSpec, workdir: Path) -> BuiltModules:
     for name in LIVEPATCH_MODULES:
         mods[name] = ko / f"{name}.ko"
         convert(src / f"{name}.ko", mods[name])
+    for name, sympos in AUTO_MODULES.items():
+        mods[name] = ko / f"{name}.ko"
+        convert(src / f"{name}.ko", mods[name], auto_options(spec, kallsyms, sympos))
     for name in PLAIN_MODULES:
         mods[name] = ko / f"{name}.ko"
         shutil.copyfile(src / f"{name}.ko", mods[name])

@@ -130,6 +130,16 @@ CASES: tuple[Case, ...] = (
         0,
         "klpt_ok_modinfo_n",
     ),
+    Case(
+        "auto_convert",
+        "klpelf convert in automatic mode (--kernel <the VM's kallsyms> --symvers "
+        "<Module.symvers> --sympos vmlinux:max_cstate=1): plain externs of non-exported "
+        "total_forks, nr_threads and max_cstate become klp symbols; the patched "
+        "cmdline_proc_show reads them",
+        (load("klpt_auto"), read(CMDLINE), read(IDLE_PARAM)),
+        0,
+        "klpt_auto",
+    ),
     _negative("flag_on_ordinary_rela", "SHF_RELA_LIVEPATCH on .rela.text"),
     _negative("sym_not_livepatch", "non-SHN_LIVEPATCH symbol (seq_printf) in a klp section"),
     _negative("sym_unknown", "klp symbol not in vmlinux"),

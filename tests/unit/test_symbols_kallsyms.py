@@ -252,7 +252,10 @@ def test_garbage_never_crashes(pieces: list[bytes]) -> None:
 
 
 def _vm_dumps() -> list[Path]:
-    return sorted((Path.home() / ".cache/klpelf/vm").glob("*/kallsyms*"))
+    # the harness's dumps: kallsyms (vmlinux) and kallsyms.modules (a module loaded);
+    # kallsyms.vmlinuz beside them is its cache stamp, not a dump
+    root = Path.home() / ".cache/klpelf/vm"
+    return sorted(p for name in ("kallsyms", "kallsyms.modules") for p in root.glob(f"*/{name}"))
 
 
 @pytest.mark.corpus

@@ -192,13 +192,27 @@ def _place(elf: ElfFile, items: list[_Item]) -> int:
         order = old_and_table + new
     cursor = elf.layout.ehdr_size
     prev_orig_end = cursor
+    # Output never grows beyond the input, the new contents and some padding: a
+    # corrupt sh_addralign or sh_offset must not make the writer allocate gigabytes.
+    budget = len(elf.buf) + sum(it.size for it in items) + (1 << 20)
     for it in order:
+        if not it.size:
+            # empty and SHT_NOBITS sections take no room (their sh_offset is unchecked)
+            it.start = min(_align_up(cursor, it.align), cursor + (1 << 20))
+            continue
         gap = 0
         if it.orig_offset is not None:
             gap = max(0, it.orig_offset - prev_orig_end)
             prev_orig_end = max(prev_orig_end, it.orig_end)
         it.start = _align_up(cursor + (gap if gap >= it.align else 0), it.align)
         cursor = max(cursor, it.start + it.size)
+        if cursor > budget:
+            what = f"section {it.section}" if it.section is not None else "section header table"
+            raise ElfEditError(
+                f"{what}: sh_addralign {it.align:#x} would pad the output past any sensible "
+                "size (corrupt section header?)",
+                path=elf.path,
+            )
     return cursor
 
 

@@ -28,10 +28,6 @@ def _sample() -> ElfFile:
     return open_elf(SAMPLE)
 
 
-def _klp(elf: ElfFile) -> ElfFile:
-    return elf
-
-
 def _klp_section(elf: ElfFile) -> int:
     sec = elf.section_by_name(".klp.rela.vmlinux.text")
     assert sec is not None

@@ -12,6 +12,8 @@ did:
   that case: the ``livepatch: `` prefix and any other leading ``<word>: `` prefix of the
   dmesg line (``module: ``) are optional, hashed pointers are normalized, and a
   ``<placeholder>`` in the check's message (``loc <loc>``) stands for one word;
+* when refused and the kernel logged nothing relevant, the first error diagnostic says
+  so (``without a message``);
 * the ``errno`` of the module's result, when the JSON has one, equals the kernel's.
 
 ``--kernel-release`` names the VM's release, so every case is judged by the rules and
@@ -40,6 +42,9 @@ from kernel.klpvm.suite import SuiteResult
 
 pytestmark = pytest.mark.kernel
 
+#: how `klpelf check` words a refusal the kernel does not log (e.g. a bad ELF header
+#: type before Linux 5.16)
+SILENT = "without a message"
 _PLACEHOLDER = re.compile(r"<[^<>\s]+>")
 _PREFIX = re.compile(r"^[\w/.-]+: ")
 
@@ -141,6 +146,11 @@ def test_check_agrees_with_kernel(
     if kernel_verdict == "refuse" and want == "refuse" and verdict == "refuse":
         if diag is None:
             problems.append("refused without an error diagnostic")
+        elif not res.messages:
+            if SILENT not in message:
+                problems.append(
+                    f"the kernel printed nothing; the diagnostic does not say {SILENT!r}"
+                )
         elif not (matches_kernel(message, res.messages) or quotes_kernel(message, res.messages)):
             problems.append("the diagnostic is not the kernel's message")
         errno_ = diag.get("errno") if case.check_rule and diag else got.get("errno")

@@ -159,7 +159,9 @@ def _json(res: CheckResult) -> dict[str, Any]:
         "kernel_release": str(res.version),
         "release_source": res.version_source,
         "verdict": res.kernel_verdict,
-        "kernel_message": f"{first.dmesg_prefix}{first.message}" if first else None,
+        "kernel_message": f"{first.dmesg_prefix}{first.message}"
+        if first and first.logged
+        else None,
         "errno": first.errno if first else None,
         "errors": len(res.errors),
         "warnings": len(res.warnings),
@@ -168,7 +170,7 @@ def _json(res: CheckResult) -> dict[str, Any]:
                 "severity": d.severity,
                 "rule": d.rule,
                 "message": d.message,
-                "dmesg": f"{d.dmesg_prefix}{d.message}" if d.kernel else None,
+                "dmesg": f"{d.dmesg_prefix}{d.message}" if d.kernel and d.logged else None,
                 "section": {"index": d.section.index, "name": d.section.name}
                 if d.section
                 else None,

@@ -55,13 +55,21 @@ class Checker:
         # elf_validity_ehdr() and elf_validity_cache_index_sym(), kernel/module/main.c
         elf, name = self.elf, self.mod.name
         if elf.header.e_type != ET.REL:
+            message = f"Invalid ELF header type: {elf.header.e_type} != 1"
+            logged = self.v.prints_elf_header_errors
+            if not logged:
+                message = (
+                    f"ELF header type {elf.header.e_type} is not ET_REL (1): the loader "
+                    "refuses the module without a message"
+                )
             self.add(
                 "error",
                 "elf-type",
-                f"Invalid ELF header type: {elf.header.e_type} != 1",
+                message,
                 when="load",
                 kernel=True,
                 errno=ENOEXEC,
+                logged=logged,
             )
             return False
         s0 = elf.sections[0] if elf.sections else None
@@ -76,7 +84,16 @@ class Checker:
                 errno=ENOEXEC,
             )
             return False
-        if len(elf.sections_of_type(SHT.SYMTAB)) != 1:
+        symtabs = len(elf.sections_of_type(SHT.SYMTAB))
+        if symtabs > 1 and not self.v.requires_one_symtab:
+            self.add(
+                "warning",
+                "elf-symtab",
+                f"{symtabs} symbol tables (SHT_SYMTAB): this release uses the first; "
+                "Linux 6.4+ refuses the module: "
+                f"{name}: module has no symbols (stripped?)",
+            )
+        elif symtabs != 1:
             self.add(
                 "error",
                 "elf-symtab",
@@ -379,6 +396,7 @@ class Checker:
                     when=when,
                     kernel=True,
                     errno=ENOEXEC,
+                    dmesg_prefix="module: ",
                 )
                 return False
             prev = next(

@@ -41,6 +41,8 @@ class Diagnostic:
     errno: int | None = None
     #: what dmesg puts before the message ("livepatch: ", "module: ", "<mod>: ")
     dmesg_prefix: str = ""
+    #: the kernel logs the message (False: it refuses silently, e.g. 5.10's ELF checks)
+    logged: bool = True
 
 
 #: (objname, name, sympos) -> (error message or None, address or None)

@@ -70,6 +70,22 @@ class KernelVersion:
         return self.at_least(5, 8)
 
     @property
+    def prints_elf_header_errors(self) -> bool:
+        # v5.16 (Shuah Khan, "module: change to print useful messages from
+        # elf_validity_check()"): one pr_err per ELF header check.  Before, a bad
+        # e_ident, e_type, e_machine or e_shentsize is refused with -ENOEXEC and no
+        # message (observed on Debian's 5.10: ET_DYN refused, nothing logged).
+        return self.at_least(5, 16)
+
+    @property
+    def requires_one_symtab(self) -> bool:
+        # v6.4 (Luis Chamberlain, "module: merge remnants of setup_load_info() to elf
+        # validation"): exactly one SHT_SYMTAB, else "module has no symbols".  Before,
+        # setup_load_info() took the first one and ignored the others (observed:
+        # Debian's 5.10 and 6.1 load a module with two; 6.12 and 7.2 refuse it).
+        return self.at_least(6, 4)
+
+    @property
     def clears_relocations(self) -> bool:
         # v6.3: clear_relocate_add() on target unload (x86_64), so a late-patched
         # module can be unloaded and loaded again while the livepatch stays.

@@ -171,6 +171,9 @@ CASES: tuple[Case, ...] = (
     _negative("target_nonzero", "nonzero bytes at a klp relocation target"),
     _negative("no_livepatch_modinfo", "no livepatch modinfo"),
     _negative("sym_undef", "klp symbol left SHN_UNDEF"),
+    _negative("two_symtabs", "a second SHT_SYMTAB section"),
+    _negative("unknown_rela_type", "ordinary relocation of a type x86_64 does not handle"),
+    _negative("not_et_rel", "e_type ET_DYN"),
     Case(
         "reload_target",
         "unload the late-patched klpt_target (klpt_late stays) and load it again; when "
@@ -356,7 +359,7 @@ NOISE = (
 )
 _RELEVANT = re.compile(
     r"^(livepatch: |klpt_\w+: |module: |x86/modules: |BUG: |Oops: |WARNING: |"
-    r"general protection fault|Kernel panic)"
+    r"general protection fault|Kernel panic|Invalid ELF |ELF Spec violation)"
 )
 #: %p prints a hashed pointer (16 hex digits), or "(____ptrval____)" while the hashing
 #: key is not ready yet (early, or under qemu without an entropy source)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from klpelf.elf.constants import SHF, SHN
+from klpelf.elf.constants import SHF, SHN, SHT
 from klpelf.elf.file import ElfFile, Section
 from klpelf.elf.reader import open_elf
 from klpelf.elf.writer import save_elf
@@ -199,6 +199,50 @@ def livepatch_modinfo_n(elf: ElfFile) -> None:
     mi.set("livepatch", "N")
 
 
+def second_symtab(elf: ElfFile) -> None:
+    """A second SHT_SYMTAB (the first two symbols of .symtab, linked to .strtab) at the
+    end of the section header table."""
+    tab = elf.symtab
+    assert tab is not None
+    sec = tab.section
+    size = 2 * sec.sh_entsize
+    elf.add_section(
+        ".symtab2",
+        SHT.SYMTAB,
+        data=bytes(sec.data)[:size],
+        sh_link=sec.sh_link,
+        sh_info=1,
+        sh_entsize=sec.sh_entsize,
+        sh_addralign=sec.sh_addralign,
+    )
+
+
+#: R_X86_64_GOTPCREL: no x86_64 kernel's apply_relocate_add() handles it
+UNKNOWN_RELA_TYPE = 9
+
+
+def unknown_rela_type(elf: ElfFile) -> None:
+    """The first entry of ``.rela.text`` gets type R_X86_64_GOTPCREL (9)."""
+    rt = elf.relocations(_section(elf, ".rela.text"))
+    if not len(rt):
+        raise MutationError("empty .rela.text")
+    entries = rt.remove(np.ones(len(rt), dtype=bool))
+    shift = elf.layout.r_sym_shift()
+    info = int(entries["r_info"][0])
+    entries["r_info"][0] = (info >> shift << shift) | UNKNOWN_RELA_TYPE
+    rt.append(entries)
+
+
+#: ET_DYN
+ET_DYN = 3
+
+
+def not_et_rel(elf: ElfFile) -> None:
+    """``e_type`` ET_DYN instead of ET_REL."""
+    elf.header.e_type = ET_DYN
+    elf.modified = True
+
+
 #: case name -> mutation.  The case names are also the module names (klpt_<case>).
 MUTATIONS: dict[str, Mutation] = {
     "flag_on_ordinary_rela": Mutation(
@@ -264,6 +308,15 @@ MUTATIONS: dict[str, Mutation] = {
         ".klp.rela.vmlinux.text without SHF_RELA_LIVEPATCH (applied against address 0)",
         clear_livepatch_flag,
     ),
+    "two_symtabs": Mutation(
+        "klpt_vmlinux", "a second SHT_SYMTAB section (.symtab2, after .symtab)", second_symtab
+    ),
+    "unknown_rela_type": Mutation(
+        "klpt_vmlinux",
+        "an ordinary .rela.text entry of type R_X86_64_GOTPCREL (9)",
+        unknown_rela_type,
+    ),
+    "not_et_rel": Mutation("klpt_vmlinux", "e_type ET_DYN (3), not ET_REL", not_et_rel),
     # accepted oddities (the kernel loads them; they patch as well as the original)
     "ok_sympos1_unique": Mutation(
         "klpt_vmlinux",

@@ -385,3 +385,18 @@ def test_not_et_rel_before_5_16_is_silent() -> None:
     _not_relocatable(elf)
     first = _check(elf, KernelVersion(5, 10)).first_kernel_error
     assert first is not None and "without a message" in first.message
+
+
+def test_two_entries_of_one_section_at_the_same_place() -> None:
+    # the kernel applies entries in order: the second finds the first's bytes
+    elf = _sample()
+    rela = elf.section_by_name(".rela.text")
+    assert rela is not None
+    arr = elf.relocations(rela).array.copy()
+    arr["r_offset"][3] = arr["r_offset"][1] + 2  # overlaps entry 1's four bytes
+    rela.set_data(arr.tobytes())
+    elf._relocs.pop(rela.index)
+    first = _check(elf).first_kernel_error
+    assert first is not None and first.section is not None
+    assert (first.rule, first.relocation) == ("x86-nonzero-target", 3)
+    assert first.section.index == rela.index

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from klpelf.elf.constants import EM, ET, SHF, SHN, SHT, STB
 from klpelf.elf.file import ElfFile, Section
@@ -18,6 +19,35 @@ from klpelf.klp.diagnostics import (
 from klpelf.klp.kernel import EINVAL, ENOENT, ENOEXEC, KernelVersion
 from klpelf.klp.module import KlpModule, KlpObject, KlpRelaSection
 from klpelf.klp.names import KlpSymbolName
+
+U64 = npt.NDArray[np.uint64]
+
+#: bytes written per x86_64 relocation type (arch/x86/kernel/module.c)
+_X86_SIZES = {1: 8, 2: 4, 4: 4, 10: 4, 11: 4, 24: 8}
+#: only handled for clang<17's stack protector (v6.15); never "unknown"
+_R_X86_64_REX_GOTPCRELX = 42
+
+
+def _overlaps_earlier(
+    start: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
+) -> npt.NDArray[np.bool_]:
+    """For each range, whether it overlaps a non-empty range earlier in the array."""
+    out = np.zeros(len(start), dtype=bool)
+    live = np.flatnonzero(end > start)
+    if len(live) < 2:
+        return out
+    order = live[np.lexsort((live, start[live]))]
+    s, e = start[order], end[order]
+    reach = np.maximum.accumulate(e)
+    if not (s[1:] < reach[:-1]).any():
+        return out  # no two ranges overlap: the usual case
+    # some do: decide entry by entry, in the kernel's order
+    covered: list[tuple[int, int]] = []
+    for i in live.tolist():
+        a, b = int(start[i]), int(end[i])
+        out[i] = any(a < y and x < b for x, y in covered)
+        covered.append((a, b))
+    return out
 
 
 class Checker:
@@ -36,7 +66,8 @@ class Checker:
         self.out = out
         self.klp_by_index = {k.section.index: k for k in mod.sections}
         #: (target section, offset) -> first relocation writing there
-        self.written: dict[tuple[int, int], tuple[Section, int]] = {}
+        #: target section index -> bytes written by relocations applied at load
+        self.written: dict[int, npt.NDArray[np.bool_]] = {}
 
     def add(self, severity: Severity, rule: str, message: str, **kw: object) -> None:
         self.out.append(Diagnostic(severity, rule, message, **kw))  # type: ignore[arg-type]
@@ -307,24 +338,22 @@ class Checker:
                         "error", "resolve", err, symbol=(r_sym, name), relocation=idx, **common
                     )
                     return False
-        return self._arch_apply(sec, relas, when)
+        offs, _, types, _ = self._rela_arrays(sec)
+        return self._arch_apply(sec, offs, types, when)
 
-    def _as_rela(self, sec: Section) -> list[tuple[int, int, int, int]]:
-        """(r_offset, sym, type, addend) of every entry, read as Elf_Rela."""
+    def _rela_arrays(self, sec: Section) -> tuple[U64, U64, U64, npt.NDArray[np.int64]]:
+        """r_offset, symbol, type and addend of every entry, read as Elf_Rela."""
         elf = self.elf
         symtab = elf.symtab
         linked = symtab is not None and sec.sh_link == symtab.section.index
         if sec.sh_type == SHT.RELA and sec.sh_entsize == elf.layout.rela_size and linked:
             tab = elf.relocations(sec)
             arr = tab.array
-            return list(
-                zip(
-                    arr["r_offset"].tolist(),
-                    tab.sym_array.tolist(),
-                    tab.type_array.tolist(),
-                    arr["r_addend"].tolist(),
-                    strict=True,
-                )
+            return (
+                arr["r_offset"].astype(np.uint64),
+                tab.sym_array,
+                tab.type_array,
+                arr["r_addend"].astype(np.int64),
             )
         from klpelf.elf.arrays import rel_dtype
 
@@ -334,14 +363,18 @@ class Checker:
         )
         shift = elf.layout.r_sym_shift()
         info = arr["r_info"].astype(np.uint64)
+        return (
+            arr["r_offset"].astype(np.uint64),
+            info >> np.uint64(shift),
+            info & np.uint64((1 << shift) - 1),
+            arr["r_addend"].astype(np.int64),
+        )
+
+    def _as_rela(self, sec: Section) -> list[tuple[int, int, int, int]]:
+        """(r_offset, sym, type, addend) of every entry, read as Elf_Rela."""
+        offs, syms, types, addends = self._rela_arrays(sec)
         return list(
-            zip(
-                arr["r_offset"].tolist(),
-                (info >> shift).tolist(),
-                (info & ((1 << shift) - 1)).tolist(),
-                arr["r_addend"].tolist(),
-                strict=True,
-            )
+            zip(offs.tolist(), syms.tolist(), types.tolist(), addends.tolist(), strict=True)
         )
 
     # --- the arch's apply_relocate_add() --------------------------------------------
@@ -349,44 +382,60 @@ class Checker:
     def _ordinary_relocations(self, sec: Section) -> bool:
         tab = self.elf.symtab
         assert tab is not None
-        relas = self._as_rela(sec)
-        raw_shndx = tab.array["st_shndx"]
+        offs, syms, types, _ = self._rela_arrays(sec)
         names = tab.names()
-        for idx, (_, r_sym, _, _) in enumerate(relas):
-            if r_sym < len(names) and raw_shndx[r_sym] == SHN.LIVEPATCH:
-                what = (
-                    "a .klp.rela. section without SHF_RELA_LIVEPATCH"
-                    if sec.name.startswith(".klp.rela.")
-                    else "an ordinary relocation section"
-                )
-                self.add(
-                    "error",
-                    "livepatch-symbol-in-ordinary-relocation",
-                    f"relocation against livepatch symbol {names[r_sym]} in {what}: the "
-                    "loader applies it with the symbol's value 0 (the module loads, then "
-                    "crashes when the code runs)",
-                    section=sec,
-                    symbol=(r_sym, names[r_sym]),
-                    relocation=idx,
-                    when="runtime",
-                )
-        return self._arch_apply(sec, relas, "load")
+        raw_shndx = tab.array["st_shndx"]
+        in_range = syms < len(names)
+        hits = np.zeros(len(syms), dtype=bool)
+        hits[in_range] = raw_shndx[syms[in_range]] == SHN.LIVEPATCH
+        for idx in np.flatnonzero(hits).tolist():
+            r_sym = int(syms[idx])
+            what = (
+                "a .klp.rela. section without SHF_RELA_LIVEPATCH"
+                if sec.name.startswith(".klp.rela.")
+                else "an ordinary relocation section"
+            )
+            self.add(
+                "error",
+                "livepatch-symbol-in-ordinary-relocation",
+                f"relocation against livepatch symbol {names[r_sym]} in {what}: the "
+                "loader applies it with the symbol's value 0 (the module loads, then "
+                "crashes when the code runs)",
+                section=sec,
+                symbol=(r_sym, names[r_sym]),
+                relocation=idx,
+                when="runtime",
+            )
+        return self._arch_apply(sec, offs, types, "load")
 
-    def _arch_apply(self, sec: Section, relas: list[tuple[int, int, int, int]], when: When) -> bool:
+    def _arch_apply(self, sec: Section, offs: U64, types: U64, when: When) -> bool:
         if self.elf.machine != EM.X86_64:
             return True
-        # arch/x86/kernel/module.c __write_relocate_add(): the bytes at the target must
-        # be zero before the write, else -ENOEXEC; R_X86_64_NONE is skipped.
-        sizes = {1: 8, 2: 4, 4: 4, 10: 4, 11: 4, 24: 8}
+        # arch/x86/kernel/module.c __write_relocate_add(), entry by entry: an unknown
+        # type fails; otherwise the bytes at the target must be zero before the write
+        # (a previous relocation may have written them), else -ENOEXEC.  NONE is
+        # skipped.  Done on whole arrays; the first failing entry is reported.
         target = self.elf.sections[sec.sh_info]
         data = bytes(target.data) if target.sh_type != SHT.NOBITS else b""
-        for idx, (off, _, r_type, _) in enumerate(relas):
-            if r_type == 0:
-                continue
-            size = sizes.get(r_type)
-            if size is None:
-                if r_type == 42:  # R_X86_64_REX_GOTPCRELX: only for clang<17 stack protector
-                    continue
+        n = len(data)
+        size = np.zeros(len(types), dtype=np.int64)
+        for t, width in _X86_SIZES.items():
+            size[types == t] = width
+        unknown = (types != 0) & (types != _R_X86_64_REX_GOTPCRELX) & (size == 0)
+        start = np.minimum(offs, n).astype(np.int64)
+        end = np.minimum(start + size, n)
+        written = self.written.get(target.index)
+        if written is None:
+            written = np.zeros(n, dtype=bool)
+        busy = np.concatenate(([0], np.cumsum(np.frombuffer(data, np.uint8) != 0)))
+        busy_w = np.concatenate(([0], np.cumsum(written)))
+        bad = (size > 0) & ((busy[end] > busy[start]) | (busy_w[end] > busy_w[start]))
+        bad |= (size > 0) & _overlaps_earlier(start, end)
+        failing = np.flatnonzero(bad | unknown)
+        if len(failing):
+            idx = int(failing[0])
+            r_type = int(types[idx])
+            if unknown[idx]:
                 self.add(
                     "error",
                     "x86-unknown-relocation",
@@ -398,17 +447,7 @@ class Checker:
                     errno=ENOEXEC,
                     dmesg_prefix="module: ",
                 )
-                return False
-            prev = next(
-                (
-                    self.written[(target.index, o)]
-                    for o in range(off, off + size)
-                    if (target.index, o) in self.written
-                ),
-                None,
-            )
-            nonzero = any(data[off : off + size]) if data else False
-            if prev is not None or nonzero:
+            else:
                 self.add(
                     "error",
                     "x86-nonzero-target",
@@ -420,10 +459,12 @@ class Checker:
                     errno=ENOEXEC,
                     dmesg_prefix="module: ",
                 )
-                return False
-            if when == "load":
-                for o in range(off, off + size):
-                    self.written[(target.index, o)] = (sec, idx)
+            return False
+        if when == "load":
+            edges = np.zeros(n + 1, dtype=np.int64)
+            np.add.at(edges, start, 1)
+            np.add.at(edges, end, -1)
+            self.written[target.index] = written | (np.cumsum(edges[:-1]) > 0)
         return True
 
     # --- klpelf's own rules ------------------------------------------------------------

@@ -37,7 +37,7 @@ def _annotate(src: Path, dst: Path, count: int) -> int:
     elf = open_elf(src)
     tab = elf.symtab
     assert tab is not None
-    undef = [i for i in tab.indices_where_shndx(SHN.UNDEF).tolist() if i and tab.name(i)][:count]
+    undef = [i for i in tab.indices_where_shndx(SHN.UNDEF) if i and tab.name(i)][:count]
     for i in undef:
         tab.set_symbol(i, name=f".klp.sym.vmlinux.{tab.name(i)},0")
     save_elf(elf, dst, overwrite=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from klpelf.elf.reader import open_elf
-    from klpelf.klp.check import Diagnostic, check_module, kernel_resolver
+    from klpelf.klp.check import Diagnostic, check_module
     from klpelf.klp.kernel import KernelVersion
     from klpelf.symbols.resolve import release_mismatch
     from klpelf.symbols.sources import KernelSymbols, load_sources
@@ -93,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
                         notes.append(mismatch)
             elif unresolved:
                 notes.append(unresolved)
-            resolver, loaded = kernel_resolver(use) if use is not None else (None, None)
-            res = check_module(elf, version=version, resolver=resolver, loaded=loaded)
+            res = check_module(elf, version=version, kernel=use)
             res.diagnostics[:0] = [Diagnostic("note", "kernel-symbols", n) for n in notes]
         except KlpError as e:
             error(e, path)
@@ -107,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print(res)
     if args.json:
+        import json  # lazily: a run without --json does not pay for it
+
         json.dump({"schema": "klpelf.check/1", "modules": docs}, sys.stdout, indent=2)
         print()
     return status

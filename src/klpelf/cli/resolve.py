@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from klpelf.cli._common import error
@@ -63,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
             status = 1
     if args.json:
         doc = {"schema": "klpelf.resolve/1", "kernel": kernel_json(ks), "modules": reports}
+        import json  # lazily: a run without --json does not pay for it
+
         json.dump(doc, sys.stdout, indent=2)
         print()
         return status

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from klpelf.cli._common import error
@@ -47,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
                 print()
             print(render_text(m))
     if args.json:
+        import json  # lazily: a run without --json does not pay for it
+
         json.dump({"schema": "klpelf.show/1", "modules": results}, sys.stdout, indent=2)
         print()
     return status

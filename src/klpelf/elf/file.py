@@ -165,6 +165,7 @@ class ElfFile:
         self._symtabs: dict[int, SymbolTable] = {}
         self._relocs: dict[int, RelocationTable] = {}
         self._modinfo: Modinfo | None = None
+        self._record_count: int | None = None
 
     # --- identity -------------------------------------------------------------------
 
@@ -256,6 +257,24 @@ class ElfFile:
 
             tab = self._symtabs[section.index] = SymbolTable(self, section)
         return tab
+
+    @property
+    def record_count(self) -> int:
+        """Symbol and relocation records in the file as read (from the section headers).
+
+        It decides whether the tables are handled with numpy (see
+        :func:`klpelf.elf.arrays.use_vector`).
+        """
+        if self._record_count is None:
+            lay, n = self.layout, 0
+            sizes: dict[int, int] = {SHT.SYMTAB: lay.sym_size, SHT.DYNSYM: lay.sym_size,
+                                     SHT.REL: lay.rel_size, SHT.RELA: lay.rela_size}  # fmt: skip
+            for sec in self.sections:
+                size = sizes.get(sec.sh_type)
+                if size:
+                    n += sec.sh_size // size
+            self._record_count = n
+        return self._record_count
 
     @property
     def relocation_sections(self) -> list[Section]:

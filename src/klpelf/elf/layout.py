@@ -1,8 +1,9 @@
 """Byte layouts of the ELF records, one set per (ELF class, byte order).
 
 Headers are decoded with :mod:`struct` (a handful per file); symbol and relocation
-arrays with numpy structured dtypes (:mod:`klpelf.elf.arrays`), so that large tables
-are decoded in bulk without a Python object per record.  Field names and order are
+tables on demand (:mod:`klpelf.elf.arrays`): a column at a time into lists for a
+file under 50,000 records (no numpy import, which costs more than such a file's
+whole check), into numpy structured arrays above, without a Python object per record.  Field names and order are
 the gABI's (Elf64_Ehdr, Elf64_Shdr, Elf64_Sym, Elf64_Rela ...).
 """
 

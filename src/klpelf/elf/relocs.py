@@ -1,4 +1,4 @@
-"""Relocation sections (SHT_REL, SHT_RELA), decoded in bulk into numpy structured arrays.
+"""Relocation sections (SHT_REL, SHT_RELA): lists of fields, or numpy structured arrays.
 
 Relocations belong to their relocation section, never to the target section: a
 livepatch module has both ``.rela.text.foo`` and ``.klp.rela.vmlinux.text.foo``
@@ -12,14 +12,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
-
-from klpelf.elf.arrays import RecordTable, as_bytes, rel_dtype
+from klpelf.elf.arrays import RecordTable, as_bytes, rel_record
 from klpelf.elf.constants import SHT
-from klpelf.errors import ElfEditError
+from klpelf.errors import ElfEditError, ElfFormatError
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from klpelf.elf.file import ElfFile, Section
 
 
@@ -41,21 +41,29 @@ class RelocationTable(RecordTable):
         if section.sh_type not in (SHT.REL, SHT.RELA):
             raise elf.error("is not a relocation section", section)
         self.is_rela = section.sh_type == SHT.RELA
-        super().__init__(elf, section, rel_dtype(elf.layout, self.is_rela))
+        super().__init__(elf, section, rel_record(elf.layout, self.is_rela))
         self._shift = elf.layout.r_sym_shift()
-        if len(self._arr) and section.sh_link:
+        if len(self) and section.sh_link:
             # ELF_R_SYM is the high part of r_info, so the largest r_info has the
             # largest symbol index: one max() checks every entry.
-            max_sym = int(self._arr["r_info"].max()) >> self._shift
             nsyms = len(elf.symbol_table(elf.section(section.sh_link)))
-            if max_sym >= nsyms:
-                syms = self.sym_array
-                bad = int(np.argmax(syms >= nsyms))
-                raise elf.error(
-                    f"relocation {bad}: symbol index {int(syms[bad])} is out of range "
-                    f"(the symbol table has {nsyms} entries)",
-                    section,
-                )
+            if self.vector:
+                import numpy as np
+
+                if int(self._arr["r_info"].max()) >> self._shift >= nsyms:
+                    syms = self.sym_array
+                    bad = int(np.argmax(syms >= nsyms))
+                    raise self._symbol_error(bad, int(syms[bad]), nsyms)
+            elif max(self.column("r_info")) >> self._shift >= nsyms:
+                bad, sym = next((i, s) for i, s in enumerate(self.syms()) if s >= nsyms)
+                raise self._symbol_error(bad, sym, nsyms)
+
+    def _symbol_error(self, index: int, sym: int, nsyms: int) -> ElfFormatError:
+        return self.elf.error(
+            f"relocation {index}: symbol index {sym} is out of range "
+            f"(the symbol table has {nsyms} entries)",
+            self.section,
+        )
 
     @property
     def target(self) -> Section | None:
@@ -63,27 +71,61 @@ class RelocationTable(RecordTable):
         i = self.section.sh_info
         return self.elf.sections[i] if 0 < i < len(self.elf.sections) else None
 
+    def offsets(self) -> list[int]:
+        """r_offset of every entry (the cached column: do not modify it)."""
+        return self.column("r_offset")
+
+    def syms(self) -> list[int]:
+        """ELF_R_SYM of every entry."""
+        shift = self._shift
+        return [i >> shift for i in self.column("r_info")]
+
+    def types(self) -> list[int]:
+        """ELF_R_TYPE of every entry."""
+        mask = (1 << self._shift) - 1
+        return [i & mask for i in self.column("r_info")]
+
+    def addends(self) -> list[int] | None:
+        """r_addend of every entry (the cached column: do not modify it); None for SHT_REL."""
+        return self.column("r_addend") if self.is_rela else None
+
+    def symbols_used(self) -> set[int]:
+        """The symbol indices that the entries name (ELF_R_SYM), once each."""
+        if self.vector:
+            import numpy as np
+
+            return set(np.unique(self.sym_array).tolist())
+        shift = self._shift
+        return {i >> shift for i in self.column("r_info")}
+
     @property
     def sym_array(self) -> npt.NDArray[np.uint64]:
         """ELF_R_SYM of every entry."""
+        import numpy as np
+
         return (self._arr["r_info"] >> self._shift).astype(np.uint64, copy=False)
 
     @property
     def type_array(self) -> npt.NDArray[np.uint64]:
         """ELF_R_TYPE of every entry."""
+        import numpy as np
+
         return (self._arr["r_info"] & ((1 << self._shift) - 1)).astype(np.uint64, copy=False)
 
     def __getitem__(self, i: int) -> Relocation:
-        r = self._arr[i]
-        info = int(r["r_info"])
-        addend = int(r["r_addend"]) if self.is_rela else None
-        return Relocation(int(r["r_offset"]), info, addend, info >> self._shift,
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"relocation index {i} out of range (0..{n - 1})")
+        r = self._row(i % n)
+        info = r["r_info"]
+        addend = r["r_addend"] if self.is_rela else None
+        return Relocation(r["r_offset"], info, addend, info >> self._shift,
                           info & ((1 << self._shift) - 1))  # fmt: skip
 
     def __iter__(self) -> Iterator[Relocation]:
-        offs = self._arr["r_offset"].tolist()
-        infos = self._arr["r_info"].tolist()
-        adds = self._arr["r_addend"].tolist() if self.is_rela else [None] * len(offs)
+        offs = self.column("r_offset")
+        infos = self.column("r_info")
+        adds: list[int] | list[None] = self.addends() or [None] * len(offs)
         mask = (1 << self._shift) - 1
         for o, info, a in zip(offs, infos, adds, strict=True):
             yield Relocation(o, info, a, info >> self._shift, info & mask)
@@ -96,6 +138,8 @@ class RelocationTable(RecordTable):
 
     def renumber_symbols(self, start: int, by: int) -> None:
         """Add ``by`` to every symbol index >= ``start`` (after a symbol was inserted)."""
+        import numpy as np
+
         syms = self.sym_array
         move = syms >= start
         if not move.any():
@@ -106,6 +150,8 @@ class RelocationTable(RecordTable):
         self._set(arr)
 
     def append(self, entries: npt.NDArray[np.void]) -> None:
+        import numpy as np
+
         # np.concatenate would convert to native byte order; keep the file's
         self._set(np.concatenate([self._arr, entries], dtype=self._arr.dtype))
 

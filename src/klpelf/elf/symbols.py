@@ -1,4 +1,4 @@
-"""Symbol tables (SHT_SYMTAB, SHT_DYNSYM), decoded in bulk into a numpy structured array.
+"""Symbol tables (SHT_SYMTAB, SHT_DYNSYM): lists of fields, or a numpy structured array.
 
 The array keeps the file's byte order and field layout, so an unmodified table
 serialises back to the very same bytes.  Symbol indices are the array's indices
@@ -13,15 +13,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
-
-from klpelf.elf.arrays import RecordTable, as_bytes, shndx_dtype, sym_dtype
+from klpelf.elf.arrays import RecordTable, as_bytes, decode_u32, shndx_dtype, sym_record
 from klpelf.elf.constants import SHN, SHT, STB, STT
 from klpelf.elf.strtab import StringTable, encode_name
-from klpelf.errors import ElfEditError
+from klpelf.errors import ElfEditError, ElfFormatError
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from klpelf.elf.file import ElfFile, Section
 
 
@@ -72,48 +72,94 @@ class Symbol:
 class SymbolTable(RecordTable):
     """The view of one symbol table section.
 
-    ``len()``, indexing and iteration give :class:`Symbol` values.
+    ``len()``, indexing and iteration give :class:`Symbol` values.  Reading needs no
+    numpy (:meth:`column`, :meth:`names`, :meth:`shndx_list` ...); the ``*_array``
+    properties and the edits use it.
     """
 
     def __init__(self, elf: ElfFile, section: Section) -> None:
-        lay = elf.layout
         if section.sh_type not in (SHT.SYMTAB, SHT.DYNSYM):
             raise elf.error("is not a symbol table", section)
-        super().__init__(elf, section, sym_dtype(lay))
+        super().__init__(elf, section, sym_record(elf.layout))
         self.strtab: StringTable = elf.strtab(elf.section(section.sh_link))
-        if section.sh_info > len(self._arr):
+        n = len(self)
+        if section.sh_info > n:
             raise elf.error(
-                f"sh_info {section.sh_info} (first non-local symbol) is past the "
-                f"{len(self._arr)} symbols",
+                f"sh_info {section.sh_info} (first non-local symbol) is past the {n} symbols",
                 section,
             )
         self._names: list[str] | None = None
         self._shndx_sec: Section | None = None
-        self._xindex: npt.NDArray[np.uint32] | None = None
+        self._xindex_arr: npt.NDArray[np.uint32] | None = None
+        self._xindex_list: list[int] | None = None
         for s in elf.sections:
             if s.sh_type == SHT.SYMTAB_SHNDX and s.sh_link == section.index:
-                xdt = shndx_dtype(lay)
-                if s.sh_size != len(self._arr) * xdt.itemsize:
+                if s.sh_size != n * 4:
                     raise elf.error(
                         f"SHT_SYMTAB_SHNDX size {s.sh_size:#x} does not match the "
-                        f"{len(self._arr)} symbols of {section}", s
+                        f"{n} symbols of {section}", s
                     )  # fmt: skip
                 self._shndx_sec = s
-                self._xindex = np.frombuffer(s.data, dtype=xdt)
                 break
-        self._check()
+        if self.vector:
+            self._check_vector()
+        else:
+            self._check()
+
+    @property
+    def _xindex(self) -> npt.NDArray[np.uint32] | None:
+        """The SHT_SYMTAB_SHNDX entries as a numpy array, None without that section."""
+        if self._xindex_arr is None and self._shndx_sec is not None:
+            import numpy as np
+
+            dt = shndx_dtype(self.elf.layout)
+            self._xindex_arr = np.frombuffer(self._shndx_sec.data, dtype=dt)
+        return self._xindex_arr
+
+    @_xindex.setter
+    def _xindex(self, value: npt.NDArray[np.uint32]) -> None:
+        self._xindex_arr = value
+        self._xindex_list = None
+
+    def _xindex_values(self) -> list[int] | None:
+        """The SHT_SYMTAB_SHNDX entries as a list, None without that section."""
+        if self._xindex_list is None and self._shndx_sec is not None:
+            if self._xindex_arr is not None:
+                self._xindex_list = self._xindex_arr.tolist()
+            else:
+                self._xindex_list = decode_u32(self._shndx_sec.data, self.elf.layout.byteorder)
+        return self._xindex_list
 
     def _check(self) -> None:
+        n, strsize = len(self), len(self.strtab)
+        if not n:
+            return
+        st_name = self.column("st_name")
+        if max(st_name) >= max(strsize, 1):
+            bad = next(i for i, o in enumerate(st_name) if o >= strsize)
+            raise self._name_error(bad, st_name[bad])
+        shnum = len(self.elf.sections)
+        shndx = self.shndx_list()
+        if max(shndx) < shnum:
+            return
+        # past the section count: fine for a reserved index (SHN_ABS, SHN_LIVEPATCH ...),
+        # not for an ordinary one or an SHN_XINDEX resolved through SHT_SYMTAB_SHNDX
+        xindex = self._shndx_sec is not None
+        raw = self.column("st_shndx")
+        for i, (r, s) in enumerate(zip(raw, shndx, strict=True)):
+            if s >= shnum and (r < SHN.LORESERVE or (xindex and r == SHN.XINDEX)):
+                raise self._shndx_error(i, s, shnum)
+
+    def _check_vector(self) -> None:
+        # _check() with numpy, for big files
+        import numpy as np
+
         arr = self._arr
         if not len(arr):
             return
         if int(arr["st_name"].max()) >= max(len(self.strtab), 1):
             bad = int(np.argmax(arr["st_name"] >= len(self.strtab)))
-            raise self.elf.error(
-                f"symbol {bad}: st_name {int(arr['st_name'][bad]):#x} is past the end of the "
-                f"string table (size {len(self.strtab):#x})",
-                self.section,
-            )
+            raise self._name_error(bad, int(arr["st_name"][bad]))
         shnum = len(self.elf.sections)
         shndx = self.shndx_array
         bad_mask = (shndx >= shnum) & (arr["st_shndx"] < SHN.LORESERVE)
@@ -121,11 +167,21 @@ class SymbolTable(RecordTable):
             bad_mask |= (arr["st_shndx"] == SHN.XINDEX) & (self._xindex >= shnum)
         if bad_mask.any():
             bad = int(np.argmax(bad_mask))
-            raise self.elf.error(
-                f"symbol {bad} ('{self.name(bad)}'): section index {int(shndx[bad])} is out of "
-                f"range (0..{shnum - 1})",
-                self.section,
-            )
+            raise self._shndx_error(bad, int(shndx[bad]), shnum)
+
+    def _name_error(self, index: int, st_name: int) -> ElfFormatError:
+        return self.elf.error(
+            f"symbol {index}: st_name {st_name:#x} is past the end of the string table "
+            f"(size {len(self.strtab):#x})",
+            self.section,
+        )
+
+    def _shndx_error(self, index: int, shndx: int, shnum: int) -> ElfFormatError:
+        return self.elf.error(
+            f"symbol {index} ('{self.name(index)}'): section index {shndx} is out of "
+            f"range (0..{shnum - 1})",
+            self.section,
+        )
 
     # --- reading ------------------------------------------------------------------
 
@@ -134,9 +190,28 @@ class SymbolTable(RecordTable):
         """Index of the first non-local symbol: the symbol table's sh_info."""
         return self.section.sh_info
 
+    def shndx_list(self) -> list[int]:
+        """Section index of every symbol, with SHN_XINDEX resolved through SHT_SYMTAB_SHNDX
+        (may be the cached column: do not modify it)."""
+        raw = self.column("st_shndx")
+        xindex = self._xindex_values()
+        if xindex is None or SHN.XINDEX not in raw:
+            return raw
+        return [x if r == SHN.XINDEX else r for r, x in zip(raw, xindex, strict=True)]
+
+    def binds(self) -> list[int]:
+        """ELF_ST_BIND of every symbol."""
+        return [i >> 4 for i in self.column("st_info")]
+
+    def types(self) -> list[int]:
+        """ELF_ST_TYPE of every symbol."""
+        return [i & 0xF for i in self.column("st_info")]
+
     @property
     def shndx_array(self) -> npt.NDArray[np.uint32]:
         """Section index of every symbol, with SHN_XINDEX resolved through SHT_SYMTAB_SHNDX."""
+        import numpy as np
+
         raw = self._arr["st_shndx"].astype(np.uint32)
         if self._xindex is not None:
             x = raw == SHN.XINDEX
@@ -145,44 +220,49 @@ class SymbolTable(RecordTable):
 
     @property
     def bind_array(self) -> npt.NDArray[np.uint8]:
+        import numpy as np
+
         return (self._arr["st_info"] >> 4).astype(np.uint8)
 
     @property
     def type_array(self) -> npt.NDArray[np.uint8]:
+        import numpy as np
+
         return (self._arr["st_info"] & 0xF).astype(np.uint8)
 
     def name(self, index: int) -> str:
         if self._names is not None:
             return self._names[index]
-        return self.strtab.get(int(self._arr["st_name"][index]))
+        return self.strtab.get(self.column("st_name")[index])
 
     def names(self) -> list[str]:
         """Every symbol's name, in index order (decoded once and cached)."""
         if self._names is None:
-            self._names = _decode_names(bytes(self.strtab.data), self._arr["st_name"].tolist())
+            self._names = _decode_names(bytes(self.strtab.data), self.column("st_name"))
         return self._names
 
     def __getitem__(self, index: int) -> Symbol:
-        n = len(self._arr)
+        n = len(self)
         if index < 0:
             index += n
         if not 0 <= index < n:
             raise IndexError(f"symbol index {index} out of range (0..{n - 1})")
-        r = self._arr[index]
-        st_shndx = int(r["st_shndx"])
+        r = self._row(index)
+        st_shndx = r["st_shndx"]
         shndx = st_shndx
-        if st_shndx == SHN.XINDEX and self._xindex is not None:
-            shndx = int(self._xindex[index])
+        xindex = self._xindex_values() if st_shndx == SHN.XINDEX else None
+        if xindex is not None:
+            shndx = xindex[index]
         return Symbol(
-            index, self.name(index), int(r["st_name"]), int(r["st_info"]), int(r["st_other"]),
-            st_shndx, int(r["st_value"]), int(r["st_size"]), shndx,
+            index, self.name(index), r["st_name"], r["st_info"], r["st_other"],
+            st_shndx, r["st_value"], r["st_size"], shndx,
         )  # fmt: skip
 
     def __iter__(self) -> Iterator[Symbol]:
-        for i in range(len(self._arr)):
+        for i in range(len(self)):
             yield self[i]
 
-    def indices_with_prefix(self, prefix: str) -> npt.NDArray[np.intp]:
+    def indices_with_prefix(self, prefix: str) -> list[int]:
         """Indices of the symbols whose name starts with ``prefix``, without decoding names.
 
         A name starts with the prefix exactly when its st_name is an offset where the
@@ -196,12 +276,22 @@ class SymbolTable(RecordTable):
             hits.append(pos)
             pos = data.find(raw, pos + 1)
         if not hits:
-            return np.zeros(0, dtype=np.intp)
-        return np.flatnonzero(np.isin(self._arr["st_name"], np.array(hits, dtype=np.uint32)))
+            return []
+        if self.vector:
+            import numpy as np
 
-    def indices_where_shndx(self, value: int) -> npt.NDArray[np.intp]:
+            found = np.isin(self._arr["st_name"], np.array(hits, dtype=np.uint32))
+            return np.flatnonzero(found).tolist()
+        at = set(hits)
+        return [i for i, o in enumerate(self.column("st_name")) if o in at]
+
+    def indices_where_shndx(self, value: int) -> list[int]:
         """Indices of the symbols whose raw st_shndx equals ``value`` (e.g. SHN_LIVEPATCH)."""
-        return np.flatnonzero(self._arr["st_shndx"] == value)
+        if self.vector:
+            import numpy as np
+
+            return np.flatnonzero(self._arr["st_shndx"] == value).tolist()
+        return [i for i, v in enumerate(self.column("st_shndx")) if v == value]
 
     # --- edits --------------------------------------------------------------------
 
@@ -211,6 +301,7 @@ class SymbolTable(RecordTable):
         return self._arr
 
     def _commit(self) -> None:
+        self._columns.clear()
         self.section.set_pending(self._arr.nbytes, lambda: as_bytes(self._arr))
         xindex, sec = self._xindex, self._shndx_sec
         if xindex is not None and sec is not None:
@@ -233,8 +324,8 @@ class SymbolTable(RecordTable):
         when it would put a local symbol after a global one (or the reverse), except
         at the boundary, where sh_info moves with it.
         """
-        if not 0 < index < len(self._arr):
-            raise ElfEditError(f"symbol index {index} out of range (1..{len(self._arr) - 1})")
+        if not 0 < index < len(self):
+            raise ElfEditError(f"symbol index {index} out of range (1..{len(self) - 1})")
         if st_info is not None:
             self._rebind(index, st_info >> 4 == STB.LOCAL)
         arr = self._writable()
@@ -286,6 +377,8 @@ class SymbolTable(RecordTable):
         up by one, and every reference by index (relocations, section groups) is
         rewritten to match.
         """
+        import numpy as np
+
         new = np.zeros(1, dtype=self._arr.dtype)
         new["st_name"] = self.strtab.add(name)
         new["st_info"], new["st_other"], new["st_shndx"] = st_info, st_other, st_shndx

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
-
+from klpelf.elf.arrays import decode_column, rel_record, use_vector
 from klpelf.elf.constants import EM, ET, SHF, SHN, SHT, STB
 from klpelf.elf.file import ElfFile, Section
 from klpelf.klp.diagnostics import (
@@ -20,18 +19,28 @@ from klpelf.klp.kernel import EINVAL, ENOENT, ENOEXEC, KernelVersion
 from klpelf.klp.module import KlpModule, KlpObject, KlpRelaSection
 from klpelf.klp.names import KlpSymbolName
 
-U64 = npt.NDArray[np.uint64]
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    U64 = npt.NDArray[np.uint64]
+
+#: r_offset, symbol, type and addend of every entry of a relocation section
+Columns = tuple[list[int], list[int], list[int], list[int]]
 
 #: bytes written per x86_64 relocation type (arch/x86/kernel/module.c)
 _X86_SIZES = {1: 8, 2: 4, 4: 4, 10: 4, 11: 4, 24: 8}
 #: only handled for clang<17's stack protector (v6.15); never "unknown"
 _R_X86_64_REX_GOTPCRELX = 42
+_ZEROS, _ONES = bytes(8), b"\1" * 8
 
 
 def _overlaps_earlier(
     start: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.bool_]:
     """For each range, whether it overlaps a non-empty range earlier in the array."""
+    import numpy as np
+
     out = np.zeros(len(start), dtype=bool)
     live = np.flatnonzero(end > start)
     if len(live) < 2:
@@ -65,9 +74,14 @@ class Checker:
         self.resolver, self.loaded = resolver, loaded
         self.out = out
         self.klp_by_index = {k.section.index: k for k in mod.sections}
-        #: (target section, offset) -> first relocation writing there
-        #: target section index -> bytes written by relocations applied at load
-        self.written: dict[int, npt.NDArray[np.bool_]] = {}
+        #: target section index -> its bytes as the x86 relocations applied at load left
+        #: them: a nonzero byte is nonzero in the file or written by a relocation (only
+        #: zero or not matters, not the value)
+        self.busy: dict[int, bytearray] = {}
+        #: numpy for big modules, plain Python for the others: same diagnostics
+        self.vector = use_vector(elf)
+        self._columns: dict[int, Columns] = {}
+        self._lp_symbols: set[int] | None = None
 
     def add(self, severity: Severity, rule: str, message: str, **kw: object) -> None:
         self.out.append(Diagnostic(severity, rule, message, **kw))  # type: ignore[arg-type]
@@ -143,11 +157,10 @@ class Checker:
         tab = self.elf.symtab
         assert tab is not None
         names = tab.names()
-        undef = np.flatnonzero(tab.array["st_shndx"] == SHN.UNDEF)
-        binds = tab.bind_array
-        for i in undef.tolist():
+        st_info = tab.column("st_info")
+        for i in tab.indices_where_shndx(SHN.UNDEF):
             name = names[i]
-            if i == 0 or not name.startswith(".klp.sym.") or binds[i] == STB.WEAK:
+            if i == 0 or not name.startswith(".klp.sym.") or st_info[i] >> 4 == STB.WEAK:
                 continue
             self.add(
                 "error",
@@ -277,7 +290,7 @@ class Checker:
         assert tab is not None
         symndx = tab.section.index
         names = tab.names()
-        raw_shndx = tab.array["st_shndx"]
+        raw_shndx = tab.column("st_shndx")
         # the kernel reads any SHF_RELA_LIVEPATCH section as Elf_Rela, whatever sh_type
         # and sh_entsize say: count = sh_size / sizeof(Elf_Rela)
         relas = self._as_rela(sec)
@@ -338,58 +351,98 @@ class Checker:
                         "error", "resolve", err, symbol=(r_sym, name), relocation=idx, **common
                     )
                     return False
-        offs, _, types, _ = self._rela_arrays(sec)
-        return self._arch_apply(sec, offs, types, when)
+        return self._arch_apply(sec, when)
 
-    def _rela_arrays(self, sec: Section) -> tuple[U64, U64, U64, npt.NDArray[np.int64]]:
-        """r_offset, symbol, type and addend of every entry, read as Elf_Rela."""
+    # --- relocation entries, read as the kernel reads them ------------------------------
+
+    def _livepatch_symbols(self) -> set[int]:
+        """Indices of the SHN_LIVEPATCH symbols."""
+        if self._lp_symbols is None:
+            tab = self.elf.symtab
+            assert tab is not None
+            self._lp_symbols = set(tab.indices_where_shndx(SHN.LIVEPATCH))
+        return self._lp_symbols
+
+    def _own_table(self, sec: Section) -> bool:
+        """Whether the section is an SHT_RELA of the symbol table that the kernel reads it
+        as (then its relocation-table view is used; else its bytes are decoded here)."""
         elf = self.elf
         symtab = elf.symtab
         linked = symtab is not None and sec.sh_link == symtab.section.index
-        if sec.sh_type == SHT.RELA and sec.sh_entsize == elf.layout.rela_size and linked:
-            tab = elf.relocations(sec)
-            arr = tab.array
-            return (
-                arr["r_offset"].astype(np.uint64),
-                tab.sym_array,
-                tab.type_array,
-                arr["r_addend"].astype(np.int64),
-            )
-        from klpelf.elf.arrays import rel_dtype
+        return sec.sh_type == SHT.RELA and sec.sh_entsize == elf.layout.rela_size and linked
 
-        arr = np.frombuffer(
-            bytes(sec.data)[: sec.sh_size // elf.layout.rela_size * elf.layout.rela_size],
-            dtype=rel_dtype(elf.layout, True),
-        )
-        shift = elf.layout.r_sym_shift()
-        info = arr["r_info"].astype(np.uint64)
-        return (
-            arr["r_offset"].astype(np.uint64),
-            info >> np.uint64(shift),
-            info & np.uint64((1 << shift) - 1),
-            arr["r_addend"].astype(np.int64),
-        )
+    def _rela_bytes(self, sec: Section) -> bytes:
+        # the kernel reads any SHF_RELA_LIVEPATCH section as Elf_Rela, whatever sh_type
+        # and sh_entsize say: count = sh_size / sizeof(Elf_Rela)
+        data = bytes(sec.data)
+        return data[: len(data) // self.elf.layout.rela_size * self.elf.layout.rela_size]
+
+    def _rela_columns(self, sec: Section) -> Columns:
+        """r_offset, symbol, type and addend of every entry, read as Elf_Rela."""
+        cols = self._columns.get(sec.index)
+        if cols is not None:
+            return cols
+        elf = self.elf
+        if self._own_table(sec):
+            tab = elf.relocations(sec)
+            cols = (tab.offsets(), tab.syms(), tab.types(), tab.column("r_addend"))
+        else:
+            rec = rel_record(elf.layout, True)
+            data = self._rela_bytes(sec)
+            shift = elf.layout.r_sym_shift()
+            mask = (1 << shift) - 1
+            info = decode_column(data, rec, "r_info")
+            cols = (
+                decode_column(data, rec, "r_offset"),
+                [i >> shift for i in info],
+                [i & mask for i in info],
+                decode_column(data, rec, "r_addend"),
+            )
+        self._columns[sec.index] = cols
+        return cols
 
     def _as_rela(self, sec: Section) -> list[tuple[int, int, int, int]]:
         """(r_offset, sym, type, addend) of every entry, read as Elf_Rela."""
-        offs, syms, types, addends = self._rela_arrays(sec)
-        return list(
-            zip(offs.tolist(), syms.tolist(), types.tolist(), addends.tolist(), strict=True)
-        )
+        return list(zip(*self._rela_columns(sec), strict=True))
+
+    def _rela_arrays(self, sec: Section) -> tuple[U64, U64]:
+        """r_offset and type of every entry, read as Elf_Rela, as numpy arrays."""
+        import numpy as np
+
+        elf = self.elf
+        if self._own_table(sec):
+            tab = elf.relocations(sec)
+            return tab.array["r_offset"].astype(np.uint64), tab.type_array
+        from klpelf.elf.arrays import rel_dtype
+
+        arr = np.frombuffer(self._rela_bytes(sec), dtype=rel_dtype(elf.layout, True))
+        info = arr["r_info"].astype(np.uint64)
+        mask = np.uint64((1 << elf.layout.r_sym_shift()) - 1)
+        return arr["r_offset"].astype(np.uint64), info & mask
 
     # --- the arch's apply_relocate_add() --------------------------------------------
 
     def _ordinary_relocations(self, sec: Section) -> bool:
         tab = self.elf.symtab
         assert tab is not None
-        offs, syms, types, _ = self._rela_arrays(sec)
         names = tab.names()
-        raw_shndx = tab.array["st_shndx"]
-        in_range = syms < len(names)
-        hits = np.zeros(len(syms), dtype=bool)
-        hits[in_range] = raw_shndx[syms[in_range]] == SHN.LIVEPATCH
-        for idx in np.flatnonzero(hits).tolist():
-            r_sym = int(syms[idx])
+        nsyms = len(names)
+        if self.vector:
+            import numpy as np
+
+            if self._own_table(sec):
+                sym_arr = self.elf.relocations(sec).sym_array
+            else:
+                sym_arr = np.array(self._rela_columns(sec)[1], dtype=np.uint64)
+            in_range = sym_arr < nsyms
+            hits = np.zeros(len(sym_arr), dtype=bool)
+            hits[in_range] = tab.array["st_shndx"][sym_arr[in_range]] == SHN.LIVEPATCH
+            found = [(i, int(sym_arr[i])) for i in np.flatnonzero(hits).tolist()]
+        else:
+            syms = self._rela_columns(sec)[1]
+            lp = self._livepatch_symbols()
+            found = [] if lp.isdisjoint(syms) else [(i, s) for i, s in enumerate(syms) if s in lp]
+        for idx, r_sym in found:
             what = (
                 "a .klp.rela. section without SHF_RELA_LIVEPATCH"
                 if sec.name.startswith(".klp.rela.")
@@ -406,66 +459,103 @@ class Checker:
                 relocation=idx,
                 when="runtime",
             )
-        return self._arch_apply(sec, offs, types, "load")
+        return self._arch_apply(sec, "load")
 
-    def _arch_apply(self, sec: Section, offs: U64, types: U64, when: When) -> bool:
+    def _arch_apply(self, sec: Section, when: When) -> bool:
         if self.elf.machine != EM.X86_64:
             return True
         # arch/x86/kernel/module.c __write_relocate_add(), entry by entry: an unknown
         # type fails; otherwise the bytes at the target must be zero before the write
         # (a previous relocation may have written them), else -ENOEXEC.  NONE is
-        # skipped.  Done on whole arrays; the first failing entry is reported.
+        # skipped.  The first failing entry is reported.
         target = self.elf.sections[sec.sh_info]
-        data = bytes(target.data) if target.sh_type != SHT.NOBITS else b""
-        n = len(data)
+        busy = self.busy.get(target.index)
+        if busy is None:
+            busy = bytearray(target.data) if target.sh_type != SHT.NOBITS else bytearray()
+        record = when == "load"
+        if self.vector:
+            failed, after = self._x86_apply_vector(sec, busy, record)
+        else:
+            failed, after = self._x86_apply_scalar(sec, busy)
+        if failed is None:
+            if record and after is not None:
+                self.busy[target.index] = after
+            return True
+        idx, r_type = failed
+        if r_type not in _X86_SIZES and r_type not in (0, _R_X86_64_REX_GOTPCRELX):
+            rule, message = (
+                "x86-unknown-relocation",
+                f"{self.mod.name}: Unknown rela relocation: {r_type}",
+            )
+        else:
+            rule, message = "x86-nonzero-target", self.v.x86_nonzero_message(sec.index, idx, r_type)
+        self.add(
+            "error",
+            rule,
+            message,
+            section=sec,
+            relocation=idx,
+            when=when,
+            kernel=True,
+            errno=ENOEXEC,
+            dmesg_prefix="module: ",
+        )
+        return False
+
+    def _x86_apply_scalar(
+        self, sec: Section, busy: bytearray
+    ) -> tuple[tuple[int, int] | None, bytearray]:
+        """The x86 walk, entry by entry, over the target's bytes ``busy`` (see self.busy):
+        (index, type) of the first failing entry or None, and the bytes after the writes."""
+        offs, _, types, _ = self._rela_columns(sec)
+        n = len(busy)
+        after = bytearray(busy)
+        size_of = _X86_SIZES.get
+        for idx, (off, r_type) in enumerate(zip(offs, types, strict=True)):
+            size = size_of(r_type)
+            if size is None:
+                if r_type not in (0, _R_X86_64_REX_GOTPCRELX):
+                    return (idx, r_type), after
+                continue
+            end = off + size
+            if end > n:  # past the end of the section: only the bytes inside are checked
+                if off >= n:
+                    continue
+                end = n
+            if after[off:end] != _ZEROS[: end - off]:
+                return (idx, r_type), after
+            after[off:end] = _ONES[: end - off]
+        return None, after
+
+    def _x86_apply_vector(
+        self, sec: Section, busy: bytearray, record: bool
+    ) -> tuple[tuple[int, int] | None, bytearray | None]:
+        """_x86_apply_scalar() on whole arrays, for big modules; the bytes after the
+        writes are computed only when ``record``."""
+        import numpy as np
+
+        offs, types = self._rela_arrays(sec)
+        n = len(busy)
         size = np.zeros(len(types), dtype=np.int64)
         for t, width in _X86_SIZES.items():
             size[types == t] = width
         unknown = (types != 0) & (types != _R_X86_64_REX_GOTPCRELX) & (size == 0)
         start = np.minimum(offs, n).astype(np.int64)
         end = np.minimum(start + size, n)
-        written = self.written.get(target.index)
-        if written is None:
-            written = np.zeros(n, dtype=bool)
-        busy = np.concatenate(([0], np.cumsum(np.frombuffer(data, np.uint8) != 0)))
-        busy_w = np.concatenate(([0], np.cumsum(written)))
-        bad = (size > 0) & ((busy[end] > busy[start]) | (busy_w[end] > busy_w[start]))
-        bad |= (size > 0) & _overlaps_earlier(start, end)
+        nonzero = np.frombuffer(busy, np.uint8) != 0
+        count = np.concatenate(([0], np.cumsum(nonzero)))
+        bad = (size > 0) & ((count[end] > count[start]) | _overlaps_earlier(start, end))
         failing = np.flatnonzero(bad | unknown)
         if len(failing):
             idx = int(failing[0])
-            r_type = int(types[idx])
-            if unknown[idx]:
-                self.add(
-                    "error",
-                    "x86-unknown-relocation",
-                    f"{self.mod.name}: Unknown rela relocation: {r_type}",
-                    section=sec,
-                    relocation=idx,
-                    when=when,
-                    kernel=True,
-                    errno=ENOEXEC,
-                    dmesg_prefix="module: ",
-                )
-            else:
-                self.add(
-                    "error",
-                    "x86-nonzero-target",
-                    self.v.x86_nonzero_message(sec.index, idx, r_type),
-                    section=sec,
-                    relocation=idx,
-                    when=when,
-                    kernel=True,
-                    errno=ENOEXEC,
-                    dmesg_prefix="module: ",
-                )
-            return False
-        if when == "load":
-            edges = np.zeros(n + 1, dtype=np.int64)
-            np.add.at(edges, start, 1)
-            np.add.at(edges, end, -1)
-            self.written[target.index] = written | (np.cumsum(edges[:-1]) > 0)
-        return True
+            return (idx, int(types[idx])), None
+        if not record:
+            return None, None
+        edges = np.zeros(n + 1, dtype=np.int64)
+        np.add.at(edges, start, 1)
+        np.add.at(edges, end, -1)
+        after = nonzero | (np.cumsum(edges[:-1]) > 0)
+        return None, bytearray(after.view(np.uint8).tobytes())
 
     # --- klpelf's own rules ------------------------------------------------------------
 
@@ -570,11 +660,10 @@ class Checker:
         elf, mod = self.elf, self.mod
         tab = elf.symtab
         assert tab is not None
-        binds = tab.bind_array
+        st_info = tab.column("st_info")
         first_global = tab.first_global
-        late_locals = np.flatnonzero(binds[first_global:] == STB.LOCAL)
-        for j in late_locals.tolist()[:10]:
-            i = first_global + j
+        late_locals = [i for i in range(first_global, len(st_info)) if st_info[i] >> 4 == STB.LOCAL]
+        for i in late_locals[:10]:
             self.add(
                 "warning",
                 "local-after-globals",
@@ -583,9 +672,9 @@ class Checker:
                 symbol=(i, tab.name(i)),
             )
         referenced: set[int] = set()
-        for sec in elf.relocation_sections:
+        for sec in elf.relocation_sections if mod.symbols else ():
             if sec.sh_link == tab.section.index and sec.sh_entsize:
-                referenced.update(np.unique(elf.relocations(sec).sym_array).tolist())
+                referenced |= elf.relocations(sec).symbols_used()
         seen: dict[str, int] = {}
         for s in mod.symbols:
             idx, name = s.symbol.index, s.symbol.name

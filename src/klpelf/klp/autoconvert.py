@@ -56,7 +56,7 @@ def _used_undefined(elf: ElfFile) -> dict[int, str]:
     """Undefined symbols used by relocations of allocated sections -> where (for messages)."""
     tab = elf.symtab
     assert tab is not None
-    undef = set(tab.indices_where_shndx(SHN.UNDEF).tolist()) - {0}
+    undef = set(tab.indices_where_shndx(SHN.UNDEF)) - {0}
     where: dict[int, str] = {}
     for sec in elf.relocation_sections:
         if sec.sh_flags & SHF.RELA_LIVEPATCH or sec.sh_link != tab.section.index:

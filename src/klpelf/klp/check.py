@@ -59,6 +59,7 @@ def check_module(
     version: KernelVersion | None = None,
     resolver: Resolver | None = None,
     loaded: Callable[[str], bool] | None = None,
+    kernel: KernelSymbols | None = None,
 ) -> CheckResult:
     """Check ``elf`` against the rules of kernel ``version`` (default: from vermagic).
 
@@ -66,8 +67,14 @@ def check_module(
         resolve's semantics); without it symbol resolution is not checked.
     :param loaded: whether an object (module name) is loaded in the target kernel;
         without it module objects are taken as loaded later ("target-load").
+    :param kernel: the target kernel's symbols: sets ``resolver`` and ``loaded`` with
+        :func:`kernel_resolver`, after looking every livepatch symbol's name up at once
+        (one pass over a kallsyms file instead of one per name).
     """
     mod = klp_module(elf)
+    if kernel is not None:
+        kernel.prefetch(s.parsed.name for s in mod.symbols if s.parsed is not None)
+        resolver, loaded = kernel_resolver(kernel)
     source = "--kernel-release"
     if version is None:
         version, source = DEFAULT_VERSION, f"default ({DEFAULT_VERSION})"

@@ -64,7 +64,7 @@ def convert_annotations(elf: ElfFile) -> ConvertReport:
     if tab is None:
         raise KlpFormatError("module has no symbols (stripped?)", path=elf.path)
     objname_of: dict[int, str] = {}
-    for i in tab.indices_with_prefix(".klp.sym.").tolist():
+    for i in tab.indices_with_prefix(".klp.sym."):
         sym = tab[i]
         name = sym.name
         if sym.st_shndx == SHN.LIVEPATCH:

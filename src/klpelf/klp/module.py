@@ -130,8 +130,8 @@ class KlpModule:
         tab = self.elf.symtab
         if tab is None:
             return
-        lp = set(tab.indices_where_shndx(SHN.LIVEPATCH).tolist())
-        for i in sorted(lp | set(tab.indices_with_prefix(KLP_SYM_PREFIX).tolist())):
+        lp = set(tab.indices_where_shndx(SHN.LIVEPATCH))
+        for i in sorted(lp | set(tab.indices_with_prefix(KLP_SYM_PREFIX))):
             sym = tab[i]
             name = sym.name
             kind = classify_symbol_name(name)

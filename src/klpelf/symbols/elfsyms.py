@@ -15,7 +15,6 @@ applied as it loads) ``mod->kallsyms`` is the full table; after its init it is
 
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
@@ -26,7 +25,7 @@ from klpelf.elf.symbols import SymbolTable
 from klpelf.errors import SymbolSourceError
 from klpelf.symbols._index import NameIndex
 from klpelf.symbols.candidate import Candidate
-from klpelf.symbols.kallsyms import is_ignored_symbol
+from klpelf.symbols.symtext import is_ignored_symbol
 
 _BANNER = re.compile(rb"Linux version ([^\s%]+) \(")
 
@@ -295,11 +294,3 @@ class ModuleFile:
             else:
                 letter = "?"
         return letter.upper() if exported else letter
-
-
-def module_name_of(path: str) -> str:
-    """The module name modprobe derives from a file name: no .ko[.xz|.zst|.gz], '-' as '_'."""
-    base = os.path.basename(path)
-    for ext in (".xz", ".zst", ".gz"):
-        base = base.removesuffix(ext)
-    return base.removesuffix(".ko").replace("-", "_")

@@ -23,10 +23,8 @@ entries are in the kernel's kallsyms table.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -34,20 +32,21 @@ import numpy.typing as npt
 from klpelf.errors import SymbolSourceError
 from klpelf.io import Buffer
 from klpelf.symbols._index import IntArray, NameIndex, U8Array, U64Array, word_at, words
+from klpelf.symbols.symtext import (
+    KALLSYMS_TABLES,
+    LINE_FORMAT,
+    PSEUDO_MODULES,
+    Entry,
+    SymbolTextKind,
+    choose_kind,
+    is_ignored_symbol,
+)
+
+__all__ = [
+    "PSEUDO_MODULES", "SymbolText", "SymbolTextKind", "is_ignored_symbol", "parse_symbol_text",
+]  # fmt: skip
 
 BoolArray = npt.NDArray[np.bool_]
-
-SymbolTextKind = Literal["kallsyms", "System.map"]
-
-#: ``/proc/kallsyms`` pseudo-modules that are not modules: ftrace and kprobe
-#: trampolines, BPF programs (kernel/kallsyms.c get_ksymbol_{ftrace_mod,bpf,kprobe}).
-PSEUDO_MODULES = frozenset({"bpf", "__builtin__ftrace", "__builtin__kprobes"})
-
-#: what scripts/kallsyms writes into vmlinux: in System.map, never in kallsyms
-_KALLSYMS_TABLES = (
-    b"kallsyms_names", b"kallsyms_num_syms", b"kallsyms_offsets", b"kallsyms_addresses",
-    b"kallsyms_token_table", b"kallsyms_token_index", b"kallsyms_markers",
-)  # fmt: skip
 
 _HEX = np.full(256, 255, np.uint8)
 for _i, _c in enumerate(b"0123456789abcdef"):
@@ -57,8 +56,6 @@ for _i, _c in enumerate(b"ABCDEF"):
 _TYPE_OK = np.zeros(256, bool)
 for _c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz?-":
     _TYPE_OK[_c] = True
-
-_LINE_FORMAT = "expected 'ADDRESS TYPE NAME' or 'ADDRESS TYPE NAME<TAB>[MODULE]'"
 
 
 @dataclass(eq=False)
@@ -88,6 +85,10 @@ class SymbolText:
     def vmlinux_count(self) -> int:
         return int(np.count_nonzero(self.module == -1))
 
+    @property
+    def has_vmlinux(self) -> bool:
+        return self.vmlinux_count > 0
+
     def rows(self, name: str) -> list[int]:
         """The rows named exactly ``name``, in file order."""
         found = self._cache.get(name)
@@ -107,35 +108,19 @@ class SymbolText:
         except ValueError:
             return None
 
+    def has_module(self, name: str) -> bool:
+        """Whether lines of module ``name`` are listed (exact name)."""
+        return name in self.modules
 
-def is_ignored_symbol(name: str, type_: str) -> bool:
-    """Whether ``scripts/kallsyms`` leaves this System.map entry out of the kallsyms table.
-
-    Mirrors ``is_ignored_symbol()`` of scripts/kallsyms.c (v6.2 text, whose name lists
-    moved to scripts/mksysmap in v6.4 without changing the result).
-    """
-    if name in _IGNORED_NAMES or name.startswith(_IGNORED_PREFIXES):
-        return True
-    if name.endswith(_IGNORED_SUFFIXES) or any(m in name for m in _IGNORED_MATCHES):
-        return True
-    if type_ in "UuNn":
-        return True
-    return type_ in "Aa" and name not in _KEPT_ABSOLUTE
-
-
-_IGNORED_NAMES = frozenset(
-    {n.decode() for n in _KALLSYMS_TABLES} | {"kallsyms_relative_base", "_SDA_BASE_", "_SDA2_BASE_"}
-)
-_IGNORED_PREFIXES = (
-    "__efistub_", "__kvm_nvhe_$", "__kvm_nvhe_.L", "__AArch64ADRPThunk_", "__ARMV5PILongThunk_",
-    "__ARMV7PILongThunk_", "__ThumbV7PILongThunk_", "__LA25Thunk_", "__microLA25Thunk_",
-    "__kcfi_typeid_",
-)  # fmt: skip
-_IGNORED_SUFFIXES = ("_from_arm", "_from_thumb", "_veneer")
-_IGNORED_MATCHES = (".long_branch.", ".plt_branch.")
-_KEPT_ABSOLUTE = frozenset(
-    {"__kernel_syscall_via_break", "__kernel_syscall_via_epc", "__kernel_sigtramp", "__gp"}
-)
+    def matches(self, name: str) -> list[Entry]:
+        """Every line named ``name``, in file order."""
+        mods = self.modules
+        out = []
+        for r in self.rows(name):
+            m = int(self.module[r])
+            module = mods[m] if m >= 0 else None
+            out.append(Entry(r, int(self.address[r]), chr(self.type[r]), module))
+        return out
 
 
 def parse_symbol_text(buf: Buffer, path: str, *, kind: SymbolTextKind | None = None) -> SymbolText:
@@ -186,7 +171,7 @@ def parse_symbol_text(buf: Buffer, path: str, *, kind: SymbolTextKind | None = N
         line = bytes(data[starts[row] : ends[row]]).decode("utf-8", "replace")
         shown = line if len(line) <= 100 else line[:97] + "..."
         at = int(lineno[row]) if lineno is not None else row + 1
-        raise SymbolSourceError(f"malformed symbol line ({_LINE_FORMAT}): {shown!r}", path=path,
+        raise SymbolSourceError(f"malformed symbol line ({LINE_FORMAT}): {shown!r}", path=path,
                                 lineno=at)  # fmt: skip
     del starts, ends, bad, lineno
 
@@ -197,12 +182,10 @@ def parse_symbol_text(buf: Buffer, path: str, *, kind: SymbolTextKind | None = N
     index = NameIndex(buf if isinstance(buf, bytes) else memoryview(buf), name_start, name_end)
     zeroed = not address.any()
     if kind is None:
-        kind = "kallsyms"
+        has_tables = False
         if not len(mod_rows) and not zeroed:
-            found = index.rows_many(list(_KALLSYMS_TABLES))
-            # ambiguous for kernels whose kallsyms lists the tables: the name decides
-            if any(found) and os.path.basename(path).startswith("System.map"):
-                kind = "System.map"
+            has_tables = any(index.rows_many(list(KALLSYMS_TABLES)))
+        kind = choose_kind(path, bool(len(mod_rows)), zeroed, has_tables)
     return SymbolText(path, kind, buf, index, address, types, module, modules, zeroed)
 
 

@@ -11,10 +11,13 @@ walk of the directory, ``updates/`` first as in depmod's default search order.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from klpelf.elf.reader import open_elf
 from klpelf.errors import KlpError, SymbolSourceError
-from klpelf.symbols.elfsyms import ModuleFile, module_name_of
+
+if TYPE_CHECKING:
+    from klpelf.symbols.elfsyms import ModuleFile
 
 _SUFFIXES = ("", ".xz", ".zst", ".gz")
 
@@ -121,6 +124,8 @@ class ModuleTree:
         path = self.paths.get(key)
         if path is None:
             return None
+        from klpelf.symbols.elfsyms import ModuleFile
+
         mod = ModuleFile(open_elf(path), kallsyms_all=self.kallsyms_all)
         self._loaded[key] = mod
         return mod
@@ -135,3 +140,11 @@ class ModuleTree:
             if mod is not None and mod.release:
                 return mod.release
         return None
+
+
+def module_name_of(path: str) -> str:
+    """The module name modprobe derives from a file name: no .ko[.xz|.zst|.gz], '-' as '_'."""
+    base = os.path.basename(path)
+    for ext in (".xz", ".zst", ".gz"):
+        base = base.removesuffix(ext)
+    return base.removesuffix(".ko").replace("-", "_")

@@ -23,22 +23,28 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from klpelf.elf.constants import ET
 from klpelf.elf.reader import read_elf
 from klpelf.errors import InputError, KlpError, SymbolSourceError
-from klpelf.io import read_input
+from klpelf.io import Buffer, read_input
 from klpelf.symbols.candidate import Candidate
-from klpelf.symbols.elfsyms import ModuleFile, VmlinuxElf
-from klpelf.symbols.kallsyms import (
+from klpelf.symbols.modtree import ModuleTree, is_module_tree, normalize
+from klpelf.symbols.symtext import (
     PSEUDO_MODULES,
-    SymbolText,
+    ScannedSymbolText,
     SymbolTextKind,
     is_ignored_symbol,
-    parse_symbol_text,
+    open_symbol_text,
 )
-from klpelf.symbols.modtree import ModuleTree, is_module_tree, normalize
 from klpelf.symbols.symvers import Export, looks_like_symvers, parse_symvers
+
+if TYPE_CHECKING:
+    from klpelf.symbols.elfsyms import ModuleFile, VmlinuxElf
+    from klpelf.symbols.kallsyms import SymbolText
+
+    Text = SymbolText | ScannedSymbolText
 
 __all__ = ["KernelSymbols", "load_sources"]
 
@@ -62,7 +68,7 @@ class KernelSymbols:
     def __init__(self, *, kallsyms_all: bool = True) -> None:
         #: CONFIG_KALLSYMS_ALL (LIVEPATCH selects it): without it, module kallsyms keep text only
         self.kallsyms_all = kallsyms_all
-        self.texts: list[SymbolText] = []
+        self.texts: list[Text] = []
         self.vmlinux_elf: VmlinuxElf | None = None
         self.modules: dict[str, ModuleFile] = {}
         self.trees: list[ModuleTree] = []
@@ -105,8 +111,8 @@ class KernelSymbols:
         text = self._vmlinux_text()
         return text is not None and text.zeroed
 
-    def _vmlinux_text(self) -> SymbolText | None:
-        texts = [t for t in self.texts if t.vmlinux_count]
+    def _vmlinux_text(self) -> Text | None:
+        texts = [t for t in self.texts if t.has_vmlinux]
         for kind in ("kallsyms", "System.map"):
             for t in texts:
                 if t.kind == kind:
@@ -116,11 +122,13 @@ class KernelSymbols:
     def has_vmlinux(self) -> bool:
         return self._vmlinux_text() is not None or self.vmlinux_elf is not None
 
-    def loaded_module(self, objname: str) -> SymbolText | None:
+    def loaded_module(self, objname: str) -> Text | None:
         """The kallsyms dump that lists module ``objname`` (exact name, as the kernel
         compares ``mod->name``), or None."""
+        if objname in PSEUDO_MODULES:
+            return None
         for t in self.texts:
-            if t.kind == "kallsyms" and objname in t.modules and objname not in PSEUDO_MODULES:
+            if t.kind == "kallsyms" and t.has_module(objname):
                 return t
         return None
 
@@ -165,16 +173,14 @@ class KernelSymbols:
         text = self._vmlinux_text()
         if text is None:
             return self.vmlinux_elf.matches(name) if self.vmlinux_elf is not None else []
-        found = _text_matches(text, name, -1)
+        found = _text_matches(text, name, None)
         if self.vmlinux_elf is not None:
             found = _with_hints(found, self.vmlinux_elf.matches(name))
         return found
 
-    def loaded_module_matches(self, text: SymbolText, objname: str, name: str) -> list[Candidate]:
+    def loaded_module_matches(self, text: Text, objname: str, name: str) -> list[Candidate]:
         """The kallsyms lines of loaded module ``objname`` named ``name``, in its symtab order."""
-        mid = text.module_id(objname)
-        assert mid is not None
-        found = _text_matches(text, name, mid)
+        found = _text_matches(text, name, objname)
         mod = None
         with contextlib.suppress(KlpError):
             mod = self.module_file(objname)
@@ -227,7 +233,9 @@ class KernelSymbols:
         else:
             raise SymbolSourceError(f"a {kind} source must be a directory", path=path)
 
-    def _add_elf(self, path: str, data: bytes | memoryview, kind: str | None) -> None:
+    def _add_elf(self, path: str, data: Buffer, kind: str | None) -> None:
+        from klpelf.symbols.elfsyms import ModuleFile, VmlinuxElf
+
         elf = read_elf(data, path=path)
         if kind == "module" or (kind is None and elf.header.e_type == ET.REL):
             mod = ModuleFile(elf, kallsyms_all=self.kallsyms_all)
@@ -243,18 +251,22 @@ class KernelSymbols:
             raise SymbolSourceError(f"ELF type {elf.header.e_type} is neither a module "
                                     "(ET_REL) nor a vmlinux (ET_EXEC)", path=path)  # fmt: skip
 
-    def _add_text(self, path: str, data: bytes | memoryview, kind: SymbolTextKind | None) -> None:
+    def _add_text(self, path: str, data: Buffer, kind: SymbolTextKind | None) -> None:
         try:
-            text = parse_symbol_text(data, path, kind=kind)
+            text = open_symbol_text(data, path, kind=kind)
         except SymbolSourceError as e:
             if kind is None and e.lineno == 1:
                 raise SymbolSourceError(_NOT_A_SOURCE, path=path) from None
             raise
         self.texts.append(text)
-        mods = [m for m in text.modules if m not in PSEUDO_MODULES]
-        info = f"{path}: {text.kind}, {text.vmlinux_count} vmlinux symbols"
-        if text.kind == "kallsyms":
-            info += f", {len(mods)} modules"
+        if isinstance(text, ScannedSymbolText):
+            # counting lines would cost as much as the lookups
+            info = f"{path}: {text.kind}, {len(data) / (1 << 20):.1f} MiB, read by name"
+        else:
+            info = f"{path}: {text.kind}, {text.vmlinux_count} vmlinux symbols"
+            if text.kind == "kallsyms":
+                mods = [m for m in text.modules if m not in PSEUDO_MODULES]
+                info += f", {len(mods)} modules"
         if text.zeroed:
             info += " (addresses hidden: kptr_restrict; ranked by line order)"
         self._parts.append(info)
@@ -283,7 +295,7 @@ def _split_kind(spec: str) -> tuple[str | None, str]:
     return None, spec
 
 
-def _read(path: str) -> bytes | memoryview:
+def _read(path: str) -> Buffer:
     data = read_input(path)
     if not len(data):
         # /proc files report size 0 and cannot be mapped: read them
@@ -294,28 +306,25 @@ def _read(path: str) -> bytes | memoryview:
             raise InputError(e.strerror or str(e), path=path) from e
     if not len(data):
         raise SymbolSourceError("empty file", path=path)
-    return data if isinstance(data, bytes) else memoryview(data)
+    return data
 
 
-def _text_matches(text: SymbolText, name: str, module: int) -> list[Candidate]:
-    # Lines named `name` of vmlinux (module -1) or of one module, in the kernel's order.
-    rows = [r for r in text.rows(name) if text.module[r] == module]
-    types = [chr(text.type[r]) for r in rows]
-    if module >= 0:
+def _text_matches(text: Text, name: str, module: str | None) -> list[Candidate]:
+    # Lines named `name` of vmlinux (module None) or of one module, in the kernel's order.
+    keep = [e for e in text.matches(name) if e.module == module]
+    if module is not None:
         # module lines are the module's symtab order; the walk skips SHN_UNDEF
-        keep = [(r, t) for r, t in zip(rows, types, strict=True) if t not in "Uu"]
-    else:
-        keep = list(zip(rows, types, strict=True))
-        if text.kind == "System.map":
-            keep = [(r, t) for r, t in keep if not is_ignored_symbol(name, t)]
-            # compare_symbols(): address, non-weak first, then input order
-            keep.sort(key=lambda rt: (int(text.address[rt[0]]), rt[1] in "wWvV", rt[0]))
-        elif not text.zeroed:
-            keep.sort(key=lambda rt: (int(text.address[rt[0]]), rt[0]))
+        keep = [e for e in keep if e.type not in "Uu"]
+    elif text.kind == "System.map":
+        keep = [e for e in keep if not is_ignored_symbol(name, e.type)]
+        # compare_symbols(): address, non-weak first, then input order
+        keep.sort(key=lambda e: (e.address, e.type in "wWvV", e.order))
+    elif not text.zeroed:
+        keep.sort(key=lambda e: (e.address, e.order))
     zeroed = text.zeroed
     return [
-        Candidate(pos, None if zeroed else int(text.address[r]), t, coming_position=pos)
-        for pos, (r, t) in enumerate(keep, 1)
+        Candidate(pos, None if zeroed else e.address, e.type, coming_position=pos)
+        for pos, e in enumerate(keep, 1)
     ]
 
 

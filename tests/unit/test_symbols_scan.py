@@ -1,0 +1,141 @@
+"""The targeted kallsyms/System.map reader (klpelf.symbols.symtext) against the full index."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from klpelf.errors import SymbolSourceError
+from klpelf.symbols import symtext
+from klpelf.symbols.kallsyms import parse_symbol_text
+from klpelf.symbols.sources import load_sources
+from klpelf.symbols.symtext import ScannedSymbolText, open_symbol_text
+
+BENCH = Path.home() / ".cache/klpelf/bench"
+
+
+@pytest.fixture
+def scan_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file, however small, goes to the targeted reader."""
+    monkeypatch.setattr(symtext, "SCAN_MIN_BYTES", 0)
+
+
+def _kallsyms(lines: int, seed: int = 1, zeroed: bool = False) -> bytes:
+    # vmlinux lines then module lines, names repeated within and across objects
+    rng = random.Random(seed)
+    names = [f"sym_{i}" for i in range(lines // 3)] + ["helper", "helper_x", "h", "_", "a.b"]
+    out = []
+    for i in range(lines):
+        mod = None if i < lines // 2 else f"mod{(i - lines // 2) // 50}"
+        addr = 0 if zeroed else 0xFFFFFFFF81000000 + rng.randrange(1 << 30)
+        t = rng.choice("TtDdBbRrWVA")
+        out.append(f"{addr:016x} {t} {rng.choice(names)}" + (f"\t[{mod}]" if mod else ""))
+    return ("\n".join(out) + "\n").encode()
+
+
+def _same(scanned: ScannedSymbolText, full_path: bytes, names: list[str]) -> None:
+    full = parse_symbol_text(full_path, "x")
+    assert scanned.kind == full.kind and scanned.zeroed == full.zeroed
+    assert len(scanned) == len(full) and scanned.vmlinux_count == full.vmlinux_count
+    scanned.prefetch(names[: len(names) // 2])
+    for n in names:
+        got = scanned.matches(n)
+        want = full.matches(n)
+        # rows are line numbers there, byte offsets here: same order, same lines
+        assert [(e.address, e.type, e.module) for e in got] == [
+            (e.address, e.type, e.module) for e in want
+        ], n
+        assert [e.order for e in got] == sorted(e.order for e in got)
+    for m in full.modules:
+        assert scanned.has_module(m)
+    assert not scanned.has_module("mod") and not scanned.has_module("nosuch")
+
+
+@pytest.mark.parametrize("zeroed", [False, True])
+def test_scanned_equals_full_index(scan_all: None, zeroed: bool) -> None:
+    data = _kallsyms(3000, zeroed=zeroed)
+    t = open_symbol_text(data, "kallsyms")
+    assert isinstance(t, ScannedSymbolText)
+    names = ["helper", "helper_x", "h", "_", "a.b", "sym_1", "sym_10", "sym_100", "nosuch", "sym"]
+    _same(t, data, names)
+    assert t._full is None  # answered without the index
+
+
+def test_many_single_lookups_switch_to_the_index(scan_all: None) -> None:
+    data = _kallsyms(600)
+    t = open_symbol_text(data, "kallsyms")
+    assert isinstance(t, ScannedSymbolText)
+    for i in range(symtext._SCAN_LOOKUPS + 3):
+        full = parse_symbol_text(data, "x").matches(f"sym_{i}")
+        assert [(e.address, e.module) for e in t.matches(f"sym_{i}")] == [
+            (e.address, e.module) for e in full
+        ]
+    assert t._full is not None
+    assert t.modules == parse_symbol_text(data, "x").modules
+
+
+def test_system_map_kind_and_ordering(scan_all: None, tmp_path: Path) -> None:
+    body = (
+        b"ffffffff81000010 t helper\nffffffff81000000 t helper\nffffffff82000000 D kallsyms_names\n"
+    )
+    p = tmp_path / "System.map-6.1.0-56-amd64"
+    p.write_bytes(body)
+    ks = load_sources([str(p)])
+    assert isinstance(ks.texts[0], ScannedSymbolText) and ks.texts[0].kind == "System.map"
+    assert [c.address for c in ks.vmlinux_matches("helper")] == [
+        0xFFFFFFFF81000000,
+        0xFFFFFFFF81000010,
+    ]
+    q = tmp_path / "map"
+    q.write_bytes(body)
+    assert load_sources([str(q)]).texts[0].kind == "kallsyms"  # ambiguous: the name decides
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"ffffffff81000000 T a\nzzzzzzzzzzzzzzzz T helper\n",  # a used line is malformed
+        b"ffffffff81000000 T a\nffffffff81000000 T help er\n",  # last line: space in a name
+        b"ffffffff81000000 T a\n81000000 T helper\nffffffff81000000 T b\n",  # other width
+        b"ffffffff81000000 T a\r\nffffffff81000000 T helper\r\n",  # CRLF
+        b"ffffffff81000000 T a\nffffffff81000000 T helper\t[m\nffffffff81000000 T b\n",
+    ],
+)
+def test_lines_of_another_shape_go_to_the_index(scan_all: None, bad: bytes) -> None:
+    # whatever the targeted reader cannot read, the full index reads or rejects with
+    # its line number, exactly as without the targeted reader
+    try:
+        want = [
+            (e.address, e.type, e.module) for e in parse_symbol_text(bad, "f").matches("helper")
+        ]
+    except SymbolSourceError as e:
+        with pytest.raises(SymbolSourceError) as exc:
+            open_symbol_text(bad, "f").matches("helper")
+        assert str(exc.value) == str(e)
+    else:
+        got = open_symbol_text(bad, "f").matches("helper")
+        assert [(e.address, e.type, e.module) for e in got] == want
+
+
+def _real_dumps() -> list[Path]:
+    root = Path.home() / ".cache/klpelf/vm"
+    found = sorted(p for n in ("kallsyms", "kallsyms.modules") for p in root.glob(f"*/{n}"))
+    return found + sorted(BENCH.glob("kallsyms-*"))
+
+
+@pytest.mark.corpus
+def test_real_dumps_scanned_equal_full_index() -> None:
+    """The harness's /proc/kallsyms dumps of four kernels and the benchmark's input."""
+    dumps = _real_dumps()
+    if not dumps:
+        pytest.skip("no kallsyms dump in ~/.cache/klpelf/vm or bench (run the harness)")
+    rng = random.Random(7)
+    for path in dumps:
+        raw = path.read_bytes()
+        t = open_symbol_text(raw, str(path))
+        assert isinstance(t, ScannedSymbolText), path
+        lines = raw.splitlines()
+        names = [ln.split(b"\t")[0].split(b" ")[2].decode() for ln in rng.sample(lines, 60)]
+        _same(t, raw, [*names, "no_such_symbol_here"])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,3 +142,27 @@ def test_real_dumps_scanned_equal_full_index() -> None:
         lines = raw.splitlines()
         names = [ln.split(b"\t")[0].split(b" ")[2].decode() for ln in rng.sample(lines, 60)]
         _same(t, raw, [*names, "no_such_symbol_here"])
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "samples/klp_sample/klp_sample_lp.ko"
+
+
+@pytest.mark.parametrize("command", ["check", "resolve"])
+def test_cli_with_large_kallsyms_does_not_import_numpy(tmp_path: Path, command: str) -> None:
+    # a kallsyms dump large enough for the targeted reader, with the sample's symbols
+    extra = (
+        "ffffffff82b9f480 b max_cstate\nffffffff82b9f490 d max_cstate\n"
+        "ffffffff82a00000 D total_forks\nffffffff82a00010 D nr_threads\n"
+    )
+    p = tmp_path / "kallsyms"
+    p.write_bytes(extra.encode() + _kallsyms(40_000))
+    assert p.stat().st_size >= symtext.SCAN_MIN_BYTES
+    env = {k: v for k, v in os.environ.items() if k != "KLPELF_VECTOR_THRESHOLD"}
+    argv = [sys.executable, "-X", "importtime", "-m", "klpelf", command, str(SAMPLE)]
+    done = subprocess.run([*argv, "--kernel", str(p)], capture_output=True, text=True,
+                          env=env, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "read by name" in done.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()]
+    assert "klpelf.symbols.symtext" in imported
+    assert not [m for m in imported if m.split(".")[0] == "numpy"]

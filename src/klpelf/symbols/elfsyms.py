@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
-
 from klpelf.elf.constants import SHF, SHN, SHT, STB, STT
 from klpelf.elf.file import ElfFile, Section
 from klpelf.elf.symbols import SymbolTable
 from klpelf.errors import SymbolSourceError
-from klpelf.symbols._index import NameIndex
 from klpelf.symbols.candidate import Candidate
 from klpelf.symbols.symtext import is_ignored_symbol
 
@@ -74,19 +71,26 @@ def _symtab(elf: ElfFile, what: str) -> SymbolTable:
     return tab
 
 
-def _file_hints(tab: SymbolTable) -> np.ndarray[tuple[int], np.dtype[np.int64]]:
+def _file_hints(tab: SymbolTable) -> list[int]:
     # For every symbol, the index of the STT_FILE symbol before it, or -1.  Linkers
     # keep each file's locals after its STT_FILE; globals follow all the locals.
-    idx = np.arange(len(tab), dtype=np.int64)
-    last = np.maximum.accumulate(np.where(tab.type_array == STT.FILE, idx, -1))
-    last[idx >= tab.first_global] = -1
-    return last
+    out, last = [], -1
+    for i, t in enumerate(tab.types()[: tab.first_global]):
+        if t == STT.FILE:
+            last = i
+        out.append(last)
+    return out + [-1] * (len(tab) - len(out))
 
 
 class VmlinuxElf:
     """The symbols of a vmlinux ELF file, as kallsyms would list them."""
 
     def __init__(self, elf: ElfFile) -> None:
+        # a vmlinux has 100,000+ symbols: indexed with numpy, unlike a module
+        import numpy as np
+
+        from klpelf.symbols._index import NameIndex
+
         self.elf = elf
         self.path = elf.path or "vmlinux"
         tab = self.tab = _symtab(elf, "vmlinux")
@@ -124,7 +128,7 @@ class VmlinuxElf:
             letter = nm_type(sym.bind, sym.type, sym.st_shndx, sec)
             if letter in "aNUw" or is_ignored_symbol(name, letter):
                 continue
-            fidx = int(self._files[sym.index])
+            fidx = self._files[sym.index]
             found.append((sym.st_value, letter in "wWvV", sym.index, letter, sec, fidx))
         # scripts/kallsyms.c compare_symbols(): address, then non-weak before weak, then
         # input order; the other tie rules compare names, equal here.
@@ -233,7 +237,7 @@ class ModuleFile:
             sec = elf.sections[sym.shndx] if in_section and sym.shndx < len(elf.sections) else None
             if files is None:
                 files = _file_hints(tab)
-            fidx = int(files[i])
+            fidx = files[i]
             # simplify_symbols() leaves SHN_ABS values alone: they are final (and 0
             # counts as "not found"); the others get their section's load address.
             address = sym.st_value if sym.st_shndx == SHN.ABS else None

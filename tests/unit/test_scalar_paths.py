@@ -9,7 +9,6 @@ accessors, and the errors of malformed tables.  Without numpy, ``klpelf check`` 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import struct
 import subprocess
@@ -64,13 +63,9 @@ Records = npt.NDArray[np.void]
 
 
 def _key(d: Diagnostic) -> DiagKey:
-    out: list[object] = []
-    for f in dataclasses.fields(d):
-        value = getattr(d, f.name)
-        if f.name == "section" and value is not None:
-            value = (value.index, value.name)
-        out.append(value)
-    return tuple(out)
+    sec = d.section
+    return tuple((sec.index, sec.name) if name == "section" and sec is not None else value
+                 for name, value in d._asdict().items())  # fmt: skip
 
 
 def _walk(

@@ -11,6 +11,7 @@ from klpelf.errors import KlpError
 
 if TYPE_CHECKING:
     from klpelf.klp.check import CheckResult, Diagnostic
+    from klpelf.symbols.sources import KernelSymbols
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,8 +50,6 @@ def run(args: argparse.Namespace) -> int:
     from klpelf.elf.reader import open_elf
     from klpelf.klp.check import Diagnostic, check_module
     from klpelf.klp.kernel import KernelVersion
-    from klpelf.symbols.resolve import release_mismatch
-    from klpelf.symbols.sources import KernelSymbols, load_sources
 
     version = None
     if args.kernel_release:
@@ -61,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
             return 2
     ks: KernelSymbols | None = None
     unresolved: str | None = None
+    if args.kernel or not args.static:
+        # only then: --static does not import the symbol sources and the resolver
+        from klpelf.symbols.resolve import release_mismatch
+        from klpelf.symbols.sources import KernelSymbols, load_sources
     if args.kernel:
         try:
             ks = load_sources(args.kernel)

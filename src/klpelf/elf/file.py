@@ -11,11 +11,11 @@ cross references (sh_link, sh_info, symbol indices) consistent.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from klpelf._record import Record
 from klpelf.elf.constants import EM, ET, SHF, SHT
-from klpelf.elf.layout import Layout
+from klpelf.elf.layout import EHDR_FIELDS, SHDR_FIELDS, Layout
 from klpelf.elf.strtab import StringTable
 from klpelf.errors import ElfEditError, ElfFormatError
 
@@ -30,9 +30,11 @@ if TYPE_CHECKING:
 MODULE_SIG_STRING = b"~Module signature appended~\n"
 
 
-@dataclass(slots=True)
-class ElfHeader:
+class ElfHeader(Record):
     """Elf32_Ehdr / Elf64_Ehdr after e_ident, field for field."""
+
+    _fields = EHDR_FIELDS
+    __slots__ = _fields
 
     e_type: int
     e_machine: int
@@ -48,9 +50,19 @@ class ElfHeader:
     e_shnum: int
     e_shstrndx: int
 
+    # the fields in file order, as struct unpacks them: ElfHeader(*ehdr.unpack(...))
+    def __init__(self, e_type: int, e_machine: int, e_version: int,  # noqa: PLR0917
+                 e_entry: int, e_phoff: int, e_shoff: int, e_flags: int, e_ehsize: int,
+                 e_phentsize: int, e_phnum: int, e_shentsize: int, e_shnum: int,
+                 e_shstrndx: int) -> None:  # fmt: skip
+        self.e_type, self.e_machine, self.e_version = e_type, e_machine, e_version
+        self.e_entry, self.e_phoff, self.e_shoff = e_entry, e_phoff, e_shoff
+        self.e_flags, self.e_ehsize, self.e_phentsize = e_flags, e_ehsize, e_phentsize
+        self.e_phnum, self.e_shentsize = e_phnum, e_shentsize
+        self.e_shnum, self.e_shstrndx = e_shnum, e_shstrndx
 
-@dataclass(slots=True, eq=False)
-class Section:
+
+class Section(Record):
     """One section header and its contents.
 
     ``sh_*`` are the raw header fields.  ``orig_offset`` and ``orig_size`` remember
@@ -58,7 +70,10 @@ class Section:
     by an edit has ``orig_offset`` None.
     """
 
-    elf: ElfFile = field(repr=False)
+    _fields = ("index", "name", *SHDR_FIELDS, "orig_offset", "orig_size")
+    __slots__ = ("elf", *_fields, "_data", "dirty", "_pending")
+
+    elf: ElfFile
     index: int
     name: str
     sh_name: int
@@ -71,13 +86,26 @@ class Section:
     sh_info: int
     sh_addralign: int
     sh_entsize: int
-    orig_offset: int | None = None
-    orig_size: int = 0
-    _data: bytes | bytearray | memoryview = field(default=b"", repr=False)
+    orig_offset: int | None
+    orig_size: int
+    _data: bytes | bytearray | memoryview
     #: the contents changed since reading (the writer re-serialises them)
-    dirty: bool = field(default=False, repr=False)
+    dirty: bool
     #: a view's serialiser, run when the bytes are next needed (see set_pending)
-    _pending: Callable[[], bytes | bytearray | memoryview] | None = field(default=None, repr=False)
+    _pending: Callable[[], bytes | bytearray | memoryview] | None
+
+    # the header fields in file order, as struct unpacks them: Section(elf, i, name, *fields)
+    def __init__(self, elf: ElfFile, index: int, name: str,  # noqa: PLR0917
+                 sh_name: int, sh_type: int, sh_flags: int, sh_addr: int, sh_offset: int,
+                 sh_size: int, sh_link: int, sh_info: int, sh_addralign: int, sh_entsize: int,
+                 orig_offset: int | None = None, orig_size: int = 0) -> None:  # fmt: skip
+        self.elf, self.index, self.name = elf, index, name
+        self.sh_name, self.sh_type, self.sh_flags = sh_name, sh_type, sh_flags
+        self.sh_addr, self.sh_offset, self.sh_size = sh_addr, sh_offset, sh_size
+        self.sh_link, self.sh_info = sh_link, sh_info
+        self.sh_addralign, self.sh_entsize = sh_addralign, sh_entsize
+        self.orig_offset, self.orig_size = orig_offset, orig_size
+        self._data, self.dirty, self._pending = b"", False, None
 
     @property
     def data(self) -> bytes | bytearray | memoryview:

@@ -3,15 +3,16 @@
 Headers are decoded with :mod:`struct` (a handful per file); symbol and relocation
 tables on demand (:mod:`klpelf.elf.arrays`): a column at a time into lists for a
 file under 50,000 records (no numpy import, which costs more than such a file's
-whole check), into numpy structured arrays above, without a Python object per record.  Field names and order are
-the gABI's (Elf64_Ehdr, Elf64_Shdr, Elf64_Sym, Elf64_Rela ...).
+whole check), into numpy structured arrays above, without a Python object per
+record.  Field names and order are the gABI's (Elf64_Ehdr, Elf64_Shdr, Elf64_Sym,
+Elf64_Rela ...).
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 from klpelf.elf.constants import ELFCLASS
 
@@ -27,8 +28,7 @@ SHDR_FIELDS = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class Layout:
+class Layout(NamedTuple):
     """Record codecs and sizes for one ELF class and byte order."""
 
     elfclass: int

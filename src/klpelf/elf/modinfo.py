@@ -9,8 +9,7 @@ the new entry appended, so the offsets of the other entries, which symbols such 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from klpelf.elf.strtab import decode_name, encode_name
 
@@ -18,8 +17,7 @@ if TYPE_CHECKING:
     from klpelf.elf.file import Section
 
 
-@dataclass(frozen=True, slots=True)
-class ModinfoEntry:
+class ModinfoEntry(NamedTuple):
     offset: int
     key: str
     value: str

@@ -9,8 +9,7 @@ the format (:meth:`klpelf.elf.relocs.move_relocations`).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from klpelf.elf.arrays import RecordTable, as_bytes, rel_record
 from klpelf.elf.constants import SHT
@@ -23,8 +22,7 @@ if TYPE_CHECKING:
     from klpelf.elf.file import ElfFile, Section
 
 
-@dataclass(frozen=True, slots=True)
-class Relocation:
+class Relocation(NamedTuple):
     """One relocation entry as a value; ``r_addend`` is None in an SHT_REL section."""
 
     r_offset: int

@@ -10,8 +10,7 @@ because relocations name symbols by index.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from klpelf.elf.arrays import RecordTable, as_bytes, decode_u32, shndx_dtype, sym_record
 from klpelf.elf.constants import SHN, SHT, STB, STT
@@ -30,11 +29,10 @@ def st_info(bind: int, type_: int) -> int:
     return (bind << 4) | (type_ & 0xF)
 
 
-@dataclass(frozen=True, slots=True)
-class Symbol:
+class Symbol(NamedTuple):
     """One symbol-table entry, as a value (a snapshot; edits go through the table)."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # a field: hides tuple.index()
     name: str
     st_name: int
     st_info: int

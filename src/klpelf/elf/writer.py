@@ -18,8 +18,8 @@ from __future__ import annotations
 import mmap
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
+from klpelf._record import Record
 from klpelf.elf.constants import SHN, SHT
 from klpelf.elf.file import ElfFile, Section
 from klpelf.elf.layout import EI_NIDENT
@@ -27,33 +27,39 @@ from klpelf.errors import ElfEditError
 from klpelf.io import Piece, write_atomic
 
 
-@dataclass(slots=True)
-class _Item:
-    orig_offset: int | None
-    orig_end: int
-    size: int  # bytes in the output
-    align: int
-    section: Section | None  # None: the section header table
-    start: int = 0
+class _Item(Record):
+    _fields = ("orig_offset", "orig_end", "size", "align", "section", "start")
+    __slots__ = _fields
+
+    def __init__(self, orig_offset: int | None, orig_end: int, size: int, align: int,
+                 section: Section | None) -> None:  # fmt: skip
+        self.orig_offset, self.orig_end = orig_offset, orig_end
+        self.size = size  # bytes in the output
+        self.align = align
+        self.section = section  # None: the section header table
+        self.start = 0  # where it goes in the output (set by _plan / _place)
 
 
 def _align_up(x: int, a: int) -> int:
     return x if a <= 1 else (x + a - 1) // a * a
 
 
-@dataclass(slots=True)
-class _Plan:
+class _Plan(Record):
     """The output as pieces: ``chunks`` (offset, bytes) sorted by offset.
 
     With ``base`` set (nothing moved), the pieces are written over a copy of the
     input; without it they tile the file in order, zero bytes between them.
     """
 
-    size: int
-    base: memoryview | None
-    chunks: list[tuple[int, bytes | bytearray | memoryview]]
-    #: chunk index -> offset in the input of a chunk that is an unchanged input range
-    sources: dict[int, int] = field(default_factory=dict)
+    _fields = ("size", "base", "chunks", "sources")
+    __slots__ = _fields
+
+    def __init__(self, size: int, base: memoryview | None,
+                 chunks: list[tuple[int, bytes | bytearray | memoryview]],
+                 sources: dict[int, int] | None = None) -> None:  # fmt: skip
+        self.size, self.base, self.chunks = size, base, chunks
+        #: chunk index -> offset in the input of a chunk that is an unchanged input range
+        self.sources = sources if sources is not None else {}
 
 
 def write_elf(elf: ElfFile) -> bytearray:

@@ -19,7 +19,7 @@ through annotation mode (:func:`klpelf.klp.convert.convert_annotations`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,8 +32,7 @@ from klpelf.symbols.resolve import find_object_symbol
 from klpelf.symbols.sources import KernelSymbols
 
 
-@dataclass(frozen=True, slots=True)
-class SymposChoice:
+class SymposChoice(NamedTuple):
     """``--sympos OBJ:NAME=N`` or ``--sympos OBJ:NAME=FILE``."""
 
     objname: str

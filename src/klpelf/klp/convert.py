@@ -12,10 +12,9 @@ converted module changes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
+from klpelf._record import Record
 from klpelf.elf.constants import SHF, SHN, SHT
 from klpelf.elf.file import ElfFile, Section
 from klpelf.elf.relocs import move_relocations
@@ -32,16 +31,20 @@ from klpelf.klp.names import (
 KLP_RELA_FLAGS = SHF.ALLOC | SHF.INFO_LINK | SHF.RELA_LIVEPATCH
 
 
-@dataclass(slots=True)
-class ConvertReport:
+class ConvertReport(Record):
     """What :func:`convert_annotations` changed."""
 
-    #: (symbol index, old name, new name)
-    symbols: list[tuple[int, str, str]] = field(default_factory=list)
-    #: (klp section name, relocations moved into it)
-    sections: dict[str, int] = field(default_factory=dict)
-    modinfo_added: bool = False
-    signature_dropped: bool = False
+    _fields = ("symbols", "sections", "modinfo_added", "signature_dropped")
+    __slots__ = _fields
+
+    def __init__(self, symbols: list[tuple[int, str, str]] | None = None,
+                 sections: dict[str, int] | None = None, modinfo_added: bool = False,
+                 signature_dropped: bool = False) -> None:  # fmt: skip
+        #: (symbol index, old name, new name)
+        self.symbols = symbols if symbols is not None else []
+        #: (klp section name, relocations moved into it)
+        self.sections = sections if sections is not None else {}
+        self.modinfo_added, self.signature_dropped = modinfo_added, signature_dropped
 
     @property
     def changed(self) -> bool:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
+from klpelf._record import Record
 from klpelf.elf.file import Section
 from klpelf.klp.kernel import KernelVersion
 
@@ -25,8 +25,7 @@ UNSAFE_LATE_SECTIONS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Diagnostic:
+class Diagnostic(NamedTuple):
     severity: Severity
     #: a short stable identifier of the rule, for --json consumers and tests
     rule: str
@@ -49,13 +48,15 @@ class Diagnostic:
 Resolver = Callable[[str, str, int], tuple[str | None, int | None]]
 
 
-@dataclass(slots=True)
-class CheckResult:
-    path: str
-    module: str
-    version: KernelVersion
-    version_source: str
-    diagnostics: list[Diagnostic] = field(default_factory=list)
+class CheckResult(Record):
+    _fields = ("path", "module", "version", "version_source", "diagnostics")
+    __slots__ = _fields
+
+    def __init__(self, path: str, module: str, version: KernelVersion, version_source: str,
+                 diagnostics: list[Diagnostic] | None = None) -> None:  # fmt: skip
+        self.path, self.module = path, module
+        self.version, self.version_source = version, version_source
+        self.diagnostics = diagnostics if diagnostics is not None else []
 
     @property
     def first_kernel_error(self) -> Diagnostic | None:

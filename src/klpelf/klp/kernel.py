@@ -10,8 +10,10 @@ arch/x86/kernel/module.c of the releases named (see
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from functools import total_ordering
+from typing import Final
 
+from klpelf._record import FrozenRecord
 from klpelf.klp.names import KSYM_NAME_LEN, KSYM_NAME_LEN_OLD
 
 ENOENT, ENOEXEC, EINVAL = 2, 8, 22
@@ -19,12 +21,22 @@ ENOENT, ENOEXEC, EINVAL = 2, 8, 22
 _RELEASE_RE = re.compile(r"\s*(\d+)\.(\d+)")
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class KernelVersion:
-    """A kernel release as far as livepatch behaviour goes: major and minor."""
+@total_ordering
+class KernelVersion(FrozenRecord):
+    """A kernel release as far as livepatch behaviour goes: major and minor (ordered)."""
 
-    major: int
-    minor: int
+    _fields = ("major", "minor")
+    __slots__ = _fields
+
+    def __init__(self, major: int, minor: int) -> None:
+        self.major: Final = major
+        self.minor: Final = minor
+
+    def __lt__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, KernelVersion)
+        return (self.major, self.minor) < (other.major, other.minor)
 
     @classmethod
     def parse(cls, release: str) -> KernelVersion:

@@ -8,8 +8,9 @@ labelled rather than dropped, so ``show`` can display it and ``check`` can judge
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
+from klpelf._record import Record
 from klpelf.elf.constants import SHF, SHN, SHT
 from klpelf.elf.file import ElfFile, Section
 from klpelf.elf.symbols import Symbol
@@ -30,8 +31,7 @@ KLP_ARCH_PREFIX = ".klp.arch."
 KLP_DRAFT_REL_PREFIX = ".klp.rel."
 
 
-@dataclass(frozen=True, slots=True)
-class LivepatchSymbol:
+class LivepatchSymbol(NamedTuple):
     """A symbol with st_shndx == SHN_LIVEPATCH, or one named like a livepatch symbol."""
 
     symbol: Symbol
@@ -47,15 +47,14 @@ class LivepatchSymbol:
         return self.parsed.objname if self.parsed else None
 
 
-@dataclass(frozen=True, slots=True)
-class KlpRelaSection:
+class KlpRelaSection(NamedTuple):
     """A klp relocation section: flagged SHF_RELA_LIVEPATCH or named ``.klp.rela.*``."""
 
     section: Section
     parsed: KlpRelaSectionName | None
     error: str | None
     target: Section | None
-    count: int
+    count: int  # type: ignore[assignment]  # a field: hides tuple.count()
     detail: str | None = None
 
     @property
@@ -67,21 +66,24 @@ class KlpRelaSection:
         return bool(self.section.sh_flags & SHF.RELA_LIVEPATCH)
 
 
-@dataclass(slots=True)
-class KlpObject:
+class KlpObject(Record):
     """Everything of one patched object (``vmlinux`` or a module name)."""
 
-    objname: str
-    symbols: list[LivepatchSymbol] = field(default_factory=list)
-    sections: list[KlpRelaSection] = field(default_factory=list)
+    _fields = ("objname", "symbols", "sections")
+    __slots__ = _fields
+
+    def __init__(self, objname: str, symbols: list[LivepatchSymbol] | None = None,
+                 sections: list[KlpRelaSection] | None = None) -> None:  # fmt: skip
+        self.objname = objname
+        self.symbols = symbols if symbols is not None else []
+        self.sections = sections if sections is not None else []
 
     @property
     def is_vmlinux(self) -> bool:
         return self.objname == "vmlinux"
 
 
-@dataclass(frozen=True, slots=True)
-class Oddity:
+class Oddity(NamedTuple):
     """Something klp-like that is not valid klp content (draft names, annotations, .klp.arch)."""
 
     kind: str  # "draft-rel-section", "annotation-symbol", "klp-arch-section", ...

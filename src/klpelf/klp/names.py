@@ -74,9 +74,9 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal, NamedTuple
 
+from klpelf._record import FrozenRecord
 from klpelf.errors import KlpFormatError
 
 __all__ = [
@@ -160,8 +160,7 @@ def _isdigit(c: int) -> bool:
 # The kernel's vsscanf, restricted to what the klp formats use
 
 
-@dataclass(frozen=True, slots=True)
-class ScanResult:
+class ScanResult(NamedTuple):
     """What :func:`kernel_sscanf` read.
 
     ``values`` holds one item per successful conversion (``bytes`` for ``%[``, ``int``
@@ -176,7 +175,7 @@ class ScanResult:
     wrapped: bool = False
 
     @property
-    def count(self) -> int:
+    def count(self) -> int:  # type: ignore[override]  # hides tuple.count()
         return len(self.values)
 
 
@@ -364,13 +363,11 @@ def _failure_reason(raw: bytes, prefix: str, fields: list[_Field], res: ScanResu
     return f"{label} is empty"
 
 
-def _normalise(obj: object, *fields: str) -> None:
-    """Store each name field as the canonical decoding of its bytes, so that equality
-    and hashing are bytewise, as the kernel compares (the strings "\\udcc3\\udca9" and
-    "\\u00e9" are both the bytes C3 A9)."""
-    for field in fields:
-        value = getattr(obj, field)
-        object.__setattr__(obj, field, _dec(_enc(value)))
+def _canonical(name: str) -> str:
+    """The canonical decoding of the bytes of ``name``: name fields are stored so, and
+    equality and hashing are then bytewise, as the kernel compares (the strings
+    "\\udcc3\\udca9" and "\\u00e9" are both the bytes C3 A9)."""
+    return _dec(_enc(name))
 
 
 def _check_objname(what: str, objname: str) -> None:
@@ -398,8 +395,7 @@ def _check_sympos(sympos: int) -> None:
 # .klp.sym.<objname>.<name>,<sympos>
 
 
-@dataclass(frozen=True, slots=True)
-class KlpSymbolName:
+class KlpSymbolName(FrozenRecord):
     """A livepatch symbol name ``.klp.sym.<objname>.<name>,<sympos>``.
 
     Constructing one checks that it would scan back to itself (object name 1-55 bytes
@@ -407,12 +403,13 @@ class KlpSymbolName:
     :meth:`parse` reads a name the way the kernel does.
     """
 
-    objname: str
-    name: str
-    sympos: int
+    _fields = ("objname", "name", "sympos")
+    __slots__ = _fields
 
-    def __post_init__(self) -> None:
-        _normalise(self, "objname", "name")
+    def __init__(self, objname: str, name: str, sympos: int) -> None:
+        self.objname: Final = _canonical(objname)
+        self.name: Final = _canonical(name)
+        self.sympos: Final = sympos
         _check_objname("object name", self.objname)
         _check_symname(self.name)
         _check_sympos(self.sympos)
@@ -478,8 +475,7 @@ def _scan_canonical(s: str, ksym_name_len: int) -> KlpSymbolScan | None:
     return KlpSymbolScan(s, 3, m.group(1), m.group(2), sympos, None)
 
 
-@dataclass(frozen=True, slots=True)
-class KlpSymbolScan:
+class KlpSymbolScan(NamedTuple):
     """The kernel's view of a would-be livepatch symbol name.
 
     ``count`` is the sscanf return value (3 means the kernel accepts the name).
@@ -491,7 +487,7 @@ class KlpSymbolScan:
     """
 
     source: str
-    count: int
+    count: int  # type: ignore[assignment]  # a field: hides tuple.count()
     objname: str | None
     name: str | None
     sympos: int | None
@@ -520,8 +516,7 @@ class KlpSymbolScan:
 # .klp.rela.<objname><suffix>
 
 
-@dataclass(frozen=True, slots=True)
-class KlpRelaSectionName:
+class KlpRelaSectionName(FrozenRecord):
     """A klp relocation section name ``.klp.rela.<objname><suffix>``.
 
     ``objname`` is what the kernel's ``%55[^.]`` stores and compares with the object
@@ -535,12 +530,13 @@ class KlpRelaSectionName:
     The kernel never reads it (the target is ``sh_info``).  See :attr:`target_name`.
     """
 
-    objname: str
-    suffix: str
-    objname_overflow: str = ""
+    _fields = ("objname", "suffix", "objname_overflow")
+    __slots__ = _fields
 
-    def __post_init__(self) -> None:
-        _normalise(self, "objname", "suffix", "objname_overflow")
+    def __init__(self, objname: str, suffix: str, objname_overflow: str = "") -> None:
+        self.objname: Final = _canonical(objname)
+        self.suffix: Final = _canonical(suffix)
+        self.objname_overflow: Final = _canonical(objname_overflow)
         _check_objname("section object name", self.objname)
         over = _enc(self.objname_overflow)
         if over and (b"." in over or b"\0" in over or len(_enc(self.objname)) != OBJNAME_MAX):
@@ -548,8 +544,8 @@ class KlpRelaSectionName:
                 f"objname_overflow {self.objname_overflow!r} must follow a {OBJNAME_MAX}-byte "
                 "object name and contain no '.' or NUL"
             )
-        suffix = _enc(self.suffix)
-        if suffix and (suffix[0] != _DOT or b"\0" in suffix):
+        raw = _enc(self.suffix)
+        if raw and (raw[0] != _DOT or b"\0" in raw):
             raise ValueError(f"suffix must be empty or start with '.', not {self.suffix!r}")
 
     @classmethod
@@ -618,12 +614,11 @@ class KlpRelaSectionName:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class KlpRelaSectionScan:
+class KlpRelaSectionScan(NamedTuple):
     """The kernel's view of a would-be klp relocation section name (count 0 or 1)."""
 
     source: str
-    count: int
+    count: int  # type: ignore[assignment]  # a field: hides tuple.count()
     name: KlpRelaSectionName | None
     reason: str | None
 
@@ -641,14 +636,17 @@ class KlpRelaSectionScan:
 # Recognised, not valid: the 2016 draft section spelling
 
 
-@dataclass(frozen=True, slots=True)
-class KlpDraftRelSectionName:
+class KlpDraftRelSectionName(FrozenRecord):
     """``.klp.rel.<objname><suffix>``: the section spelling of a January 2016 draft of
     the format document, never merged.  The kernel rejects it (its sscanf needs
     ``.klp.rela.``; ``'a' != '.'`` gives a count of 0)."""
 
-    objname: str
-    suffix: str
+    _fields = ("objname", "suffix")
+    __slots__ = _fields
+
+    def __init__(self, objname: str, suffix: str) -> None:
+        self.objname: Final = objname
+        self.suffix: Final = suffix
 
     def to_rela(self) -> KlpRelaSectionName:
         """The merged-format name for the same object and suffix."""
@@ -680,8 +678,7 @@ def parse_draft_rel_section(s: str) -> KlpDraftRelSectionName | None:
 # Recognised, not valid: klp-convert annotation symbols
 
 
-@dataclass(frozen=True, slots=True)
-class KlpAnnotationName:
+class KlpAnnotationName(FrozenRecord):
     """``.klp.sym.rela.<lp_obj>.<sym_obj>.<sym>,<pos>``: the name that the unmerged
     klp-convert series' ``KLP_RELOC_SYMBOL_POS()`` gives a symbol, for klp-convert to
     turn into ``.klp.sym.<sym_obj>.<sym>,<pos>`` in a ``.klp.rela.<lp_obj>.*`` section.
@@ -693,13 +690,14 @@ class KlpAnnotationName:
     such a name unconverted, reads it as object ``rela``: see :meth:`kernel_reading`.
     """
 
-    lp_objname: str
-    sym_objname: str
-    name: str
-    sympos: int
+    _fields = ("lp_objname", "sym_objname", "name", "sympos")
+    __slots__ = _fields
 
-    def __post_init__(self) -> None:
-        _normalise(self, "lp_objname", "sym_objname", "name")
+    def __init__(self, lp_objname: str, sym_objname: str, name: str, sympos: int) -> None:
+        self.lp_objname: Final = _canonical(lp_objname)
+        self.sym_objname: Final = _canonical(sym_objname)
+        self.name: Final = _canonical(name)
+        self.sympos: Final = sympos
         _check_objname("livepatched object name", self.lp_objname)
         _check_objname("symbol object name", self.sym_objname)
         _check_symname(self.name)
@@ -748,10 +746,9 @@ class KlpAnnotationName:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class KlpAnnotationScan:
+class KlpAnnotationScan(NamedTuple):
     source: str
-    count: int
+    count: int  # type: ignore[assignment]  # a field: hides tuple.count()
     annotation: KlpAnnotationName | None
     reason: str | None
 

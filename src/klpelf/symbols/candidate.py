@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(NamedTuple):
     """A same-named symbol of the target object, in the order the kernel walks them.
 
     ``position`` is the 1-based sympos that selects it: the rank among same-named

@@ -16,6 +16,7 @@ applied as it loads) ``mod->kallsyms`` is the full table; after its init it is
 from __future__ import annotations
 
 import re
+from functools import cache
 
 from klpelf.elf.constants import SHF, SHN, SHT, STB, STT
 from klpelf.elf.file import ElfFile, Section
@@ -24,7 +25,12 @@ from klpelf.errors import SymbolSourceError
 from klpelf.symbols.candidate import Candidate
 from klpelf.symbols.symtext import is_ignored_symbol
 
-_BANNER = re.compile(rb"Linux version ([^\s%]+) \(")
+
+@cache
+def _banner_re() -> re.Pattern[bytes]:
+    # compiled on first use: only a vmlinux source needs it
+    return re.compile(rb"Linux version ([^\s%]+) \(")
+
 
 #: section flags the module loader clears before laying the module out
 #: (rewrite_section_headers(), layout_and_allocate() in kernel/module/main.c)
@@ -147,7 +153,7 @@ def _banner_release(elf: ElfFile) -> str | None:
             continue
         if sec.sh_flags & (SHF.EXECINSTR | SHF.WRITE):
             continue
-        m = _BANNER.search(bytes(sec.data))
+        m = _banner_re().search(bytes(sec.data))
         if m:
             return m.group(1).decode("utf-8", "replace")
     return None

@@ -24,11 +24,12 @@ entries are in the kernel's kallsyms table.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from klpelf._record import Record
 from klpelf.errors import SymbolSourceError
 from klpelf.io import Buffer
 from klpelf.symbols._index import IntArray, NameIndex, U8Array, U64Array, word_at, words
@@ -58,12 +59,14 @@ for _c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz?-":
     _TYPE_OK[_c] = True
 
 
-@dataclass(eq=False)
-class SymbolText:
+class SymbolText(Record):
     """A parsed kallsyms or System.map file: one row per symbol line, in file order.
 
     ``module[row]`` is -1 for vmlinux lines, else an index into ``modules``.
     """
+
+    _fields = ("path", "kind", "buf", "index", "address", "type", "module", "modules", "zeroed")
+    __slots__ = (*_fields, "_cache")
 
     path: str
     kind: SymbolTextKind
@@ -76,7 +79,15 @@ class SymbolText:
     #: every address is 0: kallsyms read without the right to see them
     #: (kptr_restrict, kallsyms_show_value()); order is then all that is known
     zeroed: bool
-    _cache: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    _cache: dict[str, list[int]]
+
+    def __init__(self, path: str, kind: SymbolTextKind, buf: Buffer,  # noqa: PLR0917
+                 index: NameIndex, address: npt.NDArray[np.uint64], type: U8Array,
+                 module: npt.NDArray[np.int32], modules: list[str],
+                 zeroed: bool) -> None:  # fmt: skip
+        self.path, self.kind, self.buf, self.index = path, kind, buf, index
+        self.address, self.type, self.module = address, type, module
+        self.modules, self.zeroed, self._cache = modules, zeroed, {}
 
     def __len__(self) -> int:
         return len(self.address)
@@ -189,8 +200,7 @@ def parse_symbol_text(buf: Buffer, path: str, *, kind: SymbolTextKind | None = N
     return SymbolText(path, kind, buf, index, address, types, module, modules, zeroed)
 
 
-@dataclass(eq=False)
-class _Fields:
+class _Fields(NamedTuple):
     bad: BoolArray
     types: U8Array
     name_start: IntArray

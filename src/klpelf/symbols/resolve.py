@@ -25,7 +25,7 @@ it is LIVE (:class:`~klpelf.symbols.elfsyms.ModuleFile`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from klpelf.errors import (
     AmbiguousSymbolError,
@@ -49,8 +49,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Resolution:
+class Resolution(NamedTuple):
     """The outcome of :func:`find_object_symbol` for one (objname, name, sympos).
 
     For a module, ``ok``/``address``/``error`` are the outcome once the module is LIVE
@@ -69,7 +68,7 @@ class Resolution:
     #: the kernel's message, without the "livepatch: " prefix
     error: str | None
     #: every same-named symbol, in walk order
-    candidates: list[Candidate] = field(default_factory=list)
+    candidates: list[Candidate]
     #: the module is in no source: the kernel applies these relocations when it loads
     not_loaded: bool = False
     coming_differs: bool = False
@@ -135,7 +134,7 @@ def find_object_symbol(ks: KernelSymbols, objname: str, name: str, sympos: int) 
     """
     if objname == "vmlinux":
         if not ks.has_vmlinux():
-            return Resolution(objname, name, sympos, False, None, None,
+            return Resolution(objname, name, sympos, False, None, None, [],
                               note="no vmlinux symbols among the sources")  # fmt: skip
         cands = ks.vmlinux_matches(name)
         ok, addr, err, chosen = _walk(objname, name, sympos, cands)
@@ -154,11 +153,11 @@ def find_object_symbol(ks: KernelSymbols, objname: str, name: str, sympos: int) 
     mod = ks.module_file(objname)
     if mod is None:
         if ks.is_builtin(objname):
-            return Resolution(objname, name, sympos, False, None, None, note=(
+            return Resolution(objname, name, sympos, False, None, None, [], note=(
                 f"'{objname}' is built into vmlinux (modules.builtin): no module of that "
                 "name ever loads, so these relocations are never applied"))  # fmt: skip
         why = f"not loaded: relocations would be applied when {objname} loads"
-        return Resolution(objname, name, sympos, False, None, None, not_loaded=True, note=why)
+        return Resolution(objname, name, sympos, False, None, None, [], not_loaded=True, note=why)
     cands = mod.matches(name)
     live = [i for i, c in enumerate(cands) if c.position is not None]
     coming = sorted((i for i, c in enumerate(cands) if c.coming_position is not None),
@@ -186,8 +185,7 @@ def exported_by(ks: KernelSymbols, name: str) -> str | None:
     return e.objname if e is not None else None
 
 
-@dataclass(frozen=True, slots=True)
-class SymbolResolution:
+class SymbolResolution(NamedTuple):
     """One livepatch symbol of a module and how it resolves."""
 
     symbol: LivepatchSymbol

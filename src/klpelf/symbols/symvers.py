@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from functools import cache
+from typing import NamedTuple
 
 from klpelf.errors import SymbolSourceError
 
-_CRC = re.compile(r"0x[0-9a-fA-F]+\Z")
+
+@cache
+def _crc_re() -> re.Pattern[str]:
+    # compiled on first use: a run whose sources are all ELF files never needs it
+    return re.compile(r"0x[0-9a-fA-F]+\Z")
 
 
-@dataclass(frozen=True, slots=True)
-class Export:
+class Export(NamedTuple):
     name: str
     #: ``vmlinux`` or a module name
     objname: str
@@ -36,7 +40,7 @@ class Export:
 def looks_like_symvers(head: bytes) -> bool:
     """Whether the first line of a file is a Module.symvers line."""
     fields = head.split(b"\n", 1)[0].split(b"\t")
-    return len(fields) >= 4 and _CRC.match(fields[0].decode("ascii", "replace")) is not None
+    return len(fields) >= 4 and _crc_re().match(fields[0].decode("ascii", "replace")) is not None
 
 
 def objname_of(module_path: str) -> str:
@@ -51,13 +55,14 @@ def parse_symvers(text: str, path: str) -> dict[str, Export]:
     :raises SymbolSourceError: a line that is not a Module.symvers line (with its number).
     """
     exports: dict[str, Export] = {}
+    crc = _crc_re()
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         f = line.split("\t")
         if len(f) == 5 and not f[3].startswith("EXPORT_") and f[4].startswith("EXPORT_"):
             f = [f[0], f[1], f[3], f[4], f[2]]  # v5.4-v5.7: namespace third
-        if len(f) not in (4, 5) or not _CRC.match(f[0]) or not f[1] or not f[2]:
+        if len(f) not in (4, 5) or not crc.match(f[0]) or not f[1] or not f[2]:
             raise SymbolSourceError(
                 "malformed Module.symvers line (expected 'CRC<TAB>SYMBOL<TAB>MODULE<TAB>"
                 f"EXPORT_TYPE[<TAB>NAMESPACE]'): {line!r}",

@@ -20,9 +20,10 @@ Measured, interleaved over ``--repeat`` rounds after a warm-up round (medians):
     (console script, output to /dev/null) against an awk program that looks the same
     names up in the same file (``$3 in names``).  Also, for what a process costs
     before it reads kallsyms: ``python -c pass``, ``python -c 'import numpy'`` and
-    ``klpelf check`` with a one-line kallsyms.  klpelf's bytecode is compiled first
-    (``compileall``), as ``pip install`` does: PYTHONDONTWRITEBYTECODE would otherwise
-    make every run recompile the package.
+    ``klpelf check --static`` (no kallsyms); "marginal" is the median over rounds of
+    check --kernel less check --static: the kallsyms work alone.  klpelf's bytecode is
+    compiled first (``compileall``), as ``pip install`` does: PYTHONDONTWRITEBYTECODE
+    would otherwise make every run recompile the package.
 (c) memory: tracemalloc's peak and the growth of peak RSS (VmHWM, which includes the
     file's pages, memory-mapped) over the file's size, for the full index and for
     the targeted reader with its 100 lookups.  Measured in fresh children.
@@ -123,7 +124,9 @@ def main() -> int:
             if done.returncode != 0:
                 print(done.stdout[-2000:], done.stderr, file=sys.stderr)
                 return 1
-        times: dict[str, list[float]] = {k: [] for k in [*cases, "index", "lookup", "scan"]}
+        times: dict[str, list[float]] = {
+            k: [] for k in [*cases, "index", "lookup", "scan", "marginal"]
+        }
         for round_ in range(args.repeat + 1):
             t = time.perf_counter()
             text = parse_symbol_text(read_input(str(kallsyms)), str(kallsyms))
@@ -146,6 +149,7 @@ def main() -> int:
                 times["scan"].append(t_scan)
                 for k, v in run.items():
                     times[k].append(v)
+                times["marginal"].append(run["check"] - run["check-1"])
         med = {k: statistics.median(v) for k, v in times.items()}
         mem = {
             how: [int(x) for x in subprocess.run(
@@ -178,6 +182,7 @@ def main() -> int:
          med["scan"] <= 0.2),
         vs_awk("(b) whole process: check --kernel vs awk", "check"),
         vs_awk("(b) whole process: resolve --kernel vs awk", "resolve"),
+        vs_awk("(b) marginal: check --kernel less check --static", "marginal"),
         ("(b) fixed cost: check --static (no kallsyms)", ms("check-1"), "-", "-", "-", None),
         ("(b) fixed cost: python -c pass", ms("python"), "-", "-", "-", None),
         ("(b) fixed cost: python -c 'import numpy'", ms("numpy"), "-", "-", "-", None),

@@ -215,6 +215,14 @@ class RecordTable:
             self._columns[name] = col
         return col
 
+    def field(self, index: int, name: str) -> int:
+        """Field ``name`` of record ``index`` (in range), without decoding the column
+        (an edited table drops its columns: one lookup must not rebuild them)."""
+        col = self._columns.get(name)
+        if col is not None:
+            return col[index]
+        return self._row(index)[name]
+
     def _row(self, index: int) -> dict[str, int]:
         """Every field of record ``index`` (in range)."""
         if self._array is not None:

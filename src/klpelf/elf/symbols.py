@@ -231,7 +231,7 @@ class SymbolTable(RecordTable):
     def name(self, index: int) -> str:
         if self._names is not None:
             return self._names[index]
-        return self.strtab.get(self.column("st_name")[index])
+        return self.strtab.get(self.field(index, "st_name"))
 
     def names(self) -> list[str]:
         """Every symbol's name, in index order (decoded once and cached)."""

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from klpelf.errors import SymbolSourceError
 from klpelf.symbols import symtext
@@ -166,3 +168,61 @@ def test_cli_with_large_kallsyms_does_not_import_numpy(tmp_path: Path, command: 
     imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()]
     assert "klpelf.symbols.symtext" in imported
     assert not [m for m in imported if m.split(".")[0] == "numpy"]
+
+
+def test_names_the_scan_cannot_take_go_to_the_index(scan_all: None) -> None:
+    # each name a prefix of the next: a trie nested deeper than re can compile
+    chain = ["a" * i for i in range(1, 700)]
+    data = b"".join(f"ffffffff81{i:06x} t {n}\n".encode() for i, n in enumerate(chain[:40]))
+    data += _kallsyms(2000)
+    t = open_symbol_text(data, "kallsyms")
+    assert isinstance(t, ScannedSymbolText)
+    t.prefetch(chain)
+    assert t._full is not None
+    assert [e.address for e in t.matches("aaa")] == [0xFFFFFFFF81000002]
+    many = open_symbol_text(data, "kallsyms")
+    assert isinstance(many, ScannedSymbolText)
+    many.prefetch([f"sym_{i}" for i in range(symtext._SCAN_NAMES + 1)])
+    assert many._full is not None
+
+
+_NAMES = ["f", "fo", "foo", "foo_bar", "bar", "a.b", "x$y", "__func__", "é", "Z"]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, (1 << 64) - 1),
+            st.sampled_from("TtDdBbRrWwVvAaU?-"),
+            st.sampled_from(_NAMES),
+            st.sampled_from([None, None, "m1", "mod_2", "m.x"]),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.booleans(),
+    st.booleans(),
+    st.lists(st.sampled_from([*_NAMES, "nope", "fooo"]), min_size=1, max_size=6),
+)
+@settings(max_examples=300, deadline=None)
+def test_well_formed_files_scan_as_they_index(
+    lines: list[tuple[int, str, str, str | None]],
+    zero: bool,
+    final_newline: bool,
+    queries: list[str],
+) -> None:
+    body = "\n".join(
+        f"{0 if zero else a:016x} {t} {n}" + (f"\t[{m}]" if m else "") for a, t, n, m in lines
+    )
+    data = (body + ("\n" if final_newline else "")).encode()
+    full = parse_symbol_text(data, "kallsyms")
+    scanned = ScannedSymbolText.open(data, "kallsyms", None)
+    assert scanned is not None
+    assert (scanned.kind, scanned.zeroed) == (full.kind, full.zeroed)
+    scanned.prefetch(queries[:2])
+    for q in queries:
+        assert [(e.address, e.type, e.module) for e in scanned.matches(q)] == [
+            (e.address, e.type, e.module) for e in full.matches(q)
+        ]
+    for m in ("m1", "mod_2", "m.x", "m"):
+        assert scanned.has_module(m) == full.has_module(m)

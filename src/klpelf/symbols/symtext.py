@@ -47,6 +47,10 @@ SCAN_MIN_BYTES = 1 << 20
 #: single-name lookups a scanned file answers before it is indexed whole
 _SCAN_LOOKUPS = 8
 
+#: names looked up at once above which indexing the whole file is faster (measured on
+#: 200,000 lines: 100 names 28 ms, 1,000 names 80 ms; the full index 50 ms)
+_SCAN_NAMES = 500
+
 _TYPES = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz?-"
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
@@ -247,7 +251,16 @@ class ScannedSymbolText:
         raw = {n.encode("utf-8", "surrogateescape"): n for n in todo}
         data, w = self.buf, self.width
         # ' TYPE NAME', NAME one of `todo` (the trie), then the rest of the line
-        pattern = re.compile(rb" ([^ \n\t]) (" + _trie(list(raw)) + rb")(?=[\t\n]|\Z)([^\n]*)")
+        pattern = None
+        if len(raw) <= _SCAN_NAMES:  # above, indexing the whole file is faster
+            # a trie nested deeper than the compiler recurses (each name a prefix of
+            # the next) is left to the index too
+            with contextlib.suppress(RecursionError):
+                trie = _trie(list(raw))
+                pattern = re.compile(rb" ([^ \n\t]) (" + trie + rb")(?=[\t\n]|\Z)([^\n]*)")
+        if pattern is None:
+            self.full().prefetch(todo)
+            return
         for m in pattern.finditer(data):
             start = m.start() - w
             type_, name, rest = m.groups()

@@ -277,6 +277,10 @@ def _warn_cases() -> list[tuple[str, Callable[[ElfFile], None], str]]:
     def bad_link(elf: ElfFile) -> None:
         elf.sections[_klp_section(elf)].sh_link = 1
 
+    def as_rel(elf: ElfFile) -> None:
+        # SHT_REL with Elf_Rela's entsize: the kernel reads Elf_Rela all the same
+        elf.sections[_klp_section(elf)].sh_type = SHT.REL
+
     return [
         ("klp-section-not-alloc", not_alloc, "is not SHF_ALLOC"),
         ("klp-section-suffix", _rename_klp_section(".klp.rela.vmlinux.data"), "name suggests"),
@@ -290,6 +294,7 @@ def _warn_cases() -> list[tuple[str, Callable[[ElfFile], None], str]]:
         ("annotation-symbol", annotation, "klp-convert annotation"),
         ("modinfo-livepatch-value", modinfo_n, "takes any value"),
         ("klp-section-link", bad_link, "is not the symbol table"),
+        ("klp-section-type", as_rel, "reads it as Elf_Rela anyway"),
     ]
 
 
@@ -400,3 +405,12 @@ def test_two_entries_of_one_section_at_the_same_place() -> None:
     assert first is not None and first.section is not None
     assert (first.rule, first.relocation) == ("x86-nonzero-target", 3)
     assert first.section.index == rela.index
+
+
+def test_klp_section_typed_rel_is_read_as_rela() -> None:
+    # its entries still reference the livepatch symbols: no error, none unreferenced
+    elf = _sample()
+    elf.sections[_klp_section(elf)].sh_type = SHT.REL
+    res = _check(elf)
+    assert not res.errors
+    assert [d.rule for d in res.warnings] == ["klp-section-type"]

@@ -673,7 +673,10 @@ class Checker:
             )
         referenced: set[int] = set()
         for sec in elf.relocation_sections if mod.symbols else ():
-            if sec.sh_link == tab.section.index and sec.sh_entsize:
+            if sec.sh_flags & SHF.RELA_LIVEPATCH:
+                # read as the kernel reads it: Elf_Rela, whatever sh_type/sh_entsize say
+                referenced.update(self._rela_columns(sec)[1])
+            elif sec.sh_link == tab.section.index and sec.sh_entsize:
                 referenced |= elf.relocations(sec).symbols_used()
         seen: dict[str, int] = {}
         for s in mod.symbols:

@@ -226,3 +226,26 @@ def test_well_formed_files_scan_as_they_index(
         ]
     for m in ("m1", "mod_2", "m.x", "m"):
         assert scanned.has_module(m) == full.has_module(m)
+
+
+@given(
+    st.lists(
+        st.sampled_from([b"ffffffff81000000", b"0", b" ", b"T", b"t", b"\t", b"[m]", b"\n",
+                         b"foo", b"]", b"[", b"\r", b"zz", b"\x00", b"\xff", b"a" * 20]),
+        max_size=40,
+    ),
+    st.lists(st.sampled_from(["foo", "a", "m", "", "foo\n", "é"]), min_size=1, max_size=3),
+)  # fmt: skip
+@settings(max_examples=500, deadline=None)
+def test_garbage_never_crashes_the_scan(pieces: list[bytes], queries: list[str]) -> None:
+    data = b"".join(pieces)
+    if not data:
+        return
+    try:
+        t = ScannedSymbolText.open(data, "fuzz", None) or parse_symbol_text(data, "fuzz")
+        t.prefetch(queries)
+        for q in queries:
+            t.matches(q)
+            t.has_module(q)
+    except SymbolSourceError as e:
+        assert e.path == "fuzz" and "\n" not in str(e)

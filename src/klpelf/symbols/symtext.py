@@ -140,6 +140,8 @@ class ScannedSymbolText:
         self._full: SymbolText | None = None
         self._lookups = 0
         self._modules: dict[str, bool] = {}
+        self._lines: int | None = None
+        self._module_lines: int | None = None
         first = self._first = self._line_at(0)
         self.width = first.index(b" ") if b" " in first else 0
         if self._entry(first, 0) is None or self._entry(self._line_at(len(data) - 1), 0) is None:
@@ -176,18 +178,18 @@ class ScannedSymbolText:
 
     @property
     def line_count(self) -> int:
-        n: int | None = getattr(self, "_lines", None)
-        if n is None:
+        """Lines in the file (counted once, when first asked: a pass over the file)."""
+        if self._lines is None:
             data = self.buf
-            n = self._lines = _count(data, b"\n") + (0 if data[-1:] == b"\n" else 1)
-        return n
+            self._lines = _count(data, b"\n") + (0 if data[-1:] == b"\n" else 1)
+        return self._lines
 
     @property
     def module_lines(self) -> int:
-        n: int | None = getattr(self, "_module_lines", None)
-        if n is None:
-            n = self._module_lines = _count(self.buf, b"\t")
-        return n
+        """``[module]`` lines (one tab each)."""
+        if self._module_lines is None:
+            self._module_lines = _count(self.buf, b"\t")
+        return self._module_lines
 
     def __len__(self) -> int:
         return self.line_count
@@ -199,7 +201,7 @@ class ScannedSymbolText:
     @property
     def has_vmlinux(self) -> bool:
         """Whether vmlinux lines are listed (they come first in /proc/kallsyms)."""
-        return not self._first.endswith(b"]") or self.vmlinux_count > 0
+        return b"\t" not in self._first or self.vmlinux_count > 0
 
     @property
     def modules(self) -> list[str]:

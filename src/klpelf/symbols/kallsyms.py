@@ -1,4 +1,6 @@
-"""``/proc/kallsyms`` dumps and ``System.map`` files, parsed in bulk with numpy.
+"""``/proc/kallsyms`` dumps and ``System.map`` files, parsed in bulk with numpy: the
+full index.  A large file is first read name by name (:mod:`klpelf.symbols.symtext`),
+which builds this index only when a question needs every line.
 
 Both are lines of ``ADDRESS TYPE NAME``; ``/proc/kallsyms`` adds ``\\t[MODULE]`` to
 module symbols (``s_show()`` in kernel/kallsyms.c prints ``"%px %c %s\\t[%s]\\n"``).

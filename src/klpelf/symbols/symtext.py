@@ -143,14 +143,15 @@ class ScannedSymbolText:
         self._lines: int | None = None
         self._module_lines: int | None = None
         first = self._first = self._line_at(0)
+        last = self._line_at(len(data) - 1)
         self.width = first.index(b" ") if b" " in first else 0
-        if self._entry(first, 0) is None or self._entry(self._line_at(len(data) - 1), 0) is None:
+        if self._line_entry(first) is None or self._line_entry(last) is None:
             raise _UnscannableError
         #: every address is 0 (kptr_restrict): order is all that is known.  x86_64's
         #: first lines are per-cpu symbols at 0: the last line tells first.
         self.zeroed = (
             _is_zero(first[: self.width])
-            and _is_zero(self._line_at(len(data) - 1)[: self.width])
+            and _is_zero(last[: self.width])
             and _count(data, b"\n" + b"0" * self.width + b" ") + 1 == self.line_count
         )
         has_modules = data.find(b"\t") >= 0
@@ -266,22 +267,14 @@ class ScannedSymbolText:
         for m in pattern.finditer(data):
             start = m.start() - w
             type_, name, rest = m.groups()
-            addr = data[start : m.start()]
-            module = None
-            if rest:
-                if not (rest.startswith(b"\t[") and rest.endswith(b"]") and len(rest) > 3):
-                    start = -1
-                module = rest[2:-1].decode("utf-8", "surrogateescape")
-            if (
-                start < 0
-                or (start and data[start - 1] != 10)
-                or chr(type_[0]) not in _TYPES
-                or not _HEX.issuperset(addr)
-            ):
+            entry = None
+            if start == 0 or (start > 0 and data[start - 1] == 10):
+                entry = self._entry(start, data[start : m.start()], type_[0], rest)
+            if entry is None:
                 # a line of another shape: the full index reads (and checks) every line
                 self.full().prefetch(todo)
                 return
-            found[raw[name]].append(Entry(start, int(addr, 16), chr(type_[0]), module))
+            found[raw[name]].append(entry)
         self._cache.update(found)
 
     def matches(self, name: str) -> list[Entry]:
@@ -308,27 +301,29 @@ class ScannedSymbolText:
         end = data.find(b"\n", start)
         return data[start : end if end >= 0 else len(data)]
 
-    def _entry(self, line: bytes, start: int) -> Entry | None:
-        # One line, checked as the full parser checks it; None for a line of another
-        # shape (another address width, a space in a name, a malformed line), which
-        # sends the file to the full index: it reports malformed lines by number.
+    def _line_entry(self, line: bytes) -> Entry | None:
+        """One whole line split into its fields and checked (see :meth:`_entry`)."""
         w = self.width
         if not 1 <= w <= 16 or len(line) < w + 4 or line[w] != 32 or line[w + 2] != 32:
             return None
-        addr, type_ = line[:w], chr(line[w + 1])
-        if type_ not in _TYPES or not _HEX.issuperset(addr):
+        name, tab, module = line[w + 3 :].partition(b"\t")
+        if not name or b" " in name:
             return None
-        rest = line[w + 3 :]
-        module: str | None = None
-        tab = rest.find(b"\t")
-        if tab >= 0:
-            if not rest.endswith(b"]") or rest[tab + 1 : tab + 2] != b"[" or tab + 3 >= len(rest):
+        return self._entry(0, line[:w], line[w + 1], tab + module)
+
+    def _entry(self, start: int, addr: bytes, type_: int, rest: bytes) -> Entry | None:
+        # A line's fields, checked as the full parser checks them (``rest`` is what
+        # follows the name); None for a line of another shape (another address width,
+        # a malformed module tag...), which sends the file to the full index: it
+        # reports malformed lines by number.
+        module = None
+        if rest:
+            if not (rest.startswith(b"\t[") and rest.endswith(b"]") and len(rest) > 3):
                 return None
-            module = rest[tab + 2 : -1].decode("utf-8", "surrogateescape")
-            rest = rest[:tab]
-        if not rest or b" " in rest:
+            module = rest[2:-1].decode("utf-8", "surrogateescape")
+        if len(addr) != self.width or chr(type_) not in _TYPES or not _HEX.issuperset(addr):
             return None
-        return Entry(start, int(addr, 16), type_, module)
+        return Entry(start, int(addr, 16), chr(type_), module)
 
 
 _MADV_POPULATE_READ = 22  # include/uapi/asm-generic/mman-common.h

@@ -213,7 +213,9 @@ def test_long_symbol_name_resolves(suite: SuiteResult) -> None:
     assert res.output(1) == "klpt_late: patched secret=4343\n"
 
 
-@pytest.mark.parametrize("name", ["ok_sympos1_unique", "ok_sec_suffix", "ok_modinfo_n"])
+@pytest.mark.parametrize(
+    "name", ["ok_sympos1_unique", "ok_sec_suffix", "ok_modinfo_n", "ok_klp_sec_rel"]
+)
 def test_accepted_variants_patch(suite: SuiteResult, name: str) -> None:
     """The oddities the kernel accepts patch exactly as the original module does."""
     res = _case(suite, name)

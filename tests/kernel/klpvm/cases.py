@@ -131,6 +131,13 @@ CASES: tuple[Case, ...] = (
         "klpt_ok_modinfo_n",
     ),
     Case(
+        "ok_klp_sec_rel",
+        "accepted: a klp section typed SHT_REL is applied as Elf_Rela (the flag decides)",
+        (load("klpt_ok_klp_sec_rel"), read(CMDLINE)),
+        0,
+        "klpt_ok_klp_sec_rel",
+    ),
+    Case(
         "auto_convert",
         "klpelf convert in automatic mode (--kernel <the VM's kallsyms> --symvers "
         "<Module.symvers> --sympos vmlinux:max_cstate=1): plain externs of non-exported "

@@ -192,6 +192,11 @@ def rename_klp_section(new: str) -> Callable[[ElfFile], None]:
     return edit
 
 
+def klp_section_typed_rel(elf: ElfFile) -> None:
+    """The klp section as SHT_REL, its Elf_Rela entries and sh_entsize left as they are."""
+    _klp_section(elf).sh_type = SHT.REL
+
+
 def livepatch_modinfo_n(elf: ElfFile) -> None:
     """``livepatch=N``: the loader checks the key only."""
     mi = elf.modinfo
@@ -332,5 +337,10 @@ MUTATIONS: dict[str, Mutation] = {
         "klpt_vmlinux",
         "livepatch=N in modinfo (the value is not checked)",
         livepatch_modinfo_n,
+    ),
+    "ok_klp_sec_rel": Mutation(
+        "klpt_vmlinux",
+        "klp section typed SHT_REL (SHF_RELA_LIVEPATCH decides; read as Elf_Rela)",
+        klp_section_typed_rel,
     ),
 }

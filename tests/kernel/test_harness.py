@@ -37,7 +37,7 @@ from kernel.klpvm.vm import BootResult, KernelSpec
 from kernel.test_check_agreement import matches_kernel, quotes_kernel
 from klpelf.elf.constants import SHF, SHN
 from klpelf.elf.reader import open_elf
-from klpelf.klp.kernel import KernelVersion
+from klpelf.klp.release import KernelRelease
 from toolchain import readelf
 
 REPO = Path(__file__).resolve().parents[2]
@@ -339,7 +339,7 @@ def test_check_quoting_the_kernel() -> None:
 def test_kallsyms_copy_cuts_long_names() -> None:
     """add_kallsyms() keeps KSYM_NAME_LEN - 1 bytes of a name: 127 before 6.1, 511 since."""
     name = f".klp.sym.klpt_target.{LONG_NAME},0"
-    old, new = KernelVersion.parse("5.10.0-32-amd64"), KernelVersion.parse("6.1")
+    old, new = KernelRelease.parse("5.10.0-32-amd64"), KernelRelease.parse("6.1")
     assert len(old.kallsyms_copy(name)) == 127 and name.startswith(old.kallsyms_copy(name))
     assert new.kallsyms_copy(name) == name
     assert len(new.kallsyms_copy("x" * 600)) == 511

@@ -12,7 +12,7 @@ from klpelf.cli import main
 from klpelf.elf.constants import SHF, SHN
 from klpelf.elf.reader import open_elf
 from klpelf.klp.check import check_module, kernel_resolver
-from klpelf.klp.kernel import KernelVersion
+from klpelf.klp.release import KernelRelease
 from klpelf.symbols.sources import load_sources
 
 SOURCE = r"""
@@ -86,7 +86,7 @@ def test_automatic_mode(built: Path, capsys: pytest.CaptureFixture[str]) -> None
     # the output passes check against the same kernel
     ks = load_sources([str(built / "kallsyms"), str(built / "Module.symvers")])
     resolver, loaded = kernel_resolver(ks)
-    res = check_module(elf, version=KernelVersion(6, 1), resolver=resolver, loaded=loaded)
+    res = check_module(elf, version=KernelRelease(6, 1), resolver=resolver, loaded=loaded)
     assert res.errors == [] and res.kernel_verdict == "accept"
 
     # idempotent: converting the output again changes nothing

@@ -17,11 +17,11 @@ from klpelf.elf.relocs import move_relocations
 from klpelf.elf.symbols import st_info
 from klpelf.elf.writer import write_elf
 from klpelf.klp.check import CheckResult, check_module
-from klpelf.klp.kernel import KernelVersion
+from klpelf.klp.release import KernelRelease
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples/klp_sample/klp_sample_lp.ko"
-V61 = KernelVersion(6, 1)
+V61 = KernelRelease(6, 1)
 
 
 def _sample() -> ElfFile:
@@ -40,7 +40,7 @@ def _sym(elf: ElfFile, name: str) -> int:
     return tab.names().index(name)
 
 
-def _check(elf: ElfFile, version: KernelVersion = V61) -> CheckResult:
+def _check(elf: ElfFile, version: KernelRelease = V61) -> CheckResult:
     # through bytes, so the check sees exactly what a file would hold
     return check_module(read_elf(write_elf(elf), path="m.ko"), version=version)
 
@@ -201,18 +201,18 @@ def test_version_wording() -> None:
     tab = elf.symtab
     assert tab is not None
     symndx = tab.section.index
-    new = _check(elf, KernelVersion(7, 2)).first_kernel_error
+    new = _check(elf, KernelRelease(7, 2)).first_kernel_error
     assert new is not None
     assert new.message == (
         f"symbol seq_printf at rela sec {symndx} idx 4 is not marked as a livepatch symbol"
     )
     elf2 = _sample()
     _same_target_twice(elf2)
-    msg63 = _check(elf2, KernelVersion(6, 12)).first_kernel_error
+    msg63 = _check(elf2, KernelRelease(6, 12)).first_kernel_error
     assert msg63 is not None and msg63.message.startswith(
         "x86/modules: Invalid relocation target, existing value is nonzero for type 2,"
     )
-    msg619 = _check(elf2, KernelVersion(6, 19)).first_kernel_error
+    msg619 = _check(elf2, KernelRelease(6, 19)).first_kernel_error
     assert msg619 is not None and "nonzero for sec " in msg619.message
 
 
@@ -220,8 +220,8 @@ def test_ksym_name_len_by_release() -> None:
     long = "f" * 200
     elf = _sample()
     _set_symbol(".klp.sym.vmlinux.nr_threads,0", name=f".klp.sym.vmlinux.{long},0")(elf)
-    assert _check(elf, KernelVersion(6, 1)).kernel_verdict == "accept"
-    old = _check(elf, KernelVersion(5, 10)).first_kernel_error
+    assert _check(elf, KernelRelease(6, 1)).kernel_verdict == "accept"
+    old = _check(elf, KernelRelease(5, 10)).first_kernel_error
     assert old is not None
     assert old.message == f"symbol .klp.sym.vmlinux.{long},0 has an incorrectly formatted name"
 
@@ -360,13 +360,13 @@ def _not_relocatable(elf: ElfFile) -> None:
 @pytest.mark.parametrize(
     ("mutate", "version", "message"),
     [
-        (_second_symtab, KernelVersion(6, 12), "klp_sample: module has no symbols (stripped?)"),
-        (_not_relocatable, KernelVersion(6, 1), "Invalid ELF header type: 3 != 1"),
+        (_second_symtab, KernelRelease(6, 12), "klp_sample: module has no symbols (stripped?)"),
+        (_not_relocatable, KernelRelease(6, 1), "Invalid ELF header type: 3 != 1"),
     ],
     ids=["two-symtabs", "not-ET_REL"],
 )
 def test_elf_validity(
-    mutate: Callable[[ElfFile], None], version: KernelVersion, message: str
+    mutate: Callable[[ElfFile], None], version: KernelRelease, message: str
 ) -> None:
     elf = _sample()
     mutate(elf)
@@ -380,7 +380,7 @@ def test_two_symtabs_before_6_4() -> None:
     # "exactly one" rule came with 6.4 (tests/kernel: two_symtabs)
     elf = _sample()
     _second_symtab(elf)
-    res = _check(elf, KernelVersion(6, 1))
+    res = _check(elf, KernelRelease(6, 1))
     assert res.kernel_verdict == "accept"
     assert [d.rule for d in res.warnings] == ["elf-symtab"]
 
@@ -388,7 +388,7 @@ def test_two_symtabs_before_6_4() -> None:
 def test_not_et_rel_before_5_16_is_silent() -> None:
     elf = _sample()
     _not_relocatable(elf)
-    first = _check(elf, KernelVersion(5, 10)).first_kernel_error
+    first = _check(elf, KernelRelease(5, 10)).first_kernel_error
     assert first is not None and "without a message" in first.message
 
 

@@ -14,7 +14,7 @@ from klpelf.elf.constants import EM, SHF, SHN, SHT
 from klpelf.elf.file import ElfFile
 from klpelf.elf.reader import open_elf
 from klpelf.klp.check import check_module
-from klpelf.klp.kernel import KernelVersion
+from klpelf.klp.release import KernelRelease
 from toolchain import readelf
 
 # A livepatch-like translation unit: new code that reads non-exported vmlinux data,
@@ -141,7 +141,7 @@ def test_convert_each_arch(arch: str, tmp_path: Path, capsys: pytest.CaptureFixt
         ".klp.sym.ext4.ext4_counter,1"
     }
 
-    result = check_module(elf, version=KernelVersion(6, 19))
+    result = check_module(elf, version=KernelRelease(6, 19))
     assert result.errors == [] and result.kernel_verdict == "accept"
     assert [d.rule for d in result.warnings] == []
 

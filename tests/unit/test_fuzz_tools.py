@@ -16,8 +16,8 @@ from klpelf.elf.writer import write_elf
 from klpelf.errors import KlpError
 from klpelf.klp.check import check_module
 from klpelf.klp.convert import convert_annotations
-from klpelf.klp.kernel import KernelVersion
 from klpelf.klp.module import klp_module
+from klpelf.klp.release import KernelRelease
 from klpelf.show import show_module
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples/klp_sample"
@@ -25,7 +25,7 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples/klp_sample"
 
 def _through_every_tool(data: bytes) -> None:
     try:
-        check_module(read_elf(data, path="f"), version=KernelVersion(6, 1))
+        check_module(read_elf(data, path="f"), version=KernelRelease(6, 1))
         elf = read_elf(data, path="f")
         elf.decode_all()
         show_module(klp_module(elf), relocs=True)

@@ -35,15 +35,15 @@ from klpelf.errors import KlpError
 from klpelf.io import read_input
 from klpelf.klp._walk import Checker
 from klpelf.klp.check import Diagnostic
-from klpelf.klp.kernel import KernelVersion
 from klpelf.klp.module import KlpModule
+from klpelf.klp.release import KernelRelease
 from toolchain import TARGETS, assemble
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples/klp_sample/klp_sample_lp.ko"
 SCALAR, VECTOR = 1 << 62, 0
-VERSIONS = [KernelVersion(5, 10), KernelVersion(6, 1), KernelVersion(6, 12),
-            KernelVersion(6, 19), KernelVersion(7, 2)]  # fmt: skip
+VERSIONS = [KernelRelease(5, 10), KernelRelease(6, 1), KernelRelease(6, 12),
+            KernelRelease(6, 19), KernelRelease(7, 2)]  # fmt: skip
 
 
 @contextmanager
@@ -69,7 +69,7 @@ def _key(d: Diagnostic) -> DiagKey:
 
 
 def _walk(
-    elf: ElfFile, version: KernelVersion, loaded: Callable[[str], bool] | None
+    elf: ElfFile, version: KernelRelease, loaded: Callable[[str], bool] | None
 ) -> tuple[list[DiagKey], dict[int, bytes]]:
     """check_module()'s walk, keeping the checker: its diagnostics and the bytes the
     x86 relocations applied at load left nonzero (0 or not, per byte)."""
@@ -85,7 +85,7 @@ def _walk(
 
 
 def _both(
-    data: bytes | bytearray, version: KernelVersion, loaded: Callable[[str], bool] | None = None
+    data: bytes | bytearray, version: KernelRelease, loaded: Callable[[str], bool] | None = None
 ) -> list[DiagKey]:
     results = []
     for threshold in (SCALAR, VECTOR):
@@ -246,7 +246,7 @@ def test_sample_cases_reach_the_x86_rules() -> None:
     for name, mutate in _sample_cases():
         elf = open_elf(SAMPLE)
         mutate(elf)
-        rules.update((name, d[1]) for d in _both(write_elf(elf), KernelVersion(6, 1)))
+        rules.update((name, d[1]) for d in _both(write_elf(elf), KernelRelease(6, 1)))
     assert ("unknown-type", "x86-unknown-relocation") in rules
     assert ("klp-unknown-type", "x86-unknown-relocation") in rules
     assert ("overlap", "x86-nonzero-target") in rules
@@ -517,9 +517,9 @@ def _corpus_module(path: str) -> list[str]:
     """Both paths on one corpus module; returns the rules seen."""
     _compare_tables(path)
     data = bytes(read_input(path))
-    rules = [str(d[1]) for d in _both(data, KernelVersion(6, 1))]
+    rules = [str(d[1]) for d in _both(data, KernelRelease(6, 1))]
     for mutant in _x86_mutants(path):
-        rules += [str(d[1]) for d in _both(mutant, KernelVersion(6, 1))]
+        rules += [str(d[1]) for d in _both(mutant, KernelRelease(6, 1))]
     return rules
 
 

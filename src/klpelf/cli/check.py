@@ -49,12 +49,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from klpelf.elf.reader import open_elf
     from klpelf.klp.check import Diagnostic, check_module
-    from klpelf.klp.kernel import KernelVersion
+    from klpelf.klp.release import KernelRelease
 
     version = None
     if args.kernel_release:
         try:
-            version = KernelVersion.parse(args.kernel_release)
+            version = KernelRelease.parse(args.kernel_release)
         except ValueError:
             print(f"klpelf: error: not a kernel release: {args.kernel_release!r}", file=sys.stderr)
             return 2

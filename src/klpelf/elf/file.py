@@ -134,6 +134,14 @@ class Section(Record):
         self.elf.modified = True
 
     @property
+    def info_section(self) -> Section | None:
+        """The section that sh_info names, as a relocation section's target: None when
+        sh_info is 0 or past the last section.  (The one place this rule is written.)"""
+        i = self.sh_info
+        sections = self.elf.sections
+        return sections[i] if 0 < i < len(sections) else None
+
+    @property
     def file_size(self) -> int:
         """Bytes the section occupies in the file."""
         return 0 if self.sh_type in (SHT.NOBITS, SHT.NULL) else self.sh_size

@@ -9,12 +9,14 @@ the new entry appended, so the offsets of the other entries, which symbols such 
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, NamedTuple
 
+from klpelf.elf.constants import SHT
 from klpelf.elf.strtab import decode_name, encode_name
 
 if TYPE_CHECKING:
-    from klpelf.elf.file import Section
+    from klpelf.elf.file import ElfFile, Section
 
 
 class ModinfoEntry(NamedTuple):
@@ -114,3 +116,25 @@ class Modinfo:
     def _commit(self) -> None:
         self.section.set_data(bytes(self._data))
         self._parsed = None
+
+
+def module_name(elf: ElfFile) -> str:
+    """The module's name as the loader sees it (modinfo ``name``, else struct module's)."""
+    # modpost writes MODULE_INFO(name, KBUILD_MODNAME) into every module's .mod.c;
+    # the loader takes the name from struct module in .gnu.linkonce.this_module,
+    # whose first field after `state` and `list` is char name[MODULE_NAME_LEN].
+    mi = elf.modinfo
+    if mi is not None:
+        name = mi.get("name")
+        if name:
+            return name
+    sec = elf.section_by_name(".gnu.linkonce.this_module")
+    if sec is not None and sec.sh_type != SHT.NOBITS:
+        off = 24 if elf.is64 else 12
+        raw = bytes(sec.data[off : off + 56]).split(b"\0", 1)[0]
+        if raw:
+            return raw.decode("utf-8", "surrogateescape")
+    base = os.path.basename(elf.path or "")
+    for ext in (".xz", ".zst", ".gz"):
+        base = base.removesuffix(ext)
+    return base.removesuffix(".ko").replace("-", "_")

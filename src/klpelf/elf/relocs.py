@@ -66,8 +66,7 @@ class RelocationTable(RecordTable):
     @property
     def target(self) -> Section | None:
         """The section the relocations apply to (sh_info), if it is in range."""
-        i = self.section.sh_info
-        return self.elf.sections[i] if 0 < i < len(self.elf.sections) else None
+        return self.section.info_section
 
     def offsets(self) -> list[int]:
         """r_offset of every entry (the cached column: do not modify it)."""

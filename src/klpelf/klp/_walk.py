@@ -15,9 +15,9 @@ from klpelf.klp.diagnostics import (
     Severity,
     When,
 )
-from klpelf.klp.kernel import EINVAL, ENOENT, ENOEXEC, KernelVersion
-from klpelf.klp.module import KlpModule, KlpObject, KlpRelaSection
-from klpelf.klp.names import KlpSymbolName
+from klpelf.klp.module import KlpModule, KlpRelaSection, TargetObject
+from klpelf.klp.names import KLP_RELA_PREFIX, KLP_SYM_PREFIX, KlpSymbolName
+from klpelf.klp.release import EINVAL, ENOENT, ENOEXEC, KernelRelease
 
 if TYPE_CHECKING:
     import numpy as np
@@ -64,7 +64,7 @@ class Checker:
         self,
         elf: ElfFile,
         mod: KlpModule,
-        version: KernelVersion,
+        version: KernelRelease,
         out: list[Diagnostic],
         *,
         resolver: Resolver | None,
@@ -160,7 +160,7 @@ class Checker:
         st_info = tab.column("st_info")
         for i in tab.indices_where_shndx(SHN.UNDEF):
             name = names[i]
-            if i == 0 or not name.startswith(".klp.sym.") or st_info[i] >> 4 == STB.WEAK:
+            if i == 0 or not name.startswith(KLP_SYM_PREFIX) or st_info[i] >> 4 == STB.WEAK:
                 continue
             self.add(
                 "error",
@@ -234,7 +234,7 @@ class Checker:
             if applied and not obj.is_vmlinux:
                 self._target_reload(obj)
 
-    def _target_reload(self, obj: KlpObject) -> None:
+    def _target_reload(self, obj: TargetObject) -> None:
         """Before 6.3 nothing clears an object's klp relocations when it unloads
         (clear_relocate_add(), x86_64 only): the bytes written stay in the patch
         module, and the next load of the object finds them nonzero and is refused."""
@@ -445,7 +445,7 @@ class Checker:
         for idx, r_sym in found:
             what = (
                 "a .klp.rela. section without SHF_RELA_LIVEPATCH"
-                if sec.name.startswith(".klp.rela.")
+                if sec.name.startswith(KLP_RELA_PREFIX)
                 else "an ordinary relocation section"
             )
             self.add(

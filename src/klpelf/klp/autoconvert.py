@@ -26,7 +26,7 @@ import numpy as np
 from klpelf.elf.constants import SHF, SHN, STB
 from klpelf.elf.file import ElfFile
 from klpelf.errors import KlpError, KlpFormatError
-from klpelf.klp.names import KlpSymbolName
+from klpelf.klp.names import KLP_SYM_PREFIX, KlpSymbolName
 from klpelf.symbols.candidate import Candidate
 from klpelf.symbols.resolve import find_object_symbol
 from klpelf.symbols.sources import KernelSymbols
@@ -60,7 +60,8 @@ def _used_undefined(elf: ElfFile) -> dict[int, str]:
     for sec in elf.relocation_sections:
         if sec.sh_flags & SHF.RELA_LIVEPATCH or sec.sh_link != tab.section.index:
             continue
-        if not (0 < sec.sh_info < len(elf.sections)) or not elf.sections[sec.sh_info].is_alloc:
+        target = sec.info_section
+        if target is None or not target.is_alloc:
             continue
         syms = elf.relocations(sec).sym_array
         for sym in np.unique(syms).tolist():
@@ -103,7 +104,7 @@ def plan_klp_symbols(
     plan: dict[int, KlpSymbolName] = {}
     for i, where in sorted(_used_undefined(elf).items()):
         name = names[i]
-        if not name or name.startswith(".klp.sym.") or binds[i] == STB.WEAK:
+        if not name or name.startswith(KLP_SYM_PREFIX) or binds[i] == STB.WEAK:
             continue
         choice = by_name.get(name)
         export = ks.exports.get(name)

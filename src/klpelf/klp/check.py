@@ -35,8 +35,8 @@ from klpelf.klp.diagnostics import (
     Severity,
     When,
 )
-from klpelf.klp.kernel import DEFAULT_VERSION, KernelVersion
 from klpelf.klp.module import KlpModule, klp_module
+from klpelf.klp.release import DEFAULT_VERSION, KernelRelease
 
 if TYPE_CHECKING:
     from klpelf.symbols.sources import KernelSymbols
@@ -56,7 +56,7 @@ __all__ = [
 def check_module(
     elf: ElfFile,
     *,
-    version: KernelVersion | None = None,
+    version: KernelRelease | None = None,
     resolver: Resolver | None = None,
     loaded: Callable[[str], bool] | None = None,
     kernel: KernelSymbols | None = None,
@@ -80,7 +80,7 @@ def check_module(
         version, source = DEFAULT_VERSION, f"default ({DEFAULT_VERSION})"
         with contextlib.suppress(ValueError):
             if mod.vermagic:
-                version, source = KernelVersion.parse(mod.vermagic), "vermagic"
+                version, source = KernelRelease.parse(mod.vermagic), "vermagic"
     if version.ksym_name_len != mod.ksym_name_len:
         mod = KlpModule(elf, ksym_name_len=version.ksym_name_len)
     res = CheckResult(elf.path or "", mod.name, version, source)

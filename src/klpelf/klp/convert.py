@@ -21,6 +21,8 @@ from klpelf.elf.relocs import move_relocations
 from klpelf.errors import KlpFormatError
 from klpelf.klp.check import UNSAFE_LATE_SECTIONS
 from klpelf.klp.names import (
+    KLP_RELA_PREFIX,
+    KLP_SYM_PREFIX,
     KlpRelaSectionName,
     KlpSymbolName,
     parse_annotation_symbol,
@@ -53,7 +55,7 @@ class ConvertReport(Record):
 
 def klp_rela_section_name(objname: str, target: Section) -> str:
     """``.klp.rela.<objname>.<section>``, the section name written without its leading dot."""
-    return f".klp.rela.{objname}.{target.name.removeprefix('.')}"
+    return f"{KLP_RELA_PREFIX}{objname}.{target.name.removeprefix('.')}"
 
 
 def convert_annotations(elf: ElfFile) -> ConvertReport:
@@ -67,7 +69,7 @@ def convert_annotations(elf: ElfFile) -> ConvertReport:
     if tab is None:
         raise KlpFormatError("module has no symbols (stripped?)", path=elf.path)
     objname_of: dict[int, str] = {}
-    for i in tab.indices_with_prefix(".klp.sym."):
+    for i in tab.indices_with_prefix(KLP_SYM_PREFIX):
         sym = tab[i]
         name = sym.name
         if sym.st_shndx == SHN.LIVEPATCH:
@@ -112,7 +114,7 @@ def _move_relocations(elf: ElfFile, objname_of: dict[int, str], report: ConvertR
     for sec in list(elf.relocation_sections):
         if sec.sh_flags & SHF.RELA_LIVEPATCH or sec.sh_link != symtab.section.index:
             continue
-        target = elf.sections[sec.sh_info] if 0 < sec.sh_info < len(elf.sections) else None
+        target = sec.info_section
         if target is None or not target.is_alloc:
             continue  # the loader never applies these (apply_relocations skips them)
         rt = elf.relocations(sec)

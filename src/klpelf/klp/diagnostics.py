@@ -7,7 +7,7 @@ from typing import Literal, NamedTuple
 
 from klpelf._record import Record
 from klpelf.elf.file import Section
-from klpelf.klp.kernel import KernelVersion
+from klpelf.klp.release import KernelRelease
 
 Severity = Literal["error", "warning", "note"]
 #: when the kernel meets the problem: loading the livepatch module, its init
@@ -52,7 +52,7 @@ class CheckResult(Record):
     _fields = ("path", "module", "version", "version_source", "diagnostics")
     __slots__ = _fields
 
-    def __init__(self, path: str, module: str, version: KernelVersion, version_source: str,
+    def __init__(self, path: str, module: str, version: KernelRelease, version_source: str,
                  diagnostics: list[Diagnostic] | None = None) -> None:  # fmt: skip
         self.path, self.module = path, module
         self.version, self.version_source = version, version_source

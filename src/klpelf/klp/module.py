@@ -7,14 +7,16 @@ labelled rather than dropped, so ``show`` can display it and ``check`` can judge
 
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 from klpelf._record import Record
 from klpelf.elf.constants import SHF, SHN, SHT
 from klpelf.elf.file import ElfFile, Section
+from klpelf.elf.modinfo import module_name
 from klpelf.elf.symbols import Symbol
 from klpelf.klp.names import (
+    KLP_RELA_PREFIX,
+    KLP_SYM_PREFIX,
     KSYM_NAME_LEN,
     KlpAnnotationName,
     KlpRelaSectionName,
@@ -23,12 +25,8 @@ from klpelf.klp.names import (
     parse_draft_rel_section,
 )
 
-KLP_SYM_PREFIX = ".klp.sym."
-KLP_RELA_PREFIX = ".klp.rela."
 #: x86 alternatives/paravirt sections of v4.9..v5.7, removed in v5.8 ("livepatch: Remove .klp.arch")
 KLP_ARCH_PREFIX = ".klp.arch."
-#: the draft spelling of the 2016 review of module-elf-format.rst, never merged
-KLP_DRAFT_REL_PREFIX = ".klp.rel."
 
 
 class LivepatchSymbol(NamedTuple):
@@ -66,7 +64,7 @@ class KlpRelaSection(NamedTuple):
         return bool(self.section.sh_flags & SHF.RELA_LIVEPATCH)
 
 
-class KlpObject(Record):
+class TargetObject(Record):
     """Everything of one patched object (``vmlinux`` or a module name)."""
 
     _fields = ("objname", "symbols", "sections")
@@ -117,15 +115,15 @@ class KlpModule:
         return self.livepatch is not None
 
     @property
-    def objects(self) -> dict[str, KlpObject]:
+    def objects(self) -> dict[str, TargetObject]:
         """Livepatch symbols and klp sections per object, vmlinux first, then by name."""
-        objs: dict[str, KlpObject] = {}
+        objs: dict[str, TargetObject] = {}
         for s in self.symbols:
             if s.objname is not None:
-                objs.setdefault(s.objname, KlpObject(s.objname)).symbols.append(s)
+                objs.setdefault(s.objname, TargetObject(s.objname)).symbols.append(s)
         for sec in self.sections:
             if sec.objname is not None:
-                objs.setdefault(sec.objname, KlpObject(sec.objname)).sections.append(sec)
+                objs.setdefault(sec.objname, TargetObject(sec.objname)).sections.append(sec)
         return dict(sorted(objs.items(), key=lambda kv: (kv[0] != "vmlinux", kv[0])))
 
     def _scan_symbols(self) -> None:
@@ -163,7 +161,7 @@ class KlpModule:
                 scan = KlpRelaSectionName.scan(name)
                 parsed = scan.name if scan.ok else None
                 error = None if scan.ok else f"section {name} has an incorrectly formatted name"
-                target = elf.sections[sec.sh_info] if 0 < sec.sh_info < len(elf.sections) else None
+                target = sec.info_section
                 count = sec.sh_size // sec.sh_entsize if sec.sh_entsize else 0
                 if sec.sh_type == SHT.NOBITS:
                     count = 0
@@ -183,25 +181,3 @@ class KlpModule:
 def klp_module(elf: ElfFile, *, ksym_name_len: int = KSYM_NAME_LEN) -> KlpModule:
     """Build the livepatch view of ``elf``."""
     return KlpModule(elf, ksym_name_len=ksym_name_len)
-
-
-def module_name(elf: ElfFile) -> str:
-    """The module's name as the loader sees it (modinfo ``name``, else struct module's)."""
-    # modpost writes MODULE_INFO(name, KBUILD_MODNAME) into every module's .mod.c;
-    # the loader takes the name from struct module in .gnu.linkonce.this_module,
-    # whose first field after `state` and `list` is char name[MODULE_NAME_LEN].
-    mi = elf.modinfo
-    if mi is not None:
-        name = mi.get("name")
-        if name:
-            return name
-    sec = elf.section_by_name(".gnu.linkonce.this_module")
-    if sec is not None and sec.sh_type != SHT.NOBITS:
-        off = 24 if elf.is64 else 12
-        raw = bytes(sec.data[off : off + 56]).split(b"\0", 1)[0]
-        if raw:
-            return raw.decode("utf-8", "surrogateescape")
-    base = os.path.basename(elf.path or "")
-    for ext in (".xz", ".zst", ".gz"):
-        base = base.removesuffix(ext)
-    return base.removesuffix(".ko").replace("-", "_")

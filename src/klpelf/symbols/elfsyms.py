@@ -163,7 +163,7 @@ class ModuleFile:
     """A module's ``.ko`` (or compressed ``.ko.xz``/``.zst``/``.gz``), not loaded."""
 
     def __init__(self, elf: ElfFile, *, kallsyms_all: bool = True) -> None:
-        from klpelf.klp.module import module_name
+        from klpelf.elf.modinfo import module_name
 
         self.elf = elf
         self.path = elf.path or "module"

@@ -22,7 +22,7 @@ _RELEASE_RE = re.compile(r"\s*(\d+)\.(\d+)")
 
 
 @total_ordering
-class KernelVersion(FrozenRecord):
+class KernelRelease(FrozenRecord):
     """A kernel release as far as livepatch behaviour goes: major and minor (ordered)."""
 
     _fields = ("major", "minor")
@@ -35,11 +35,11 @@ class KernelVersion(FrozenRecord):
     def __lt__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        assert isinstance(other, KernelVersion)
+        assert isinstance(other, KernelRelease)
         return (self.major, self.minor) < (other.major, other.minor)
 
     @classmethod
-    def parse(cls, release: str) -> KernelVersion:
+    def parse(cls, release: str) -> KernelRelease:
         """``6.1.0-56-amd64``, ``6.12.117+deb13-amd64``, ``7.2`` or a vermagic string."""
         m = _RELEASE_RE.match(release)
         if m is None:
@@ -130,4 +130,4 @@ class KernelVersion(FrozenRecord):
 
 
 #: The release assumed when neither --kernel-release nor a vermagic says one.
-DEFAULT_VERSION = KernelVersion(6, 19)
+DEFAULT_VERSION = KernelRelease(6, 19)

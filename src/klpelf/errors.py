@@ -72,6 +72,11 @@ class SymbolSourceError(KlpError, ValueError):
         return super().__str__()
 
 
+class UsageError(KlpError, ValueError):
+    """An argument that is not valid (an option's value, a parameter of the library):
+    the CLI prints the one line and exits with status 2."""
+
+
 class SymbolLookupError(KlpError, LookupError):
     """A livepatch symbol that klp_find_object_symbol() would not resolve.
 

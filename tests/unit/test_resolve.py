@@ -19,8 +19,8 @@ from klpelf.errors import AmbiguousSymbolError, SymbolNotFoundError, SymbolPosit
 from klpelf.klp.module import klp_module
 from klpelf.symbols.kallsyms import is_ignored_symbol
 from klpelf.symbols.resolve import (
-    find_object_symbol,
     kernel_messages,
+    klp_find_object_symbol,
     release_mismatch,
     resolve_module,
 )
@@ -83,43 +83,47 @@ def ks(tmp_path: Path) -> KernelSymbols:
 def test_vmlinux_sympos(
     ks: KernelSymbols, name: str, sympos: int, address: int | None, error: str | None
 ) -> None:
-    r = find_object_symbol(ks, "vmlinux", name, sympos)
+    r = klp_find_object_symbol(ks, "vmlinux", name, sympos)
     assert (r.ok, r.address, r.error) == (error is None, address, error)
     assert not r.not_loaded and not r.coming_differs
 
 
 def test_vmlinux_candidates_for_picking_a_position(ks: KernelSymbols) -> None:
-    r = find_object_symbol(ks, "vmlinux", "dup", 0)
+    r = klp_find_object_symbol(ks, "vmlinux", "dup", 0)
     assert [(c.position, c.address) for c in r.candidates] == [
         (1, 0xFFFFFFFF81000100), (2, 0xFFFFFFFF81000200), (3, 0xFFFFFFFF81000300),
     ]  # fmt: skip
     assert r.chosen is None
     err = r.exception()
     assert isinstance(err, AmbiguousSymbolError) and err.name == "dup"
-    assert isinstance(find_object_symbol(ks, "vmlinux", "dup", 9).exception(), SymbolPositionError)
-    assert isinstance(find_object_symbol(ks, "vmlinux", "x", 0).exception(), SymbolNotFoundError)
-    assert find_object_symbol(ks, "vmlinux", "dup", 2).exception() is None
+    assert isinstance(
+        klp_find_object_symbol(ks, "vmlinux", "dup", 9).exception(), SymbolPositionError
+    )
+    assert isinstance(
+        klp_find_object_symbol(ks, "vmlinux", "x", 0).exception(), SymbolNotFoundError
+    )
+    assert klp_find_object_symbol(ks, "vmlinux", "dup", 2).exception() is None
 
 
 def test_loaded_module_sympos_is_line_order(ks: KernelSymbols) -> None:
     # module symbols keep the module's symtab order, whatever their addresses
-    r = find_object_symbol(ks, "ext4", "helper", 1)
+    r = klp_find_object_symbol(ks, "ext4", "helper", 1)
     assert r.ok and r.address == 0xFFFFFFFFC0001000
-    r = find_object_symbol(ks, "ext4", "helper", 0)
+    r = klp_find_object_symbol(ks, "ext4", "helper", 0)
     assert r.error == "unresolvable ambiguity for symbol 'helper' in object 'ext4'"
-    r = find_object_symbol(ks, "ext4", "helper", 3)
+    r = klp_find_object_symbol(ks, "ext4", "helper", 3)
     assert r.error == "symbol position 3 for symbol 'helper' in object 'ext4' not found"
-    r = find_object_symbol(ks, "nfsd", "helper", 0)
+    r = klp_find_object_symbol(ks, "nfsd", "helper", 0)
     assert r.error == "symbol 'helper' not found in symbol table"
-    assert find_object_symbol(ks, "ext4", "ext4_attr_store", 0).ok
+    assert klp_find_object_symbol(ks, "ext4", "ext4_attr_store", 0).ok
 
 
 def test_not_loaded_module(ks: KernelSymbols) -> None:
-    r = find_object_symbol(ks, "xfs", "xfs_foo", 0)
+    r = klp_find_object_symbol(ks, "xfs", "xfs_foo", 0)
     assert r.not_loaded and not r.ok and r.error is None
     assert r.message == "not loaded: relocations would be applied when xfs loads"
     # pseudo-modules of /proc/kallsyms are not modules
-    assert find_object_symbol(ks, "__builtin__ftrace", "ftrace_trampoline", 0).not_loaded
+    assert klp_find_object_symbol(ks, "__builtin__ftrace", "ftrace_trampoline", 0).not_loaded
     # the kernel compares mod->name exactly: no '-'/'_' folding for loaded modules
     assert not ks.has_object("ext-4") and ks.has_object("ext4")
 
@@ -130,14 +134,14 @@ def test_zeroed_kallsyms_ranks_by_line_order(tmp_path: Path) -> None:
     p.write_text("\n".join(lines) + "\n")
     ks = load_sources([str(p)])
     assert ks.zeroed and "kptr_restrict" in ks.description
-    r = find_object_symbol(ks, "vmlinux", "dup", 2)
+    r = klp_find_object_symbol(ks, "vmlinux", "dup", 2)
     assert r.ok and r.address is None and r.chosen == 1
     assert [c.address for c in r.candidates] == [None, None, None]
-    r = find_object_symbol(ks, "vmlinux", "unique", 0)
+    r = klp_find_object_symbol(ks, "vmlinux", "unique", 0)
     assert r.ok and r.address is None
-    assert find_object_symbol(ks, "vmlinux", "dup", 0).error is not None
-    assert find_object_symbol(ks, "ext4", "helper", 2).ok
-    assert find_object_symbol(ks, "vmlinux", "missing", 0).error is not None
+    assert klp_find_object_symbol(ks, "vmlinux", "dup", 0).error is not None
+    assert klp_find_object_symbol(ks, "ext4", "helper", 2).ok
+    assert klp_find_object_symbol(ks, "vmlinux", "missing", 0).error is not None
 
 
 def test_system_map_ties_and_filters(tmp_path: Path) -> None:
@@ -150,50 +154,50 @@ def test_system_map_ties_and_filters(tmp_path: Path) -> None:
         "ffffffff82000000 D kallsyms_names\n"
     )
     ks = load_sources([str(p)])
-    r = find_object_symbol(ks, "vmlinux", "tie", 0)
+    r = klp_find_object_symbol(ks, "vmlinux", "tie", 0)
     # compare_symbols(): at one address the non-weak symbol comes first
     assert [c.type for c in r.candidates] == ["T", "W", "T"]
     # absolute symbols and scripts/kallsyms' own tables are not in kallsyms
-    assert find_object_symbol(ks, "vmlinux", "kexec_control_code_size", 0).error is not None
-    assert find_object_symbol(ks, "vmlinux", "kallsyms_names", 0).error is not None
+    assert klp_find_object_symbol(ks, "vmlinux", "kexec_control_code_size", 0).error is not None
+    assert klp_find_object_symbol(ks, "vmlinux", "kallsyms_names", 0).error is not None
 
 
 def test_module_coming_and_live(tmp_path: Path) -> None:
     ks = load_sources([str(build_module(tmp_path))])
     # helper: .text (a.c), .init.text (c.c), .text (b.c)
-    r = find_object_symbol(ks, "testmod", "helper", 1)
+    r = klp_find_object_symbol(ks, "testmod", "helper", 1)
     assert r.ok and not r.coming_differs and r.address is None
-    r = find_object_symbol(ks, "testmod", "helper", 2)
+    r = klp_find_object_symbol(ks, "testmod", "helper", 2)
     assert r.ok and r.coming_differs and r.coming_ok
     assert r.candidates[r.chosen or 0].source_file == "b.c"
     assert r.coming_chosen is not None and r.candidates[r.coming_chosen].section == ".init.text"
-    r = find_object_symbol(ks, "testmod", "helper", 3)
+    r = klp_find_object_symbol(ks, "testmod", "helper", 3)
     assert not r.ok and r.coming_ok and r.coming_differs
     assert r.error == "symbol position 3 for symbol 'helper' in object 'testmod' not found"
-    r = find_object_symbol(ks, "testmod", "helper", 0)
+    r = klp_find_object_symbol(ks, "testmod", "helper", 0)
     assert r.error == "unresolvable ambiguity for symbol 'helper' in object 'testmod'"
     assert not r.coming_differs
     # duplicate names in different sections, both core
-    r = find_object_symbol(ks, "testmod", "dupdata", 2)
+    r = klp_find_object_symbol(ks, "testmod", "dupdata", 2)
     assert r.ok and r.candidates[r.chosen or 0].section == ".rodata"
     # SHN_ABS: only in the COMING table; a value of 0 there counts as not found
-    r = find_object_symbol(ks, "testmod", "abs_dup", 1)
+    r = klp_find_object_symbol(ks, "testmod", "abs_dup", 1)
     assert r.error == "symbol 'abs_dup' not found in symbol table"
     assert r.coming_ok and r.coming_differs
-    r = find_object_symbol(ks, "testmod", "abs_dup", 2)
+    r = klp_find_object_symbol(ks, "testmod", "abs_dup", 2)
     assert not r.ok and not r.coming_ok and not r.coming_differs
     assert r.coming_error == "symbol 'abs_dup' not found in symbol table"
     # sympos 0: the walk stops at the second match, whose address (0) is checked first
-    r = find_object_symbol(ks, "testmod", "abs_dup", 0)
+    r = klp_find_object_symbol(ks, "testmod", "abs_dup", 0)
     assert r.coming_error == "symbol 'abs_dup' not found in symbol table"
-    assert find_object_symbol(ks, "testmod", "abs_dup", 3).coming_ok
+    assert klp_find_object_symbol(ks, "testmod", "abs_dup", 3).coming_ok
 
 
 def test_module_name_spelling(tmp_path: Path) -> None:
     ko = build_module(tmp_path, "snd_hda_intel", filename="snd-hda-intel.ko")
     ks = load_sources([str(ko)])
-    assert find_object_symbol(ks, "snd_hda_intel", "helper", 1).ok
-    r = find_object_symbol(ks, "snd-hda-intel", "helper", 1)
+    assert klp_find_object_symbol(ks, "snd_hda_intel", "helper", 1).ok
+    r = klp_find_object_symbol(ks, "snd-hda-intel", "helper", 1)
     assert not r.ok and not r.not_loaded and r.note is not None
     assert "compares module names exactly" in r.note
 
@@ -204,7 +208,7 @@ def test_builtin_module(tmp_path: Path) -> None:
     (root / "modules.order").write_text("")
     (root / "modules.builtin").write_text("kernel/fs/ext4/ext4.ko\n")
     ks = load_sources([str(root)])
-    r = find_object_symbol(ks, "ext4", "ext4_attr_store", 0)
+    r = klp_find_object_symbol(ks, "ext4", "ext4_attr_store", 0)
     assert not r.ok and not r.not_loaded and "built into vmlinux" in (r.note or "")
 
 
@@ -369,18 +373,18 @@ def test_real_kernel_symbols(arch: str) -> None:
     for name in random.Random(arch).sample(dups, 100):
         ranked = sorted(groups[name])
         ks.prefetch([name])
-        assert find_object_symbol(ks, "vmlinux", name, 0).error == (
+        assert klp_find_object_symbol(ks, "vmlinux", name, 0).error == (
             f"unresolvable ambiguity for symbol '{name}' in object '(null)'"
         )
         for pos, (addr, _, _) in enumerate(ranked, 1):
-            r = find_object_symbol(ks, "vmlinux", name, pos)
+            r = klp_find_object_symbol(ks, "vmlinux", name, pos)
             assert r.ok == (addr != 0) and r.address == (addr or None)
-        r = find_object_symbol(ks, "vmlinux", name, len(ranked) + 1)
+        r = klp_find_object_symbol(ks, "vmlinux", name, len(ranked) + 1)
         assert r.error is not None and r.error.startswith(f"symbol position {len(ranked) + 1} ")
     uniques = sorted(n for n, g in groups.items() if len(g) == 1 and g[0][0])
     for name in random.Random(1).sample(uniques, 200):
-        assert find_object_symbol(ks, "vmlinux", name, 0).address == groups[name][0][0]
+        assert klp_find_object_symbol(ks, "vmlinux", name, 0).address == groups[name][0][0]
     # a module from the tree: not loaded, resolved from its .ko
-    r = find_object_symbol(ks, "ext4", "ext4_attr_store", 0)
+    r = klp_find_object_symbol(ks, "ext4", "ext4_attr_store", 0)
     assert r.ok and r.address is None and r.source.endswith("ext4.ko")
     assert r.candidates[0].section == ".text"  # (distribution modules carry no STT_FILE)

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from klpelf import __version__
 from klpelf.cli import check, convert, resolve, show
-from klpelf.errors import KlpError
+from klpelf.errors import KlpError, UsageError
 
 #: the subcommand modules; each has register(subparsers), which sets args.func
 COMMANDS = (show, check, convert, resolve)
@@ -81,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
+    except UsageError as e:
+        print(f"klpelf: error: {e}", file=sys.stderr)
+        return 2
     except KlpError as e:
         print(f"klpelf: {e}", file=sys.stderr)
         return 1

@@ -162,11 +162,20 @@ class RecordTable:
     edit methods of the subclasses work on the array.
     """
 
-    def __init__(self, elf: ElfFile, section: Section, record: RecordLayout) -> None:
+    def __init__(
+        self, elf: ElfFile, section: Section, record: RecordLayout, *, strict: bool = True
+    ) -> None:
         self.elf = elf
         self.section = section
         self.record = record
         size = record.size
+        self._array: npt.NDArray[np.void] | None = None
+        self._columns: dict[str, list[int]] = {}
+        if not strict:
+            # records as a reader that ignores sh_entsize takes them: whole records
+            # of the section's bytes, a partial one at the end dropped
+            self._count = len(section.data) // size
+            return
         if section.sh_entsize != size:
             raise elf.error(f"sh_entsize is {section.sh_entsize}, expected {size}", section)
         if section.sh_size % size:
@@ -175,8 +184,6 @@ class RecordTable:
                 section,
             )
         self._count = len(section.data) // size
-        self._array: npt.NDArray[np.void] | None = None
-        self._columns: dict[str, list[int]] = {}
 
     def __len__(self) -> int:
         return self._count if self._array is None else len(self._array)
@@ -192,7 +199,8 @@ class RecordTable:
         if self._array is None:
             import numpy as np
 
-            self._array = np.frombuffer(self.section.data, dtype=self.record.dtype())
+            n = self._count * self.record.size
+            self._array = np.frombuffer(self.section.data[:n], dtype=self.record.dtype())
         return self._array
 
     @property
@@ -211,7 +219,8 @@ class RecordTable:
             if self._array is not None:
                 col = self._array[name].tolist()
             else:
-                col = decode_column(self.section.data, self.record, name)
+                data = self.section.data
+                col = decode_column(data[: self._count * self.record.size], self.record, name)
             self._columns[name] = col
         return col
 

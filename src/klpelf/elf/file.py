@@ -200,6 +200,7 @@ class ElfFile:
         self._strtabs: dict[int, StringTable] = {}
         self._symtabs: dict[int, SymbolTable] = {}
         self._relocs: dict[int, RelocationTable] = {}
+        self._rela_views: dict[int, RelocationTable] = {}
         self._modinfo: Modinfo | None = None
         self._record_count: int | None = None
 
@@ -322,6 +323,26 @@ class ElfFile:
             from klpelf.elf.relocs import RelocationTable
 
             tab = self._relocs[section.index] = RelocationTable(self, section)
+        return tab
+
+    def relocations_as_rela(self, section: Section) -> RelocationTable:
+        """The section's entries as the kernel reads an SHF_RELA_LIVEPATCH section:
+        Elf_Rela records whatever sh_type and sh_entsize say, ``sh_size /
+        sizeof(Elf_Rela)`` of them (kernel/livepatch/core.c klp_resolve_symbols(),
+        arch/*/kernel/module.c apply_relocate_add()); symbol indices are not checked.
+
+        The same view as :meth:`relocations` when the section is an SHT_RELA of the
+        right entry size over the symbol table.
+        """
+        symtab = self.symtab
+        linked = symtab is not None and section.sh_link == symtab.section.index
+        if section.sh_type == SHT.RELA and section.sh_entsize == self.layout.rela_size and linked:
+            return self.relocations(section)
+        tab = self._rela_views.get(section.index)
+        if tab is None:
+            from klpelf.elf.relocs import RelocationTable
+
+            tab = self._rela_views[section.index] = RelocationTable(self, section, as_rela=True)
         return tab
 
     @property

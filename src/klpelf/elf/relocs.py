@@ -35,13 +35,18 @@ class Relocation(NamedTuple):
 class RelocationTable(RecordTable):
     """The view of one SHT_REL/SHT_RELA section."""
 
-    def __init__(self, elf: ElfFile, section: Section) -> None:
-        if section.sh_type not in (SHT.REL, SHT.RELA):
+    def __init__(self, elf: ElfFile, section: Section, *, as_rela: bool = False) -> None:
+        """``as_rela``: read the section's bytes as Elf_Rela whatever its sh_type and
+        sh_entsize say (count = sh_size / sizeof(Elf_Rela)), symbol indices unchecked,
+        as the kernel reads every SHF_RELA_LIVEPATCH section; see
+        :meth:`~klpelf.elf.file.ElfFile.relocations_as_rela`."""
+        if not as_rela and section.sh_type not in (SHT.REL, SHT.RELA):
             raise elf.error("is not a relocation section", section)
-        self.is_rela = section.sh_type == SHT.RELA
-        super().__init__(elf, section, rel_record(elf.layout, self.is_rela))
+        self.is_rela = as_rela or section.sh_type == SHT.RELA
+        self.as_rela = as_rela
+        super().__init__(elf, section, rel_record(elf.layout, self.is_rela), strict=not as_rela)
         self._shift = elf.layout.r_sym_shift()
-        if len(self) and section.sh_link:
+        if len(self) and section.sh_link and not as_rela:
             # ELF_R_SYM is the high part of r_info, so the largest r_info has the
             # largest symbol index: one max() checks every entry.
             nsyms = len(elf.symbol_table(elf.section(section.sh_link)))

@@ -28,7 +28,7 @@ from klpelf.elf.file import ElfFile
 from klpelf.errors import KlpError, KlpFormatError
 from klpelf.klp.names import KLP_SYM_PREFIX, KlpSymbolName
 from klpelf.symbols.candidate import Candidate
-from klpelf.symbols.resolve import find_object_symbol
+from klpelf.symbols.resolve import klp_find_object_symbol
 from klpelf.symbols.sources import KernelSymbols
 
 
@@ -115,7 +115,7 @@ def plan_klp_symbols(
             plan[i] = _chosen(ks, choice, ctx)
         elif export is not None:
             # late module patching: the exporting module may load after the livepatch
-            r = find_object_symbol(ks, export.objname, name, 0)
+            r = klp_find_object_symbol(ks, export.objname, name, 0)
             if r.error is not None and r.error.startswith("unresolvable ambiguity"):
                 raise KlpFormatError(f"{ctx}: {r.error}: {_describe(r.candidates)}")
             plan[i] = KlpSymbolName(export.objname, name, 0)
@@ -149,7 +149,7 @@ def _chosen(ks: KernelSymbols, choice: SymposChoice, ctx: str) -> KlpSymbolName:
     if choice.objname == "vmlinux":
         cands = ks.vmlinux_matches(choice.name)
     else:
-        cands = find_object_symbol(ks, choice.objname, choice.name, 0).candidates
+        cands = klp_find_object_symbol(ks, choice.objname, choice.name, 0).candidates
     hits = [c for c in cands if c.source_file and c.source_file.endswith(hint)]
     if len(hits) != 1 or hits[0].position is None:
         raise KlpFormatError(

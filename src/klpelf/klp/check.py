@@ -96,13 +96,13 @@ def kernel_resolver(ks: KernelSymbols) -> tuple[Resolver, Callable[[str], bool]]
     kernel sees it while that module is COMING (its full symbol table); a module that
     no source knows is not checked.
     """
-    from klpelf.symbols.resolve import find_object_symbol
+    from klpelf.symbols.resolve import klp_find_object_symbol
 
     def loaded(objname: str) -> bool:
         return objname == "vmlinux" or ks.loaded_module(objname) is not None
 
     def resolve(objname: str, name: str, sympos: int) -> tuple[str | None, int | None]:
-        r = find_object_symbol(ks, objname, name, sympos)
+        r = klp_find_object_symbol(ks, objname, name, sympos)
         if r.not_loaded or (r.error is None and not r.ok):
             return None, None  # unknown here: nothing to say
         if loaded(objname):

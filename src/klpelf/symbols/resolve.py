@@ -42,15 +42,15 @@ __all__ = [
     "Resolution",
     "SymbolResolution",
     "exported_by",
-    "find_object_symbol",
     "kernel_messages",
+    "klp_find_object_symbol",
     "release_mismatch",
     "resolve_module",
 ]
 
 
 class Resolution(NamedTuple):
-    """The outcome of :func:`find_object_symbol` for one (objname, name, sympos).
+    """The outcome of :func:`klp_find_object_symbol` for one (objname, name, sympos).
 
     For a module, ``ok``/``address``/``error`` are the outcome once the module is LIVE
     (loaded before the livepatch is enabled: its core symbols); ``coming_*`` the
@@ -125,7 +125,7 @@ def _walk(
     return True, addr, None, last
 
 
-def find_object_symbol(ks: KernelSymbols, objname: str, name: str, sympos: int) -> Resolution:
+def klp_find_object_symbol(ks: KernelSymbols, objname: str, name: str, sympos: int) -> Resolution:
     """Resolve ``name`` at ``sympos`` in ``objname`` ("vmlinux" or a module name).
 
     Mirrors ``klp_find_object_symbol()`` in kernel/livepatch/core.c, with the message
@@ -219,7 +219,7 @@ def resolve_module(ks: KernelSymbols, module: KlpModule) -> list[SymbolResolutio
             continue
         key = (p.objname, p.name, p.sympos)
         if key not in cache:
-            cache[key] = find_object_symbol(ks, *key)
+            cache[key] = klp_find_object_symbol(ks, *key)
         out.append(SymbolResolution(s, cache[key]))
     return out
 

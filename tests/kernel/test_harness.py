@@ -37,7 +37,7 @@ from kernel.klpvm.vm import BootResult, KernelSpec
 from kernel.test_check_agreement import matches_kernel, quotes_kernel
 from klpelf.elf.constants import SHF, SHN
 from klpelf.elf.reader import open_elf
-from klpelf.klp.release import KernelRelease
+from klpelf.release import KernelRelease
 from toolchain import readelf
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from klpelf.cli import main
 from klpelf.elf.constants import SHF, SHN
 from klpelf.elf.reader import open_elf
 from klpelf.klp.check import check_module, kernel_resolver
-from klpelf.klp.release import KernelRelease
+from klpelf.release import KernelRelease
 from klpelf.symbols.sources import load_sources
 
 SOURCE = r"""

@@ -17,7 +17,7 @@ from klpelf.elf.relocs import move_relocations
 from klpelf.elf.symbols import st_info
 from klpelf.elf.writer import write_elf
 from klpelf.klp.check import CheckResult, check_module
-from klpelf.klp.release import KernelRelease
+from klpelf.release import KernelRelease
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples/klp_sample/klp_sample_lp.ko"

@@ -14,7 +14,7 @@ from klpelf.elf.constants import EM, SHF, SHN, SHT
 from klpelf.elf.file import ElfFile
 from klpelf.elf.reader import open_elf
 from klpelf.klp.check import check_module
-from klpelf.klp.release import KernelRelease
+from klpelf.release import KernelRelease
 from toolchain import readelf
 
 # A livepatch-like translation unit: new code that reads non-exported vmlinux data,

@@ -17,7 +17,7 @@ from klpelf.errors import KlpError
 from klpelf.klp.check import check_module
 from klpelf.klp.convert import convert_annotations
 from klpelf.klp.module import klp_module
-from klpelf.klp.release import KernelRelease
+from klpelf.release import KernelRelease
 from klpelf.show import show_module
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples/klp_sample"

@@ -36,7 +36,7 @@ from klpelf.io import read_input
 from klpelf.klp._walk import Checker
 from klpelf.klp.check import Diagnostic
 from klpelf.klp.module import KlpModule
-from klpelf.klp.release import KernelRelease
+from klpelf.release import KernelRelease
 from toolchain import TARGETS, assemble
 
 REPO = Path(__file__).resolve().parents[2]

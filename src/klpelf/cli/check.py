@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from klpelf.elf.reader import open_elf
     from klpelf.klp.check import Diagnostic, check_module
-    from klpelf.klp.release import KernelRelease
+    from klpelf.release import KernelRelease
 
     version = None
     if args.kernel_release:

@@ -17,7 +17,7 @@ from klpelf.klp.diagnostics import (
 )
 from klpelf.klp.module import KlpModule, KlpRelaSection, TargetObject
 from klpelf.klp.names import KLP_RELA_PREFIX, KLP_SYM_PREFIX, KlpSymbolName
-from klpelf.klp.release import EINVAL, ENOENT, ENOEXEC, KernelRelease
+from klpelf.release import EINVAL, ENOENT, ENOEXEC, KernelRelease
 
 if TYPE_CHECKING:
     import numpy as np

@@ -36,7 +36,7 @@ from klpelf.klp.diagnostics import (
     When,
 )
 from klpelf.klp.module import KlpModule, klp_module
-from klpelf.klp.release import DEFAULT_VERSION, KernelRelease
+from klpelf.release import DEFAULT_VERSION, KernelRelease
 
 if TYPE_CHECKING:
     from klpelf.symbols.sources import KernelSymbols

@@ -7,7 +7,7 @@ from typing import Literal, NamedTuple
 
 from klpelf._record import Record
 from klpelf.elf.file import Section
-from klpelf.klp.release import KernelRelease
+from klpelf.release import KernelRelease
 
 Severity = Literal["error", "warning", "note"]
 #: when the kernel meets the problem: loading the livepatch module, its init

@@ -78,6 +78,7 @@ from typing import Final, Literal, NamedTuple
 
 from klpelf._record import FrozenRecord
 from klpelf.errors import KlpFormatError
+from klpelf.release import KSYM_NAME_LEN, KSYM_NAME_LEN_OLD
 
 __all__ = [
     "KLP_DRAFT_REL_PREFIX",
@@ -106,10 +107,6 @@ __all__ = [
     "parse_draft_rel_section",
 ]
 
-KSYM_NAME_LEN_OLD = 128
-"""KSYM_NAME_LEN before v6.1: symbol names were read with ``%127[^,]``."""
-KSYM_NAME_LEN = 512
-"""KSYM_NAME_LEN since v6.1: symbol names are read with ``%511[^,]``."""
 MODULE_NAME_LEN = 56
 """MODULE_NAME_LEN on 64-bit; the klp formats hard-code ``%55`` for object names."""
 OBJNAME_MAX = MODULE_NAME_LEN - 1

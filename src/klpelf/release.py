@@ -14,7 +14,11 @@ from functools import total_ordering
 from typing import Final
 
 from klpelf._record import FrozenRecord
-from klpelf.klp.names import KSYM_NAME_LEN, KSYM_NAME_LEN_OLD
+
+KSYM_NAME_LEN_OLD = 128
+"""KSYM_NAME_LEN before v6.1: symbol names were read with ``%127[^,]``."""
+KSYM_NAME_LEN = 512
+"""KSYM_NAME_LEN since v6.1: symbol names are read with ``%511[^,]``."""
 
 ENOENT, ENOEXEC, EINVAL = 2, 8, 22
 

@@ -9,10 +9,12 @@ in memory with a hard cap so that a decompression bomb cannot exhaust memory.
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 import stat
 from collections.abc import Iterable
+from typing import Any, BinaryIO, Protocol
 
 from klpelf.errors import InputError
 
@@ -80,20 +82,20 @@ def read_input(path: str | os.PathLike[str]) -> Buffer:
         os.close(fd)
 
 
-def _maybe_decompress(data: bytes, name: str) -> bytes:
+#: Bytes asked of a decompressor at a time: the output grows by this much per step, so a
+#: bomb stops at the cap plus one step, and no step allocates more than this.
+_STEP = 1 << 20
+
+
+def _maybe_decompress(data: bytes, name: str) -> bytes | bytearray:
     kind = compression_of(data[:8])
     if kind is None:
         return data
     try:
         if kind == "xz":
-            import lzma
-
-            out = lzma.LZMADecompressor().decompress(data, MAX_DECOMPRESSED + 1)
+            out = _unxz(data)
         elif kind == "gzip":
-            import zlib
-
-            d = zlib.decompressobj(wbits=31)
-            out = d.decompress(data, MAX_DECOMPRESSED + 1)
+            out = _gunzip(data)
         else:
             out = _unzstd(data)
     except InputError as e:
@@ -105,18 +107,112 @@ def _maybe_decompress(data: bytes, name: str) -> bytes:
     return out
 
 
-def _unzstd(data: bytes) -> bytes:
+def _grow(out: bytearray, chunk: bytes) -> bool:
+    """Append ``chunk``; False once the output is past the cap (stop decompressing).
+
+    One bytearray grown in place (realloc, which glibc does with mremap for big
+    blocks) keeps the peak at the output's size: a list of chunks joined at the end
+    would hold every byte twice."""
+    out += chunk
+    return len(out) <= MAX_DECOMPRESSED
+
+
+def _unxz(data: bytes) -> bytearray:
+    import lzma
+
+    # kmod and the kernel's module decompressor take one xz stream; the reader goes
+    # on through concatenated streams as xz(1) does, so a file xz -d reads is read.
+    out = bytearray()
+    rest = data
+    while rest:
+        d = lzma.LZMADecompressor()
+        chunk = d.decompress(rest, _STEP)
+        while _grow(out, chunk) and not d.eof:
+            if d.needs_input:
+                raise InputError("truncated xz data")
+            chunk = d.decompress(b"", _STEP)
+        if len(out) > MAX_DECOMPRESSED:
+            break
+        rest = d.unused_data.lstrip(b"\0")  # xz allows stream padding
+    return out
+
+
+def _gunzip(data: bytes) -> bytearray:
+    import zlib
+
+    # A .gz may hold several members (cat a.gz b.gz): gzip -d and kmod's zlib
+    # (gzread) read them all, one after the other.
+    out = bytearray()
+    rest = data
+    while rest:
+        d = zlib.decompressobj(wbits=31)
+        chunk = d.decompress(rest, _STEP)
+        while _grow(out, chunk) and not d.eof:
+            # zlib may hold output with all input taken: stop only when a step
+            # gives nothing and there is no input left
+            chunk = d.decompress(d.unconsumed_tail, _STEP)
+            if not chunk and not d.unconsumed_tail and not d.eof:
+                raise InputError("truncated gzip data")
+        if len(out) > MAX_DECOMPRESSED:
+            break
+        rest = d.unused_data
+    return out
+
+
+def _unzstd(data: bytes) -> bytearray:
     try:
         import zstandard
     except ImportError as e:
         raise InputError("zstd-compressed input needs the 'zstandard' package") from e
-    reader = zstandard.ZstdDecompressor().stream_reader(data)
-    out = reader.read(MAX_DECOMPRESSED + 1)
-    chunks = [out]
-    while out and sum(map(len, chunks)) <= MAX_DECOMPRESSED:
-        out = reader.read(MAX_DECOMPRESSED + 1)
-        chunks.append(out)
-    return b"".join(chunks)
+    # Every frame in turn (zstd -d reads concatenated frames); fixed-size reads with a
+    # running total: asking for the whole cap at each read allocated 1 GiB per call,
+    # and summing the chunks at each step made many tiny frames quadratic.
+    if not _zstd_frames_complete(data, zstandard):
+        raise InputError("truncated zstd data")
+    reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
+    out = bytearray()
+    while _grow(out, chunk := reader.read(_STEP)) and chunk:
+        pass
+    return out
+
+
+_ZSTD_SKIPPABLE = range(0x184D2A50, 0x184D2A60)
+
+
+def _zstd_frames_complete(data: bytes, zstandard: Any) -> bool:
+    """Whether ``data`` is whole zstd frames, none cut short.
+
+    The streaming reader returns what it decoded of a truncated frame without an
+    error, so the frames are walked first (RFC 8878 section 3.1: each block's
+    3-byte header gives its size, a frame may end with a 4-byte checksum); nothing is
+    decompressed.
+    """
+    pos, n = 0, len(data)
+    while pos < n:
+        if n - pos < 8:
+            return False
+        magic = int.from_bytes(data[pos : pos + 4], "little")
+        if magic in _ZSTD_SKIPPABLE:
+            pos += 8 + int.from_bytes(data[pos + 4 : pos + 8], "little")
+            continue
+        head = data[pos : pos + 18]  # a frame header is at most 18 bytes
+        try:
+            checksum = zstandard.get_frame_parameters(head).has_checksum
+            pos += zstandard.frame_header_size(head)
+        except zstandard.ZstdError:
+            return False
+        while True:
+            if n - pos < 3:
+                return False
+            header = int.from_bytes(data[pos : pos + 3], "little")
+            last, kind, size = header & 1, (header >> 1) & 3, header >> 3
+            pos += 3 + (1 if kind == 1 else size)  # an RLE block stores one byte
+            if last:
+                break
+        pos += 4 if checksum else 0
+        if pos > n:
+            return False
+    return True
 
 
 #: One piece of an output file: bytes, or (source fd, offset, length) to copy from an
@@ -124,36 +220,68 @@ def _unzstd(data: bytes) -> bytes:
 Piece = Buffer | tuple[int, int, int]
 
 
+#: Output names that kmod reads compressed, and how kbuild compresses modules
+#: (scripts/Makefile.modinst: ``xz --check=crc32 --lzma2=dict=1MiB``, ``zstd -T0``
+#: at its default level, ``gzip -n``): the kernel's own module decompressor
+#: (CONFIG_MODULE_DECOMPRESS) takes the same files.
+COMPRESSED_SUFFIXES = {".xz": "xz", ".zst": "zstd", ".gz": "gzip"}
+
+
+def output_compression(path: str | os.PathLike[str]) -> str | None:
+    """The compression an output named ``path`` gets (by its suffix), or None."""
+    return COMPRESSED_SUFFIXES.get(os.path.splitext(os.fspath(path))[1])
+
+
 def write_atomic(
     path: str | os.PathLike[str], data: Buffer | Iterable[Piece], *, overwrite: bool = False
 ) -> None:
     """Write ``data`` (bytes, or pieces in order) to ``path`` atomically.
 
-    The bytes go to a temporary file in the same directory, which is then renamed.
-
     A reader of ``path`` sees either the old file or the whole new one, never a torn
-    write.  An existing file is replaced only with ``overwrite=True``; klpelf never
-    overwrites the file a user gave as input unless asked to.  The new file gets
-    the mode of the file it replaces, or 0644 less the umask.
+    write: the bytes go to an unnamed file (O_TMPFILE) in the same directory, which is
+    linked under a temporary name and renamed over ``path``, so a process killed
+    mid-write leaves nothing behind.  An existing file is replaced only with
+    ``overwrite=True``, and only if it is a regular file: a device, a FIFO or a
+    directory is never replaced.  A symlink is followed: the file it names is
+    replaced and the link stays.  The new file gets the mode of the file it
+    replaces, or 0644 less the umask.  A name ending in ``.xz``, ``.zst`` or ``.gz``
+    gets the contents compressed as kbuild compresses modules.
 
-    :raises InputError: the file exists and ``overwrite`` is false, or the write failed.
+    :raises InputError: the file exists and ``overwrite`` is false, it is not a
+        regular file, its directory is missing or not writable, or the write failed.
     """
-    import tempfile  # only writers pay for it
-
     target = os.fspath(path)
-    if not overwrite and os.path.lexists(target):
-        raise InputError("output file exists (refusing to overwrite it)", path=target)
+    real = os.path.realpath(target) if os.path.islink(target) else target
     try:
-        mode = os.stat(target).st_mode & 0o7777
-    except OSError:
+        st: os.stat_result | None = os.stat(real)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None  # said when the output cannot be created
+    except OSError as e:
+        raise InputError(_strerror(e), path=target) from e
+    if not overwrite and (st is not None or os.path.lexists(target)):
+        raise InputError("output file exists (refusing to overwrite it)", path=target)
+    if st is not None:
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(
+                f"output is {_file_kind(st.st_mode)}, not a regular file (refusing to replace it)",
+                path=target,
+            )
+        mode = st.st_mode & 0o7777
+    else:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o644 & ~umask
-    directory, base = os.path.split(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+    directory = os.path.dirname(os.path.abspath(real))
+    try:
+        fd, tmp = _create_temp(directory, os.path.basename(real))
+    except OSError as e:
+        raise InputError(f"cannot create the output: {_strerror(e)}", path=target) from e
     try:
         with os.fdopen(fd, "wb") as f:
-            if isinstance(data, bytes | bytearray | memoryview | mmap.mmap):
+            kind = output_compression(real)
+            if kind is not None:
+                _write_compressed(f, kind, _as_pieces(data))
+            elif isinstance(data, bytes | bytearray | memoryview | mmap.mmap):
                 f.write(data)
             else:
                 for piece in data:
@@ -164,23 +292,192 @@ def write_atomic(
                         f.write(piece)
             # No fsync: like ld and objcopy, the output is regenerable and the input
             # is never touched; fsync of a 20 MB module doubled convert's time.
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            if tmp is None:
+                tmp = _link_temp(f.fileno(), directory, os.path.basename(real))
+        if overwrite:
+            os.replace(tmp, real)
+        else:
+            # link(2) refuses an existing name: no window in which a file created
+            # meanwhile is replaced
+            os.link(tmp, real)
             os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(e, FileExistsError):
+            raise InputError("output file exists (refusing to overwrite it)", path=target) from e
         if isinstance(e, OSError):
-            raise InputError(e.strerror or str(e), path=target) from e
+            raise InputError(_strerror(e), path=target) from e
         raise
+
+
+def _strerror(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def _create_temp(directory: str, base: str) -> tuple[int, str | None]:
+    """An unnamed file in ``directory`` (name None), else a named temporary file."""
+    if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd"):
+        try:
+            return os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600), None
+        except OSError as e:
+            # EOPNOTSUPP / EISDIR / EINVAL: the filesystem has no O_TMPFILE
+            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+    import tempfile  # only writers pay for it
+
+    return tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+
+
+def _link_temp(fd: int, directory: str, base: str) -> str:
+    """Give the unnamed file ``fd`` a temporary name in ``directory``.
+
+    linkat(fd, "", AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH; linking
+    /proc/self/fd/N works without it where /proc allows (some sandboxes refuse it
+    with EXDEV); failing both, the bytes are copied into a named temporary file.
+    """
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{base}.{os.urandom(6).hex()}.tmp")
+        try:
+            _linkat_empty_path(fd, tmp)
+        except FileExistsError:
+            continue
+        except OSError:
+            pass
+        else:
+            return tmp
+        try:
+            os.link(f"/proc/self/fd/{fd}", tmp, follow_symlinks=True)
+        except FileExistsError:
+            continue
+        except OSError:
+            return _copy_to_named(fd, directory, base)
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary name", directory)
+
+
+def _linkat_empty_path(fd: int, path: str) -> None:
+    import ctypes  # only writers pay for it
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, at_empty_path = -100, 0x1000
+    if libc.linkat(fd, b"", at_fdcwd, os.fsencode(path), at_empty_path) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+
+
+def _copy_to_named(fd: int, directory: str, base: str) -> str:
+    import tempfile
+
+    out, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+    try:
+        size = os.fstat(fd).st_size
+        os.fchmod(out, stat.S_IMODE(os.fstat(fd).st_mode))
+        _copy_range(out, fd, 0, size)
+    except BaseException:
+        os.close(out)
+        os.unlink(tmp)
+        raise
+    os.close(out)
+    return tmp
+
+
+def _as_pieces(data: Buffer | Iterable[Piece]) -> Iterable[Piece]:
+    if isinstance(data, bytes | bytearray | memoryview | mmap.mmap):
+        return (data,)
+    return data
+
+
+def _read_piece(piece: Piece) -> Iterable[Buffer]:
+    if not isinstance(piece, tuple):
+        yield piece
+        return
+    src, offset, count = piece
+    while count > 0:
+        chunk = os.pread(src, min(count, 1 << 20), offset)
+        if not chunk:
+            raise OSError(errno.EIO, "the input file got shorter while it was copied")
+        offset, count = offset + len(chunk), count - len(chunk)
+        yield chunk
+
+
+def _write_compressed(f: BinaryIO, kind: str, pieces: Iterable[Piece]) -> None:
+    comp: _Compressor
+    if kind == "xz":
+        import lzma
+
+        comp = lzma.LZMACompressor(
+            format=lzma.FORMAT_XZ,
+            check=lzma.CHECK_CRC32,
+            filters=[{"id": lzma.FILTER_LZMA2, "preset": 6, "dict_size": 1 << 20}],
+        )
+    elif kind == "gzip":
+        import zlib
+
+        # wbits 31: a gzip member with no name and mtime 0, as gzip -n writes it
+        comp = zlib.compressobj(6, zlib.DEFLATED, 31)
+    else:
+        try:
+            import zstandard
+        except ImportError as e:
+            raise InputError("zstd-compressed output needs the 'zstandard' package") from e
+        comp = zstandard.ZstdCompressor().compressobj()
+    for piece in pieces:
+        for chunk in _read_piece(piece):
+            f.write(comp.compress(memoryview(chunk)))
+    f.write(comp.flush())
+
+
+class _Compressor(Protocol):
+    def compress(self, data: memoryview, /) -> bytes: ...
+    def flush(self) -> bytes: ...
+
+
+#: errno values of copy_file_range(2) that mean "not between these two files": other
+#: filesystems (EXDEV; before 5.3 and again since 5.19 for different types), a kernel
+#: or filesystem without it (ENOSYS, EOPNOTSUPP), or files it does not take (EINVAL).
+_NO_COPY_RANGE = (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
 
 
 def _copy_range(dst: int, src: int, offset: int, count: int) -> None:
     # copy_file_range(2) moves the bytes inside the kernel (or shares extents on
-    # filesystems that can); it may copy less than asked, so loop.
+    # filesystems that can); it may copy less than asked, so loop.  Between files it
+    # cannot join (an output on a tmpfs, the input on disk), copy through memory.
     pos = os.lseek(dst, 0, os.SEEK_CUR)
     while count > 0:
-        n = os.copy_file_range(src, dst, count, offset, pos)
+        try:
+            n = os.copy_file_range(src, dst, count, offset, pos)
+        except OSError as e:
+            if e.errno not in _NO_COPY_RANGE:
+                raise
+            os.lseek(dst, pos, os.SEEK_SET)
+            for chunk in _read_piece((src, offset, count)):
+                _write_all(dst, chunk)
+            return
         if n <= 0:
-            raise OSError(f"copy_file_range copied {n} bytes")
+            raise OSError(errno.EIO, "the input file got shorter while it was copied")
         offset, pos, count = offset + n, pos + n, count - n
     os.lseek(dst, pos, os.SEEK_SET)
+
+
+def _write_all(fd: int, data: Buffer) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]

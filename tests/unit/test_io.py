@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -199,7 +199,7 @@ def test_many_zstd_frames(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("codec", ["xz", "gzip", "zstd"])
 def test_truncated_compressed_input(codec: str, tmp_path: Path) -> None:
-    compress = {"xz": lzma.compress, "gzip": gzip.compress}.get(
+    compress: Callable[[bytes], bytes] = {"xz": lzma.compress, "gzip": gzip.compress}.get(
         codec, zstandard.ZstdCompressor().compress
     )
     blob = compress(SAMPLE.read_bytes())

@@ -199,10 +199,12 @@ def test_many_zstd_frames(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("codec", ["xz", "gzip", "zstd"])
 def test_truncated_compressed_input(codec: str, tmp_path: Path) -> None:
-    compress: Callable[[bytes], bytes] = {"xz": lzma.compress, "gzip": gzip.compress}.get(
-        codec, zstandard.ZstdCompressor().compress
-    )
-    blob = compress(SAMPLE.read_bytes())
+    compressors: dict[str, Callable[[bytes], bytes]] = {
+        "xz": lzma.compress,
+        "gzip": gzip.compress,
+        "zstd": zstandard.ZstdCompressor().compress,
+    }
+    blob = compressors[codec](SAMPLE.read_bytes())
     path = tmp_path / "t.ko"
     path.write_bytes(blob[: len(blob) // 2])
     with pytest.raises(InputError, match=f"{codec}"):

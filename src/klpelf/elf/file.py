@@ -6,6 +6,12 @@ the input until an edit replaces them.  Symbol tables, relocation sections,
 string tables and ``.modinfo`` get typed views (built on first use and cached), and
 every edit goes through those views or through the methods here, which keep the
 cross references (sh_link, sh_info, symbol indices) consistent.
+
+A section's bytes have one source of truth: its contents, or the view that last
+edited them (serialised when the bytes are next read).  Replacing the contents with
+:meth:`Section.set_data` drops every view decoded from the old bytes and the views
+that depend on them (:meth:`ElfFile.drop_views`), so the next read decodes the new
+bytes; no cache needs to be cleared by hand.
 """
 
 from __future__ import annotations

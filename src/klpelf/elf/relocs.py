@@ -34,7 +34,13 @@ class Relocation(NamedTuple):
 
 
 class RelocationTable(RecordTable):
-    """The view of one SHT_REL/SHT_RELA section."""
+    """The view of one SHT_REL/SHT_RELA section.
+
+    Malformed contents raise :class:`~klpelf.errors.ElfFormatError` when the view is
+    made (entry size, symbol indices); an edit that would break the object raises
+    :class:`~klpelf.errors.ElfEditError`.  Indexing past the end raises IndexError,
+    as any sequence does: that index comes from the caller, not from the file.
+    """
 
     def __init__(self, elf: ElfFile, section: Section, *, as_rela: bool = False) -> None:
         """``as_rela``: read the section's bytes as Elf_Rela whatever its sh_type and
@@ -101,6 +107,29 @@ class RelocationTable(RecordTable):
         shift = self._shift
         return {i >> shift for i in self.column("r_info")}
 
+    def _hits(
+        self, symbols: Collection[int], syms: npt.NDArray[np.uint64]
+    ) -> npt.NDArray[np.bool_]:
+        """Per entry of ``syms`` (:attr:`sym_array`): whether it is in ``symbols``
+        (one gather through a table by symbol index; no sort)."""
+        import numpy as np
+
+        # one entry past the largest wanted index, False: where larger indices clip to
+        table = np.zeros(max(symbols) + 2, dtype=bool)
+        table[np.fromiter(symbols, dtype=np.intp, count=len(symbols))] = True
+        return np.take(table, syms, mode="clip")
+
+    def used_among(self, symbols: Collection[int]) -> set[int]:
+        """The symbols of ``symbols`` that some entry names (ELF_R_SYM)."""
+        if not symbols or not len(self):
+            return set()
+        if self.vector:
+            import numpy as np
+
+            syms = self.sym_array
+            return set(np.unique(syms[self._hits(symbols, syms)]).tolist())
+        return self.symbols_used() & set(symbols)
+
     def indices_of_symbols(self, symbols: Collection[int]) -> list[int]:
         """Indices of the entries whose ELF_R_SYM is in ``symbols``, in order."""
         if not symbols or not len(self):
@@ -108,8 +137,7 @@ class RelocationTable(RecordTable):
         if self.vector:
             import numpy as np
 
-            wanted = np.fromiter(symbols, dtype=np.uint64, count=len(symbols))
-            return np.flatnonzero(np.isin(self.sym_array, wanted)).tolist()
+            return np.flatnonzero(self._hits(symbols, self.sym_array)).tolist()
         want = symbols if isinstance(symbols, (set, frozenset)) else set(symbols)
         shift = self._shift
         return [i for i, info in enumerate(self.column("r_info")) if info >> shift in want]

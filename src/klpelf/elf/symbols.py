@@ -79,7 +79,13 @@ class SymbolTable(RecordTable):
 
     ``len()``, indexing and iteration give :class:`Symbol` values.  Reading needs no
     numpy (:meth:`column`, :meth:`names`, :meth:`shndx_list` ...); the ``*_array``
-    properties and the edits use it.
+    properties use it, and the edits of a big file.
+
+    Malformed contents raise :class:`~klpelf.errors.ElfFormatError` when the view is
+    made (entry size, st_name, section indices); an edit that would break the object
+    raises :class:`~klpelf.errors.ElfEditError`.  Indexing past the end raises
+    IndexError, as any sequence does: that index comes from the caller, not from
+    the file (the indices that relocations hold are checked).
     """
 
     def __init__(self, elf: ElfFile, section: Section) -> None:

@@ -111,7 +111,7 @@ def _move_relocations(elf: ElfFile, objname_of: dict[int, str], report: ConvertR
         if target is None or not target.is_alloc:
             continue  # the loader never applies these (apply_relocations skips them)
         rt = elf.relocations(sec)
-        used = rt.symbols_used() & livepatch
+        used = rt.used_among(livepatch)
         if not used:
             continue
         if sec.sh_type != SHT.RELA:

@@ -172,7 +172,9 @@ def test_automatic_convert_imports_numpy_only_for_symbols(tmp_path: Path) -> Non
         assert importer.startswith("klpelf.symbols."), importer
 
 
-@pytest.mark.xfail(reason="klpelf.symbols.kallsyms imports numpy at the top (not elf/ or klp/)")
+@pytest.mark.xfail(
+    reason="klpelf.symbols.kallsyms imports numpy at the top (not elf/ or klp/)", strict=False
+)
 def test_automatic_convert_does_not_import_numpy(tmp_path: Path) -> None:
     args = _kernel_symbols(tmp_path)
     imported = _imports(["convert", str(UNCONVERTED), "-o", str(tmp_path / "lp.ko"), *args])

@@ -11,6 +11,8 @@ import pytest
 from klpelf.cli import main
 from klpelf.elf.constants import SHF, SHN
 from klpelf.elf.reader import open_elf
+from klpelf.errors import UsageError
+from klpelf.klp.autoconvert import SymposChoice
 from klpelf.klp.check import check_module, kernel_resolver
 from klpelf.release import KernelRelease
 from klpelf.symbols.sources import load_sources
@@ -121,3 +123,28 @@ def test_unknown_symbol(built: Path, capsys: pytest.CaptureFixture[str]) -> None
     err = capsys.readouterr().err
     assert "symbol total_forks (relocation" in err and "not in vmlinux" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("vm.linux:total_forks=1", "object name must be"),
+        ("vmlinux:total_forks=-1", "sympos must be in 0.."),
+        ("vmlinux:total_forks=+99999999999999999999999", "sympos must be in 0.."),
+        ("vmlinux:tot,al=1", "symbol name must be"),
+        ("vmlinux:total_forks", "expected OBJ:SYMBOL=N"),
+        ("vmlinux=1", "expected OBJ:SYMBOL=N"),
+        (":total_forks=1", "expected OBJ:SYMBOL=N"),
+        ("vmlinux:=1", "expected OBJ:SYMBOL=N"),
+        ("vmlinux:total_forks=", "expected OBJ:SYMBOL=N"),
+    ],
+)
+def test_bad_sympos_is_a_usage_error(spec: str, says: str) -> None:
+    with pytest.raises(UsageError, match=says) as e:
+        SymposChoice.parse(spec)
+    assert spec in str(e.value) and "\n" not in str(e.value)
+
+
+def test_sympos_values() -> None:
+    assert SymposChoice.parse("vmlinux:max_cstate=2") == ("vmlinux", "max_cstate", 2, None)
+    assert SymposChoice.parse("ext4:f=fs/ext4/x.c") == ("ext4", "f", None, "fs/ext4/x.c")

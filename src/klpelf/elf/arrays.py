@@ -153,13 +153,26 @@ def decode_u32(data: bytes | bytearray | memoryview, byteorder: str) -> list[int
     return values.tolist()
 
 
+def encode_u32(values: list[int], byteorder: str) -> bytes:
+    """32-bit words as bytes in ``byteorder`` (the inverse of :func:`decode_u32`)."""
+    words = array("I", values)
+    if byteorder != _NATIVE:
+        words.byteswap()
+    return words.tobytes()
+
+
 class RecordTable:
     """A section holding an array of fixed-size records (symbols, relocations).
 
     Checks sh_entsize and sh_size against the record size.  The records are decoded
     on demand: one field at a time into lists (:meth:`column`), or all at once into a
-    read-only numpy structured array over the section's bytes (:attr:`array`).  The
-    edit methods of the subclasses work on the array.
+    numpy structured array over the section's bytes (:attr:`array`).
+
+    The edit methods of the subclasses work on plain bytes for a small file and on
+    the numpy array for a big one (:func:`use_vector`); both write the same bytes.
+    Either way the edited table is the truth for its section: the edit keeps a
+    working copy (``_buf``, a bytearray, or ``_array``), and the section's bytes are
+    serialised from it when they are next read (:meth:`Section.set_pending`).
     """
 
     def __init__(
@@ -170,6 +183,8 @@ class RecordTable:
         self.record = record
         size = record.size
         self._array: npt.NDArray[np.void] | None = None
+        #: the records after a plain-Python edit (None: the section's bytes, or _array)
+        self._buf: bytearray | None = None
         self._columns: dict[str, list[int]] = {}
         if not strict:
             # records as a reader that ignores sh_entsize takes them: whole records
@@ -186,12 +201,18 @@ class RecordTable:
         self._count = len(section.data) // size
 
     def __len__(self) -> int:
-        return self._count if self._array is None else len(self._array)
+        return self._count
 
     @property
     def vector(self) -> bool:
         """Whether this table's file is handled with numpy (:func:`use_vector`)."""
         return use_vector(self.elf)
+
+    def _records(self) -> bytes | bytearray | memoryview:
+        """The bytes of the records as they are now (after any edit)."""
+        if self._buf is not None:
+            return self._buf
+        return self.section.data
 
     @property
     def array(self) -> npt.NDArray[np.void]:
@@ -200,7 +221,10 @@ class RecordTable:
             import numpy as np
 
             n = self._count * self.record.size
-            self._array = np.frombuffer(self.section.data[:n], dtype=self.record.dtype())
+            # over the section's bytes (no copy), or a copy of an edited table's
+            data = self.section.data[:n] if self._buf is None else bytes(self._buf[:n])
+            self._array = np.frombuffer(data, dtype=self.record.dtype())
+            self._buf = None  # the array is the truth from now on
         return self._array
 
     @property
@@ -210,6 +234,8 @@ class RecordTable:
     @_arr.setter
     def _arr(self, value: npt.NDArray[np.void]) -> None:
         self._array = value
+        self._buf = None
+        self._count = len(value)
         self._columns.clear()
 
     def column(self, name: str) -> list[int]:
@@ -219,7 +245,7 @@ class RecordTable:
             if self._array is not None:
                 col = self._array[name].tolist()
             else:
-                data = self.section.data
+                data = self._records()
                 col = decode_column(data[: self._count * self.record.size], self.record, name)
             self._columns[name] = col
         return col
@@ -238,8 +264,42 @@ class RecordTable:
             r = self._array[index]
             return {name: int(r[name]) for name, _ in self.record.fields}
         rec = self.record
-        values = rec.codec.unpack_from(self.section.data, index * rec.size)
+        values = rec.codec.unpack_from(self._records(), index * rec.size)
         return {name: v for (name, _), v in zip(rec.fields, values, strict=True)}
+
+    # --- the plain-Python edits (small files) -------------------------------------
+
+    def _editable(self) -> bytearray:
+        """The records as a bytearray to edit in place (made once, then reused)."""
+        if self._buf is None:
+            n = self._count * self.record.size
+            self._buf = bytearray(self._records()[:n])
+            self._array = None
+        return self._buf
+
+    def _set_buf(self, buf: bytearray) -> None:
+        """The records are ``buf`` now (a new bytearray: never resize one in place,
+        a numpy view of it may exist)."""
+        self._buf = buf
+        self._array = None
+        self._count = len(buf) // self.record.size
+        self._columns.clear()
+
+    def _pack(self, index: int, row: dict[str, int]) -> None:
+        """Write record ``index`` (in range) from ``row`` into the working copy."""
+        rec = self.record
+        rec.codec.pack_into(self._editable(), index * rec.size, *(row[n] for n, _ in rec.fields))
+        # the cached columns may be held by a caller as they were: new ones on demand
+        self._columns.clear()
+
+    def _serialise(self) -> bytes | bytearray | memoryview:
+        if self._buf is not None:
+            return bytes(self._buf)
+        return as_bytes(self.array)
+
+    def _committed(self) -> None:
+        """The records changed: the section's bytes come from this table from now on."""
+        self.section.set_pending(self._count * self.record.size, self._serialise, self)
 
 
 def as_bytes(arr: npt.NDArray[np.generic]) -> memoryview:

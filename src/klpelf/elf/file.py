@@ -6,12 +6,18 @@ the input until an edit replaces them.  Symbol tables, relocation sections,
 string tables and ``.modinfo`` get typed views (built on first use and cached), and
 every edit goes through those views or through the methods here, which keep the
 cross references (sh_link, sh_info, symbol indices) consistent.
+
+A section's bytes have one source of truth: its contents, or the view that last
+edited them (serialised when the bytes are next read).  Replacing the contents with
+:meth:`Section.set_data` drops every view decoded from the old bytes and the views
+that depend on them (:meth:`ElfFile.drop_views`), so the next read decodes the new
+bytes; no cache needs to be cleared by hand.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from klpelf._record import Record
 from klpelf.elf.constants import EM, ET, SHF, SHT
@@ -28,6 +34,18 @@ if TYPE_CHECKING:
 #: The kernel's MODULE_SIG_STRING (include/linux/module_signature.h): the last
 #: bytes of a module with an appended signature.
 MODULE_SIG_STRING = b"~Module signature appended~\n"
+
+
+_V = TypeVar("_V")
+
+
+class _Views(dict[int, _V]):
+    """Views by section index.  ``pop()`` of a view that is already gone returns None:
+    code that dropped a view by hand after :meth:`Section.set_data` (which now drops
+    it itself) keeps working."""
+
+    def pop(self, key: int, default: Any = None, /) -> Any:
+        return super().pop(key, default)
 
 
 class ElfHeader(Record):
@@ -115,23 +133,34 @@ class Section(Record):
             self._data = make()
         return self._data
 
-    def set_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Replace the contents; sh_size follows (except for SHT_NOBITS)."""
+    def set_data(self, data: bytes | bytearray | memoryview, view: object = None) -> None:
+        """Replace the contents; sh_size follows (except for SHT_NOBITS).
+
+        Every view decoded from the old bytes is dropped, and the views that depend
+        on them (:meth:`ElfFile.drop_views`): the next ``elf.relocations(sec)``,
+        ``elf.symtab`` ... decode the new bytes.  ``view`` is for the views' own
+        edits: the view that made the change stays, as the truth.
+        """
         self._pending = None
         self._data = data
         if self.sh_type != SHT.NOBITS:
             self.sh_size = len(data)
         self.dirty = True
         self.elf.modified = True
+        self.elf.drop_views(self, keep=view)
 
-    def set_pending(self, size: int, make: Callable[[], bytes | bytearray | memoryview]) -> None:
-        """A view changed the contents: sh_size is ``size`` now, the bytes come from
-        ``make()`` when first read.  Many edits in a row then cost one serialisation."""
+    def set_pending(
+        self, size: int, make: Callable[[], bytes | bytearray | memoryview], view: object
+    ) -> None:
+        """``view`` changed the contents: sh_size is ``size`` now, the bytes come from
+        ``make()`` when first read.  Many edits in a row then cost one serialisation.
+        ``view`` stays the truth; the other views of these bytes are dropped."""
         self._pending = make
         if self.sh_type != SHT.NOBITS:
             self.sh_size = size
         self.dirty = True
         self.elf.modified = True
+        self.elf.drop_views(self, keep=view)
 
     @property
     def info_section(self) -> Section | None:
@@ -196,11 +225,12 @@ class ElfFile:
         self.raw_shnum = header.e_shnum
         self.raw_shstrndx = header.e_shstrndx
         self.modified = False
+        # the views, by section index (see drop_views)
         self._shstrtab: StringTable | None = None
-        self._strtabs: dict[int, StringTable] = {}
-        self._symtabs: dict[int, SymbolTable] = {}
-        self._relocs: dict[int, RelocationTable] = {}
-        self._rela_views: dict[int, RelocationTable] = {}
+        self._strtabs: _Views[StringTable] = _Views()
+        self._symtabs: _Views[SymbolTable] = _Views()
+        self._relocs: _Views[RelocationTable] = _Views()
+        self._rela_views: _Views[RelocationTable] = _Views()
         self._modinfo: Modinfo | None = None
         self._record_count: int | None = None
 
@@ -356,6 +386,46 @@ class ElfFile:
 
             self._modinfo = Modinfo(sec)
         return self._modinfo
+
+    def drop_views(self, section: Section, keep: object = None) -> None:
+        """``section``'s bytes changed: forget the views decoded from the old bytes.
+
+        From outside the views (``keep`` None, :meth:`Section.set_data`): every view
+        of the section goes, and the views that read it: the symbol tables over a
+        string table or an SHT_SYMTAB_SHNDX section, the relocation tables over a
+        symbol table (their symbol indices were checked against its size); section
+        names are decoded again from a new ``.shstrtab``.
+
+        A view's own edit (``keep`` the view): it stays as the truth, and the other
+        views of the same bytes go (a section's ordinary and as-Elf_Rela relocation
+        views).  Nothing that depends on it needs to go: a string table only appends
+        (every offset keeps its string), a symbol table keeps its indices (an
+        inserted local renumbers the relocations itself), and nothing reads a
+        relocation table or ``.modinfo``.
+        """
+        i = section.index
+        own = keep is not None
+        for views in (self._strtabs, self._symtabs, self._relocs, self._rela_views):
+            view = views.get(i)
+            if view is not None and view is not keep:
+                del views[i]
+        modinfo = self._modinfo
+        if modinfo is not None and modinfo.section is section and modinfo is not keep:
+            self._modinfo = None
+        if own:
+            return
+        for j, tab in list(self._symtabs.items()):
+            if tab.strtab.section is section or tab.shndx_section is section:
+                del self._symtabs[j]
+        for j, rt in list(self._relocs.items()):
+            if rt.section.sh_link == i:
+                del self._relocs[j]
+        if self._shstrtab is not None and self._shstrtab.section is section:
+            self._shstrtab = None
+            names = self.shstrtab
+            decoded = [names.get(sec.sh_name) for sec in self.sections]
+            for sec, name in zip(self.sections, decoded, strict=True):
+                sec.name = name
 
     def decode_all(self) -> None:
         """Decode (and so check) every symbol table and relocation section.

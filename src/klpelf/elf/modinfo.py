@@ -114,7 +114,7 @@ class Modinfo:
         return self._parsed
 
     def _commit(self) -> None:
-        self.section.set_data(bytes(self._data))
+        self.section.set_data(bytes(self._data), self)
         self._parsed = None
 
 

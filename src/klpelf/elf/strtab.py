@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from klpelf.errors import ElfFormatError
+from klpelf.errors import ElfEditError, ElfFormatError
 
 if TYPE_CHECKING:
     from klpelf.elf.file import Section
@@ -72,7 +72,11 @@ class StringTable:
                 self._append(b"\0")
             return 0
         if 0 in raw:
-            raise ValueError("a string table entry cannot contain a NUL byte")
+            raise ElfEditError(
+                f"section {self.section}: a string table entry cannot contain a NUL byte "
+                f"({name!r})",
+                path=self.section.elf.path,
+            )
         if raw in self._added:
             return self._added[raw]
         pos = self._data.find(raw + b"\0", 1)
@@ -88,4 +92,4 @@ class StringTable:
         if not isinstance(self._data, bytearray):
             self._data = bytearray(self._data)
         self._data += raw
-        self.section.set_data(self._data)
+        self.section.set_data(self._data, self)

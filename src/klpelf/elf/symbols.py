@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
-from klpelf.elf.arrays import RecordTable, as_bytes, decode_u32, shndx_dtype, sym_record
+from klpelf.elf.arrays import (
+    RecordTable,
+    as_bytes,
+    decode_u32,
+    encode_u32,
+    shndx_dtype,
+    sym_record,
+)
 from klpelf.elf.constants import SHN, SHT, STB, STT
 from klpelf.elf.strtab import StringTable, encode_name
 from klpelf.errors import ElfEditError, ElfFormatError
@@ -72,7 +79,13 @@ class SymbolTable(RecordTable):
 
     ``len()``, indexing and iteration give :class:`Symbol` values.  Reading needs no
     numpy (:meth:`column`, :meth:`names`, :meth:`shndx_list` ...); the ``*_array``
-    properties and the edits use it.
+    properties use it, and the edits of a big file.
+
+    Malformed contents raise :class:`~klpelf.errors.ElfFormatError` when the view is
+    made (entry size, st_name, section indices); an edit that would break the object
+    raises :class:`~klpelf.errors.ElfEditError`.  Indexing past the end raises
+    IndexError, as any sequence does: that index comes from the caller, not from
+    the file (the indices that relocations hold are checked).
     """
 
     def __init__(self, elf: ElfFile, section: Section) -> None:
@@ -103,6 +116,11 @@ class SymbolTable(RecordTable):
             self._check_vector()
         else:
             self._check()
+
+    @property
+    def shndx_section(self) -> Section | None:
+        """The SHT_SYMTAB_SHNDX section of this table, if it has one."""
+        return self._shndx_sec
 
     @property
     def _xindex(self) -> npt.NDArray[np.uint32] | None:
@@ -292,6 +310,8 @@ class SymbolTable(RecordTable):
         return [i for i, v in enumerate(self.column("st_shndx")) if v == value]
 
     # --- edits --------------------------------------------------------------------
+    # Each edit has a plain-Python form (small files) and a numpy form (big files,
+    # VECTOR_THRESHOLD); both leave the same bytes.
 
     def _writable(self) -> npt.NDArray[np.void]:
         if not self._arr.flags.writeable:
@@ -300,10 +320,16 @@ class SymbolTable(RecordTable):
 
     def _commit(self) -> None:
         self._columns.clear()
-        self.section.set_pending(self._arr.nbytes, lambda: as_bytes(self._arr))
-        xindex, sec = self._xindex, self._shndx_sec
-        if xindex is not None and sec is not None:
-            sec.set_pending(xindex.nbytes, lambda: as_bytes(xindex))
+        self._committed()
+        sec = self._shndx_sec
+        if sec is None:
+            return
+        if self._xindex_arr is not None:
+            xindex = self._xindex_arr
+            sec.set_pending(xindex.nbytes, lambda: as_bytes(xindex), self)
+        elif self._xindex_list is not None:
+            values, order = self._xindex_list, self.elf.layout.byteorder
+            sec.set_pending(4 * len(values), lambda: encode_u32(values, order), self)
 
     def set_symbol(
         self,
@@ -324,22 +350,27 @@ class SymbolTable(RecordTable):
         """
         if not 0 < index < len(self):
             raise ElfEditError(f"symbol index {index} out of range (1..{len(self) - 1})")
+        if st_shndx == SHN.XINDEX and self._shndx_sec is None:
+            raise ElfEditError("SHN_XINDEX needs an SHT_SYMTAB_SHNDX section")
         if st_info is not None:
             self._rebind(index, st_info >> 4 == STB.LOCAL)
-        arr = self._writable()
+        values = {"st_info": st_info, "st_other": st_other, "st_shndx": st_shndx,
+                  "st_value": st_value, "st_size": st_size}  # fmt: skip
         if name is not None:
-            arr["st_name"][index] = self.strtab.add(name)
+            values["st_name"] = self.strtab.add(name)
             if self._names is not None:
                 self._names[index] = name
-        for fld, val in (("st_info", st_info), ("st_other", st_other), ("st_value", st_value),
-                         ("st_size", st_size)):  # fmt: skip
-            if val is not None:
-                arr[fld][index] = val
-        if st_shndx is not None:
-            if st_shndx == SHN.XINDEX and self._xindex is None:
-                raise ElfEditError("SHN_XINDEX needs an SHT_SYMTAB_SHNDX section")
-            arr["st_shndx"][index] = st_shndx
-        self._commit()
+        if self.vector:
+            arr = self._writable()
+            for fld, val in values.items():
+                if val is not None:
+                    arr[fld][index] = val
+            self._commit()
+            return
+        row = self._row(index)
+        row.update((fld, val) for fld, val in values.items() if val is not None)
+        self._pack(index, row)
+        self._committed()
 
     def _rebind(self, index: int, local: bool) -> None:
         first_global = self.section.sh_info
@@ -375,29 +406,44 @@ class SymbolTable(RecordTable):
         up by one, and every reference by index (relocations, section groups) is
         rewritten to match.
         """
-        import numpy as np
-
-        new = np.zeros(1, dtype=self._arr.dtype)
-        new["st_name"] = self.strtab.add(name)
-        new["st_info"], new["st_other"], new["st_shndx"] = st_info, st_other, st_shndx
-        new["st_value"], new["st_size"] = st_value, st_size
-        if st_shndx == SHN.XINDEX and self._xindex is None:
+        if st_shndx == SHN.XINDEX and self._shndx_sec is None:
             raise ElfEditError("SHN_XINDEX needs an SHT_SYMTAB_SHNDX section")
-        pos = len(self._arr)
+        row = {"st_name": self.strtab.add(name), "st_info": st_info, "st_other": st_other,
+               "st_shndx": st_shndx, "st_value": st_value, "st_size": st_size}  # fmt: skip
+        pos = len(self)
         if st_info >> 4 == STB.LOCAL:
             pos = self.section.sh_info
             self._renumber_from(pos)
             self.section.sh_info += 1
+        if self.vector:
+            self._insert_vector(pos, row, xindex)
+        else:
+            rec = self.record
+            data = self._records()[: len(self) * rec.size]
+            new = rec.codec.pack(*(row[n] for n, _ in rec.fields))
+            at = pos * rec.size
+            self._set_buf(bytearray(b"".join((data[:at], new, data[at:]))))
+            if self._shndx_sec is not None:
+                values = list(self._xindex_values() or [])
+                values.insert(pos, xindex)
+                self._xindex_arr, self._xindex_list = None, values
+        if self._names is not None:
+            self._names.insert(pos, name)
+        self._commit()
+        return pos
+
+    def _insert_vector(self, pos: int, row: dict[str, int], xindex: int) -> None:
+        import numpy as np
+
+        new = np.zeros(1, dtype=self._arr.dtype)
+        for fld, val in row.items():
+            new[fld] = val
         # np.concatenate would convert to native byte order; keep the file's
         self._arr = np.concatenate([self._arr[:pos], new, self._arr[pos:]], dtype=self._arr.dtype)
         if self._xindex is not None:
             self._xindex = np.concatenate(
                 [self._xindex[:pos], np.array([xindex], self._xindex.dtype), self._xindex[pos:]]
             )
-        if self._names is not None:
-            self._names.insert(pos, name)
-        self._commit()
-        return pos
 
     def _renumber_from(self, pos: int) -> None:
         # Symbol indices >= pos move up by one: rewrite every reference by index.

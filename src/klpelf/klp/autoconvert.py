@@ -21,11 +21,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
-
 from klpelf.elf.constants import SHF, SHN, STB
 from klpelf.elf.file import ElfFile
-from klpelf.errors import KlpError, KlpFormatError
+from klpelf.errors import AmbiguousSymbolError, KlpError, KlpFormatError, UsageError
 from klpelf.klp.names import KLP_SYM_PREFIX, KlpSymbolName
 from klpelf.symbols.candidate import Candidate
 from klpelf.symbols.resolve import klp_find_object_symbol
@@ -42,12 +40,26 @@ class SymposChoice(NamedTuple):
 
     @classmethod
     def parse(cls, spec: str) -> SymposChoice:
+        """Read one ``--sympos`` value.
+
+        :raises UsageError: a value that is not ``OBJ:SYMBOL=N`` or ``OBJ:SYMBOL=FILE``
+            with an object and a symbol name the kernel accepts and N in 0..ULONG_MAX.
+        """
         obj, sep, rest = spec.partition(":")
         name, eq, value = rest.partition("=")
         if not sep or not eq or not obj or not name or not value:
-            raise KlpError(f"--sympos {spec!r}: expected OBJ:SYMBOL=N or OBJ:SYMBOL=FILE")
-        if value.isdigit():
-            return cls(obj, name, int(value), None)
+            raise UsageError(f"--sympos {spec!r}: expected OBJ:SYMBOL=N or OBJ:SYMBOL=FILE")
+        number = value.strip()
+        sympos = None
+        if number.lstrip("+-").isdigit():
+            sympos = int(number)
+        try:
+            # the names (and N) as a .klp.sym. name must hold them
+            KlpSymbolName(obj, name, sympos if sympos is not None else 0)
+        except ValueError as e:
+            raise UsageError(f"--sympos {spec!r}: {e}") from None
+        if sympos is not None:
+            return cls(obj, name, sympos, None)
         return cls(obj, name, None, value)
 
 
@@ -63,10 +75,8 @@ def _used_undefined(elf: ElfFile) -> dict[int, str]:
         target = sec.info_section
         if target is None or not target.is_alloc:
             continue
-        syms = elf.relocations(sec).sym_array
-        for sym in np.unique(syms).tolist():
+        for sym, j in sorted(elf.relocations(sec).first_indices().items()):
             if sym in undef and sym not in where:
-                j = int(np.argmax(syms == sym))
                 where[sym] = f"relocation {j} in {sec.name}"
     return where
 
@@ -100,7 +110,7 @@ def plan_klp_symbols(
         )
     by_name = {c.name: c for c in choices or []}
     names = tab.names()
-    binds = tab.bind_array
+    binds = tab.binds()
     plan: dict[int, KlpSymbolName] = {}
     for i, where in sorted(_used_undefined(elf).items()):
         name = names[i]
@@ -116,7 +126,7 @@ def plan_klp_symbols(
         elif export is not None:
             # late module patching: the exporting module may load after the livepatch
             r = klp_find_object_symbol(ks, export.objname, name, 0)
-            if r.error is not None and r.error.startswith("unresolvable ambiguity"):
+            if isinstance(r.exception(), AmbiguousSymbolError):
                 raise KlpFormatError(f"{ctx}: {r.error}: {_describe(r.candidates)}")
             plan[i] = KlpSymbolName(export.objname, name, 0)
         else:

@@ -12,8 +12,6 @@ converted module changes nothing.
 
 from __future__ import annotations
 
-import numpy as np
-
 from klpelf._record import Record
 from klpelf.elf.constants import SHF, SHN, SHT
 from klpelf.elf.file import ElfFile, Section
@@ -104,13 +102,8 @@ def convert_annotations(elf: ElfFile) -> ConvertReport:
 def _move_relocations(elf: ElfFile, objname_of: dict[int, str], report: ConvertReport) -> None:
     symtab = elf.symtab
     assert symtab is not None
-    # per symbol index: the number of its object (0: not a livepatch symbol), so that
-    # one gather per relocation section finds the entries to move
-    objnames = sorted(set(objname_of.values()))
-    obj_id = np.zeros(len(symtab), dtype=np.int32)
-    for i, o in objname_of.items():
-        obj_id[i] = objnames.index(o) + 1
     existing = {s.name: s for s in elf.sections if s.sh_flags & SHF.RELA_LIVEPATCH}
+    livepatch = set(objname_of)
     for sec in list(elf.relocation_sections):
         if sec.sh_flags & SHF.RELA_LIVEPATCH or sec.sh_link != symtab.section.index:
             continue
@@ -118,10 +111,8 @@ def _move_relocations(elf: ElfFile, objname_of: dict[int, str], report: ConvertR
         if target is None or not target.is_alloc:
             continue  # the loader never applies these (apply_relocations skips them)
         rt = elf.relocations(sec)
-        syms = rt.sym_array
-        ids = obj_id[syms]
-        hit = ids != 0
-        if not hit.any():
+        used = rt.used_among(livepatch)
+        if not used:
             continue
         if sec.sh_type != SHT.RELA:
             raise KlpFormatError(
@@ -129,22 +120,23 @@ def _move_relocations(elf: ElfFile, objname_of: dict[int, str], report: ConvertR
                 "(the kernel reads klp relocation sections as Elf_Rela)",
                 path=elf.path,
             )
-        objs = [objnames[k - 1] for k in np.unique(ids[hit]).tolist()]
+        objs = sorted({objname_of[i] for i in used})
         if target.name.startswith(UNSAFE_LATE_SECTIONS) and objs != ["vmlinux"]:
             # objtool's klp diff refuses these too: the loader has already processed
             # the section (jump labels, static calls, alternatives) when livepatch
             # writes a module object's relocations.
-            for j in np.flatnonzero(hit).tolist():
-                sym = int(syms[j])
-                if objname_of[sym] != "vmlinux":
-                    raise KlpFormatError(
-                        f"section {sec}: relocation {j} against {symtab.name(sym)}: klp "
-                        f"relocations for module {objname_of[sym]} cannot be applied safely in "
-                        f"{target.name} (the loader processes it before livepatch writes them)",
-                        path=elf.path,
-                    )
+            j = rt.indices_of_symbols({i for i in used if objname_of[i] != "vmlinux"})[0]
+            sym = rt[j].sym
+            raise KlpFormatError(
+                f"section {sec}: relocation {j} against {symtab.name(sym)}: klp "
+                f"relocations for module {objname_of[sym]} cannot be applied safely in "
+                f"{target.name} (the loader processes it before livepatch writes them)",
+                path=elf.path,
+            )
         for obj in objs:
-            mask = obj_id[elf.relocations(sec).sym_array] == objnames.index(obj) + 1
+            entries = elf.relocations(sec).indices_of_symbols(
+                {i for i in used if objname_of[i] == obj}
+            )
             name = klp_rela_section_name(obj, target)
             KlpRelaSectionName.parse(name)  # the kernel must be able to read it
             dst = existing.get(name)
@@ -153,5 +145,5 @@ def _move_relocations(elf: ElfFile, objname_of: dict[int, str], report: ConvertR
                     name, target, symtab=symtab.section, extra_flags=SHF.ALLOC | SHF.RELA_LIVEPATCH
                 )
                 existing[name] = dst
-            n = move_relocations(elf, sec, dst, mask)
+            n = move_relocations(elf, sec, dst, entries)
             report.sections[name] = report.sections.get(name, 0) + n

@@ -74,7 +74,7 @@ def _walk(
     """check_module()'s walk, keeping its load state: the diagnostics and the bytes
     the x86 relocations applied at load left nonzero (0 or not, per byte)."""
     mod = KlpModule(elf, ksym_name_len=version.ksym_name_len)
-    state = LoadState(elf, mod, version, resolver=None, loaded=loaded)
+    state = LoadState(elf, mod, version, resolver=None, loaded=loaded, keep_written=True)
     try:
         run_checks(state)
     except KlpError as e:  # a malformed table met on the way

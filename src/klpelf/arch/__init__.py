@@ -132,12 +132,14 @@ class WriteRelocateAdd(Protocol):
     symbol index, None when unknown (an undefined or livepatch symbol before the
     kernel resolved it); ``address``: the target's sh_addr in the kernel, None when
     unknown.  Without both, values and overflows are None and a written place holds
-    nonzero marker bytes (all that the nonzero rule needs).
+    nonzero marker bytes (all that the nonzero rule needs).  ``keep`` False: the caller
+    does not need the bytes after the walk (``target`` may be left as it was or
+    written in part; the facts are the same).
     """
 
     def __call__(self, relocs: RelocationTable, target: bytearray, release: KernelRelease, *,
                  symbol_value: Callable[[int], int | None] | None = None,
-                 address: int | None = None) -> WriteFacts: ...  # fmt: skip
+                 address: int | None = None, keep: bool = True) -> WriteFacts: ...  # fmt: skip
 
 
 class Arch(NamedTuple):

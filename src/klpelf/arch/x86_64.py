@@ -14,7 +14,10 @@ v6.13/6.14, v6.15+, the v6.19 "Improve relocation error messages" patch).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
+from itertools import compress, islice, repeat
+from operator import add, gt
 from typing import TYPE_CHECKING
 
 from klpelf.arch import Arch, RelocType, StopReason, WriteFacts
@@ -72,6 +75,7 @@ RELOCATION_TYPES: dict[int, RelocType] = {
 #: type -> bytes written, 0 for the types that write nothing klpelf checks
 _WIDTH = {t.number: t.width if t.modelled else 0 for t in RELOCATION_TYPES.values()}
 _ZEROS = {4: bytes(4), 8: bytes(8)}
+_ZERO_PLACES = frozenset(_ZEROS.values())
 #: what a written place holds when the value is not known: only zero or not matters
 _MARK = {4: b"\1" * 4, 8: b"\1" * 8}
 
@@ -83,6 +87,7 @@ def write_relocate_add(
     *,
     symbol_value: Callable[[int], int | None] | None = None,
     address: int | None = None,
+    keep: bool = True,
 ) -> WriteFacts:
     """The twin of ``__write_relocate_add(..., apply=true)`` (arch/x86/kernel/module.c)
     for one section: see :class:`klpelf.arch.WriteRelocateAdd`.
@@ -91,59 +96,137 @@ def write_relocate_add(
     kernel writes whatever memory follows the section).
     """
     offsets, types = relocs.offsets(), relocs.types()
-    n = len(target)
-    widths: list[int] = []
-    nonzero: list[bool] = []
-    known_values = symbol_value is not None and address is not None
-    values: list[int | None] | None = [] if known_values else None
-    overflow: list[bool | None] | None = [] if known_values else None
-    syms = relocs.syms() if known_values else []
-    addends = (relocs.addends() or [0] * len(types)) if known_values else []
-    overflow_first = release.at_least(6, 3)  # the v6.3 rewrite checks the range first
     width_of = _WIDTH.get
-    stop: int | None = None
-    reason: StopReason | None = None
-    for i, (off, r_type) in enumerate(zip(offsets, types, strict=True)):
-        width = width_of(r_type, -1)
-        if width <= 0:  # NONE, a type not modelled, or unknown (the walk stops)
-            widths.append(0)
-            nonzero.append(False)
-            if values is not None and overflow is not None:
-                values.append(None)
-                overflow.append(None)
-            if width < 0:
-                stop, reason = i, "unknown-type"
-                break
-            continue
-        end = off + width
-        inside = width if end <= n else max(n - off, 0)
-        widths.append(width)
-        nz = inside > 0 and target[off : off + inside] != _ZEROS[width][:inside]
-        nonzero.append(nz)
-        value: int | None = None
-        over = False
-        if values is not None and overflow is not None:
-            s = symbol_value(syms[i]) if symbol_value is not None else None
-            if s is not None and address is not None:
-                row = RELOCATION_TYPES[r_type]
-                assert row.compute is not None
-                value = row.compute(s, addends[i], address + off)
-                over = row.in_range is not None and not row.in_range(value)
-            values.append(value)
-            overflow.append(over if value is not None else None)
-        if over and (overflow_first or not nz):
-            stop, reason = i, "overflow"
-            break
-        if nz:
-            stop, reason = i, "nonzero"
-            break
-        if inside:
-            if value is None:
-                target[off : off + inside] = _MARK[width][:inside]
-            else:
-                target[off : off + inside] = value.to_bytes(8, "little")[:inside]
-    return WriteFacts(offsets[: len(widths)], types[: len(widths)], widths, nonzero,
+    # what does not depend on the order of the entries is computed for all at once
+    # (amdgpu.ko: 320,000 entries); the walk below keeps only the order-dependent part
+    widths = list(map(width_of, types, repeat(-1)))
+    limit = widths.index(-1) if -1 in widths else len(widths)  # the first unknown type
+    values: list[int | None] | None = None
+    overflow: list[bool | None] | None = None
+    if symbol_value is not None and address is not None:
+        values = _values(relocs, types[:limit], symbol_value, address)
+        overflow = [_overflows(t, v) for t, v in zip(types, values, strict=False)]
+        if True in overflow:
+            limit = overflow.index(True)
+    # an entry judged after the walk (an overflow before v6.3) needs the bytes written
+    stop = _walk(target, offsets, widths, values, limit, keep=keep or limit < len(widths))
+    reason: StopReason | None = "nonzero" if stop is not None else None
+    if stop is None and limit < len(widths):
+        stop = limit
+        if widths[limit] < 0:
+            reason = "unknown-type"
+        # the v6.3 rewrite checks the range first; before, the zero check came first
+        elif release.at_least(6, 3) or _walk_from(target, offsets, widths, values, [limit]) is None:
+            reason = "overflow"
+        else:
+            reason = "nonzero"
+    walked = len(widths) if stop is None else stop + 1
+    nonzero = [False] * walked
+    if reason == "nonzero":
+        nonzero[-1] = True
+    widths = widths[:walked]
+    if reason == "unknown-type":
+        widths[-1] = 0
+    if values is not None and overflow is not None:
+        values, overflow = values[:walked], overflow[:walked]
+        values += [None] * (walked - len(values))
+        overflow += [None] * (walked - len(overflow))
+    return WriteFacts(offsets[:walked], types[:walked], widths, nonzero,
                       values=values, overflow=overflow, stop=stop, reason=reason)  # fmt: skip
+
+
+def _walk(target: bytearray, offsets: list[int], widths: list[int],
+          values: list[int | None] | None, limit: int, *, keep: bool) -> int | None:  # fmt: skip
+    """The order-dependent part: entries ``0..limit-1`` in order, each place must be
+    zero (the file's bytes, or what an earlier entry wrote), then it is written.  The
+    index of the first nonzero place, or None."""
+    if _places_free(target, offsets, widths, values, limit, keep=keep):
+        return None
+    return _walk_from(target, offsets, widths, values, range(limit))
+
+
+def _walk_from(target: bytearray, offsets: list[int], widths: list[int],
+               values: list[int | None] | None, entries: Iterable[int]) -> int | None:  # fmt: skip
+    """:func:`_walk` entry by entry, over ``entries``."""
+    n = len(target)
+    for i in entries:
+        width = widths[i]
+        if not width:  # NONE, or a type klpelf does not model
+            continue
+        off = offsets[i]
+        end = off + width
+        zeros = _ZEROS[width]
+        value = None if values is None else values[i]
+        mark = _MARK[width] if value is None else value.to_bytes(8, "little")[:width]
+        if end > n:  # past the end of the section: only the bytes inside count
+            if off >= n:
+                continue
+            zeros, mark, end = zeros[: n - off], mark[: n - off], n
+        if target[off:end] != zeros:
+            return i
+        target[off:end] = mark
+    return None
+
+
+def _places_free(target: bytearray, offsets: list[int], widths: list[int],
+                 values: list[int | None] | None, limit: int, *, keep: bool) -> bool:  # fmt: skip
+    """The usual case at once, without a Python step per entry: when the places (of
+    the entries that write) come in increasing order, do not overlap, lie inside the
+    section and hold zeros, no entry stops, and the bytes after the walk are the
+    section's with every place written (done here unless not ``keep``).  False:
+    nothing done, walk the entries one by one (:func:`_walk_from`)."""
+    live = list(compress(range(limit), widths[:limit]))
+    if not live:
+        return True
+    offs = [offsets[i] for i in live] if len(live) < limit else offsets[:limit]
+    ws = [widths[i] for i in live] if len(live) < limit else widths[:limit]
+    ends = list(map(add, offs, ws))
+    # ends[i] <= offs[i + 1] for all i: increasing, no overlap (every width is > 0)
+    if ends[-1] > len(target) or any(map(gt, ends, islice(offs, 1, None))):
+        return False
+    data = bytes(target)
+    if not set(map(data.__getitem__, map(slice, offs, ends))) <= _ZERO_PLACES:
+        return False
+    if not keep:
+        return True
+    if values is None:
+        marks = list(map(_MARK.__getitem__, ws))
+    else:
+        marks = []
+        for i, w in zip(live, ws, strict=True):
+            v = values[i]
+            marks.append(_MARK[w] if v is None else v.to_bytes(8, "little")[:w])
+    # the writes, each a slice assignment, looped in C
+    deque(map(target.__setitem__, map(slice, offs, ends), marks), maxlen=0)
+    return True
+
+
+def _values(
+    relocs: RelocationTable,
+    types: list[int],
+    symbol_value: Callable[[int], int | None],
+    address: int,
+) -> list[int | None]:
+    """``val`` of each entry (S + A, - P for the PC-relative types); None when S is not
+    known or the type computes nothing."""
+    syms, offsets = relocs.syms(), relocs.offsets()
+    addends = relocs.addends() or [0] * len(types)
+    out: list[int | None] = []
+    for i, r_type in enumerate(types):
+        compute = RELOCATION_TYPES[r_type].compute
+        s = symbol_value(syms[i]) if compute is not None else None
+        out.append(
+            None if s is None or compute is None else compute(s, addends[i], address + offsets[i])
+        )
+    return out
+
+
+def _overflows(r_type: int, value: int | None) -> bool | None:
+    """Whether ``value`` fails the type's range check (None: not known)."""
+    if value is None:
+        return None
+    check = RELOCATION_TYPES[r_type].in_range
+    return check is not None and not check(value)
 
 
 # --- the kernel's messages --------------------------------------------------------------

@@ -28,12 +28,14 @@ class LoadState(Record):
     """What one prediction of the load and enable path carries from step to step."""
 
     _fields = ("elf", "mod", "release", "resolver", "loaded", "diagnostics", "written")
-    __slots__ = (*_fields, "_arch", "_klp_by_index", "_livepatch_symbols", "_not_modelled")
+    __slots__ = (*_fields, "_arch", "_klp_by_index", "_last_reader", "_livepatch_symbols",
+                 "_not_modelled", "keep_written")  # fmt: skip
 
     def __init__(self, elf: ElfFile, mod: KlpModule, release: KernelRelease,
                  diagnostics: list[Diagnostic] | None = None, *,
                  resolver: Resolver | None = None,
-                 loaded: Callable[[str], bool] | None = None) -> None:  # fmt: skip
+                 loaded: Callable[[str], bool] | None = None,
+                 keep_written: bool = False) -> None:  # fmt: skip
         self.elf, self.mod, self.release = elf, mod, release
         #: resolves livepatch symbols in the target kernel; None: not checked
         self.resolver = resolver
@@ -44,6 +46,9 @@ class LoadState(Record):
         #: them: a nonzero byte is nonzero in the file or written by a relocation (what
         #: the arch's nonzero rule needs; later steps start from these bytes)
         self.written: dict[int, bytearray] = {}
+        #: keep every target's bytes in ``written``, not only those a later step reads
+        self.keep_written = keep_written
+        self._last_reader: dict[int, int] | None = None
         self._arch = arch_for(elf.machine)
         self._klp_by_index = {k.section.index: k for k in mod.sections}
         self._not_modelled = False
@@ -66,6 +71,20 @@ class LoadState(Record):
             assert tab is not None
             self._livepatch_symbols = set(tab.indices_where_shndx(SHN.LIVEPATCH))
         return self._livepatch_symbols
+
+    def read_later(self, sec: Section) -> bool:
+        """Whether a step after relocation section ``sec`` at load reads the bytes of
+        its target: a later relocation section with the same target, or any
+        SHF_RELA_LIVEPATCH one (applied at enable or when its object loads)."""
+        if self._last_reader is None:
+            last: dict[int, int] = {}
+            for s in self.elf.sections[1:]:
+                if s.sh_flags & SHF.RELA_LIVEPATCH:
+                    last[s.sh_info] = len(self.elf.sections)  # read after every load step
+                elif s.sh_type == SHT.RELA:
+                    last[s.sh_info] = max(last.get(s.sh_info, 0), s.index)
+            self._last_reader = last
+        return self.keep_written or self._last_reader.get(sec.sh_info, 0) > sec.index
 
     def add(self, severity: Severity, rule: str, message: str, **kw: object) -> None:
         """Report a diagnostic (keyword arguments: the other :class:`Diagnostic` fields)."""
@@ -184,7 +203,9 @@ def apply_relocate_add(state: LoadState, sec: Section, when: When) -> bool:
     The place bytes start as earlier relocations at load left them
     (:attr:`LoadState.written`); what this section writes is kept only at load
     (``when`` "load"), as the relocations of later steps are judged each against the
-    module as loaded.  A machine klpelf does not model gets one note, once.
+    module as loaded, and only when a later step reads it
+    (:meth:`LoadState.read_later`).  A machine klpelf does not model gets one note,
+    once.
     """
     arch = state.arch
     if arch is None:
@@ -198,9 +219,10 @@ def apply_relocate_add(state: LoadState, sec: Section, when: When) -> bool:
         place = bytearray(target.data) if target.sh_type != SHT.NOBITS else bytearray()
     # the kernel reads every section it applies as Elf_Rela: sh_size / sizeof(Elf_Rela)
     relocs = state.elf.relocations_as_rela(sec)
-    facts = arch.write_relocate_add(relocs, place, state.release)
+    keep = when == "load" and state.read_later(sec)
+    facts = arch.write_relocate_add(relocs, place, state.release, keep=keep)
     if facts.stop is None:
-        if when == "load":
+        if keep:
             state.written[target.index] = place
         return True
     rule, message = arch.refusal(state.release, state.mod.name, sec.index, facts)

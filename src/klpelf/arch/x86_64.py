@@ -60,8 +60,8 @@ RELOCATION_TYPES: dict[int, RelocType] = {
         # no range check: the value is cut to 32 bits (the one the v5.8 code had was
         # inside #if 0, and went with the v6.3 rewrite)
         RelocType(2, "R_X86_64_PC32", 4, "S + A - P", _s_a_p),
-        # handled as PC32 since v4.16: the kernel has no PLT (L = S)
-        RelocType(4, "R_X86_64_PLT32", 4, "L + A - P (L = S)", _s_a_p),
+        # handled as PC32 since v4.16: the kernel has no PLT, L (the PLT entry) is S
+        RelocType(4, "R_X86_64_PLT32", 4, "L + A - P", _s_a_p),
         RelocType(10, "R_X86_64_32", 4, "S + A", _s_a, "val == (u32)val", _fits_u32),
         RelocType(11, "R_X86_64_32S", 4, "S + A", _s_a, "(s64)val == (s32)val", _fits_s32),
         RelocType(24, "R_X86_64_PC64", 8, "S + A - P", _s_a_p),

@@ -211,18 +211,19 @@ def apply_relocate_add(state: LoadState, sec: Section, when: When) -> bool:
     if arch is None:
         _not_modelled(state)
         return True
-    target = state.elf.sections[sec.sh_info]
-    written = state.written.get(target.index)
-    if written is not None:
+    target = sec.info_section
+    if target is None:  # a klp section applied at enable whatever its sh_info: no bytes
+        place = bytearray()
+    elif (written := state.written.get(target.index)) is not None:
         place = bytearray(written)
     else:
         place = bytearray(target.data) if target.sh_type != SHT.NOBITS else bytearray()
     # the kernel reads every section it applies as Elf_Rela: sh_size / sizeof(Elf_Rela)
     relocs = state.elf.relocations_as_rela(sec)
-    keep = when == "load" and state.read_later(sec)
+    keep = target is not None and when == "load" and state.read_later(sec)
     facts = arch.write_relocate_add(relocs, place, state.release, keep=keep)
     if facts.stop is None:
-        if keep:
+        if keep and target is not None:
             state.written[target.index] = place
         return True
     rule, message = arch.refusal(state.release, state.mod.name, sec.index, facts)

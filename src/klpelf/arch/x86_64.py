@@ -175,11 +175,14 @@ def _places_free(target: bytearray, offsets: list[int], widths: list[int],
     section and hold zeros, no entry stops, and the bytes after the walk are the
     section's with every place written (done here unless not ``keep``).  False:
     nothing done, walk the entries one by one (:func:`_walk_from`)."""
-    live = list(compress(range(limit), widths[:limit]))
-    if not live:
+    offs = offsets if limit == len(offsets) else offsets[:limit]
+    ws = widths if limit == len(widths) else widths[:limit]
+    live: Iterable[int] = range(limit)
+    if 0 in ws:  # entries that write nothing (R_X86_64_NONE) do not take part
+        live = list(compress(range(limit), ws))
+        offs, ws = [offs[i] for i in live], [ws[i] for i in live]
+    if not ws:
         return True
-    offs = [offsets[i] for i in live] if len(live) < limit else offsets[:limit]
-    ws = [widths[i] for i in live] if len(live) < limit else widths[:limit]
     ends = list(map(add, offs, ws))
     # ends[i] <= offs[i + 1] for all i: increasing, no overlap (every width is > 0)
     if ends[-1] > len(target) or any(map(gt, ends, islice(offs, 1, None))):

@@ -235,7 +235,7 @@ def test_bulk_proof_and_entry_walk_agree() -> None:
         ref = bytearray(data)
         widths = [x86._WIDTH.get(t, -1) for _, _, t, _ in entries]
         limit = widths.index(-1) if -1 in widths else len(widths)
-        stop = x86._walk_from(ref, [e[0] for e in entries], widths, None, range(limit))
+        stop = x86._write_entries(ref, [e[0] for e in entries], widths, None, range(limit))
         if stop is None and limit < len(entries):
             assert (facts.stop, facts.reason) == (limit, "unknown-type")
         else:

@@ -68,7 +68,7 @@ def _key(d: Diagnostic) -> DiagKey:
                  for name, value in d._asdict().items())  # fmt: skip
 
 
-def _walk(
+def _run_checks(
     elf: ElfFile, version: KernelRelease, loaded: Callable[[str], bool] | None
 ) -> tuple[list[DiagKey], dict[int, bytes]]:
     """check_module()'s walk, keeping its load state: the diagnostics and the bytes
@@ -91,7 +91,7 @@ def _both(
         with _path(threshold):
             elf = read_elf(data, path="m.ko")
             assert arrays.use_vector(elf) == (threshold == VECTOR)
-            results.append(_walk(elf, version, loaded))
+            results.append(_run_checks(elf, version, loaded))
     (scalar, scalar_busy), (vector, vector_busy) = results
     assert scalar == vector
     assert scalar_busy == vector_busy

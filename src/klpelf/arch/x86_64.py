@@ -109,14 +109,17 @@ def write_relocate_add(
         if True in overflow:
             limit = overflow.index(True)
     # an entry judged after the walk (an overflow before v6.3) needs the bytes written
-    stop = _walk(target, offsets, widths, values, limit, keep=keep or limit < len(widths))
+    stop = _write_places(target, offsets, widths, values, limit, keep=keep or limit < len(widths))
     reason: StopReason | None = "nonzero" if stop is not None else None
     if stop is None and limit < len(widths):
         stop = limit
         if widths[limit] < 0:
             reason = "unknown-type"
         # the v6.3 rewrite checks the range first; before, the zero check came first
-        elif release.at_least(6, 3) or _walk_from(target, offsets, widths, values, [limit]) is None:
+        elif (
+            release.at_least(6, 3)
+            or _write_entries(target, offsets, widths, values, [limit]) is None
+        ):
             reason = "overflow"
         else:
             reason = "nonzero"
@@ -135,19 +138,19 @@ def write_relocate_add(
                       values=values, overflow=overflow, stop=stop, reason=reason)  # fmt: skip
 
 
-def _walk(target: bytearray, offsets: list[int], widths: list[int],
+def _write_places(target: bytearray, offsets: list[int], widths: list[int],
           values: list[int | None] | None, limit: int, *, keep: bool) -> int | None:  # fmt: skip
     """The order-dependent part: entries ``0..limit-1`` in order, each place must be
     zero (the file's bytes, or what an earlier entry wrote), then it is written.  The
     index of the first nonzero place, or None."""
     if _places_free(target, offsets, widths, values, limit, keep=keep):
         return None
-    return _walk_from(target, offsets, widths, values, range(limit))
+    return _write_entries(target, offsets, widths, values, range(limit))
 
 
-def _walk_from(target: bytearray, offsets: list[int], widths: list[int],
+def _write_entries(target: bytearray, offsets: list[int], widths: list[int],
                values: list[int | None] | None, entries: Iterable[int]) -> int | None:  # fmt: skip
-    """:func:`_walk` entry by entry, over ``entries``."""
+    """:func:`_write_places` entry by entry, over ``entries``."""
     n = len(target)
     for i in entries:
         width = widths[i]
@@ -174,7 +177,7 @@ def _places_free(target: bytearray, offsets: list[int], widths: list[int],
     the entries that write) come in increasing order, do not overlap, lie inside the
     section and hold zeros, no entry stops, and the bytes after the walk are the
     section's with every place written (done here unless not ``keep``).  False:
-    nothing done, walk the entries one by one (:func:`_walk_from`)."""
+    nothing done, walk the entries one by one (:func:`_write_entries`)."""
     offs = offsets if limit == len(offsets) else offsets[:limit]
     ws = widths if limit == len(widths) else widths[:limit]
     live: Iterable[int] = range(limit)

@@ -4,7 +4,8 @@ One place for every version-dependent fact, each with the commit or release that
 changed it, so that ``klpelf check --kernel-release`` predicts the exact text a
 given kernel prints.  Sources: kernel/livepatch/core.c, kernel/module/main.c and
 arch/x86/kernel/module.c of the releases named (see
-../shared/reference/kernel-rules.md, sections 3, 5.1 and 10).
+../shared/reference/kernel-rules.md, sections 3, 5.1 and 10).  What differs per
+architecture, the x86 message texts among it, is in :mod:`klpelf.arch`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from functools import total_ordering
 from typing import Final
 
 from klpelf._record import FrozenRecord
+from klpelf.errors import UsageError
 
 KSYM_NAME_LEN_OLD = 128
 """KSYM_NAME_LEN before v6.1: symbol names were read with ``%127[^,]``."""
@@ -47,7 +49,7 @@ class KernelRelease(FrozenRecord):
         """``6.1.0-56-amd64``, ``6.12.117+deb13-amd64``, ``7.2`` or a vermagic string."""
         m = _RELEASE_RE.match(release)
         if m is None:
-            raise ValueError(f"not a kernel release: {release!r}")
+            raise UsageError(f"not a kernel release: {release!r}")
         return cls(int(m.group(1)), int(m.group(2)))
 
     def __str__(self) -> str:
@@ -114,23 +116,6 @@ class KernelRelease(FrozenRecord):
             where = f"at rela sec {symndx} idx {idx}"
             return f"symbol {symbol} {where} is not marked as a livepatch symbol"
         return f"symbol {symbol} is not marked as a livepatch symbol"
-
-    def x86_nonzero_message(self, sec: int, idx: int, r_type: int) -> str:
-        # The runtime address and value are shown as <loc> and <val>.
-        if self.at_least(6, 19):
-            return (
-                "x86/modules: Invalid relocation target, existing value is nonzero for "
-                f"sec {sec}, idx {idx}, type {r_type}, loc <loc>, val <val>"
-            )
-        if self.at_least(6, 3):
-            return (
-                "x86/modules: Invalid relocation target, existing value is nonzero for "
-                f"type {r_type}, loc <loc>, val <val>"
-            )
-        return (
-            "x86/modules: Skipping invalid relocation target, existing value is nonzero for "
-            f"type {r_type}, loc <loc>, val <val>"
-        )
 
 
 #: The release assumed when neither --kernel-release nor a vermagic says one.

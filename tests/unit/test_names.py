@@ -789,3 +789,32 @@ def test_fast_path_matches_kernel_sscanf(pieces: list[str], width: int) -> None:
         pos,
     )
     assert _c_string(s)[exact.spans[2][1] :] == b""
+
+
+def test_bad_fields_raise_klp_format_error() -> None:
+    # names that the kernel's formats cannot hold: KlpFormatError (a ValueError, so
+    # callers catching ValueError keep working)
+    from collections.abc import Callable
+
+    from klpelf.klp.names import KlpRelaSectionName
+
+    bad: list[Callable[[], object]] = [
+        lambda: KlpSymbolName("a.b", "f", 0),
+        lambda: KlpSymbolName("vmlinux", "f,g", 0),
+        lambda: KlpSymbolName("vmlinux", "f", -1),
+        lambda: KlpRelaSectionName("vmlinux", "text"),
+        lambda: KlpRelaSectionName("", ".text"),
+    ]
+    for make in bad:
+        with pytest.raises(KlpFormatError):
+            make()
+
+
+def test_kernel_release_parse_usage_error() -> None:
+    from klpelf.errors import UsageError
+    from klpelf.release import KernelRelease
+
+    with pytest.raises(UsageError, match="not a kernel release"):
+        KernelRelease.parse("vmlinux")
+    assert issubclass(UsageError, ValueError)
+    assert KernelRelease.parse("6.12.117+deb13-amd64") == KernelRelease(6, 12)

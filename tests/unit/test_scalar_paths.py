@@ -33,8 +33,8 @@ from klpelf.elf.symbols import SymbolTable
 from klpelf.elf.writer import write_elf
 from klpelf.errors import KlpError
 from klpelf.io import read_input
-from klpelf.klp._walk import Checker
-from klpelf.klp.check import Diagnostic
+from klpelf.klp.check import Diagnostic, run_checks
+from klpelf.klp.load import LoadState
 from klpelf.klp.module import KlpModule
 from klpelf.release import KernelRelease
 from toolchain import TARGETS, assemble
@@ -68,20 +68,19 @@ def _key(d: Diagnostic) -> DiagKey:
                  for name, value in d._asdict().items())  # fmt: skip
 
 
-def _walk(
+def _run_checks(
     elf: ElfFile, version: KernelRelease, loaded: Callable[[str], bool] | None
 ) -> tuple[list[DiagKey], dict[int, bytes]]:
-    """check_module()'s walk, keeping the checker: its diagnostics and the bytes the
-    x86 relocations applied at load left nonzero (0 or not, per byte)."""
+    """check_module()'s walk, keeping its load state: the diagnostics and the bytes
+    the x86 relocations applied at load left nonzero (0 or not, per byte)."""
     mod = KlpModule(elf, ksym_name_len=version.ksym_name_len)
-    out: list[Diagnostic] = []
-    checker = Checker(elf, mod, version, out, resolver=None, loaded=loaded)
+    state = LoadState(elf, mod, version, resolver=None, loaded=loaded, keep_written=True)
     try:
-        checker.run()
+        run_checks(state)
     except KlpError as e:  # a malformed table met on the way
         return [("raised", str(e))], {}
-    busy = {i: bytes(b != 0 for b in v) for i, v in checker.busy.items()}
-    return [_key(d) for d in out], busy
+    busy = {i: bytes(b != 0 for b in v) for i, v in state.written.items()}
+    return [_key(d) for d in state.diagnostics], busy
 
 
 def _both(
@@ -92,7 +91,7 @@ def _both(
         with _path(threshold):
             elf = read_elf(data, path="m.ko")
             assert arrays.use_vector(elf) == (threshold == VECTOR)
-            results.append(_walk(elf, version, loaded))
+            results.append(_run_checks(elf, version, loaded))
     (scalar, scalar_busy), (vector, vector_busy) = results
     assert scalar == vector
     assert scalar_busy == vector_busy

@@ -5,7 +5,7 @@ the kernel reports (load_module() in kernel/module/main.c, then the module's ini
 calling klp_enable_patch() in kernel/livepatch/core.c, then later loads of patched
 modules through klp_module_coming()):
 
-1. ELF validity that a broken writer can trip (one SHT_SYMTAB, ET_REL, section 0);
+1. elf_validity(): what a broken writer can trip (one SHT_SYMTAB, ET_REL, section 0);
 2. simplify_symbols(): an undefined symbol that is not SHN_LIVEPATCH must be exported;
 3. apply_relocations(), in section index order: SHF_RELA_LIVEPATCH sections go to
    klp_apply_section_relocs() (only ``vmlinux`` ones are applied now), the others to
@@ -14,9 +14,12 @@ modules through klp_module_coming()):
    sections of objects already loaded;
 5. klp_module_coming(): the sections of objects loaded later.
 
-Each check that the kernel makes uses the kernel's message text.  Problems the
-kernel does not refuse but which break the module (it loads and then crashes, or a
-section is silently never applied) are errors or warnings of klpelf's own.
+Steps 1-3 are in :mod:`klpelf.klp.load` (kernel/module/main.c), 4-5 in
+:mod:`klpelf.klp.core` (kernel/livepatch/core.c), the relocation types of each machine
+in :mod:`klpelf.arch`.  Each check that the kernel makes uses the kernel's message
+text.  Problems the kernel does not refuse but which break the module (it loads and
+then crashes, or a section is silently never applied) are klpelf's own rules
+(:mod:`klpelf.klp.lint`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from klpelf.elf.file import ElfFile
-from klpelf.klp._walk import Checker
+from klpelf.klp.core import klp_enable_patch
 from klpelf.klp.diagnostics import (
     UNSAFE_LATE_SECTIONS,
     CheckResult,
@@ -35,6 +38,8 @@ from klpelf.klp.diagnostics import (
     Severity,
     When,
 )
+from klpelf.klp.lint import module_rules
+from klpelf.klp.load import LoadState, apply_relocations, elf_validity, simplify_symbols
 from klpelf.klp.module import KlpModule, klp_module
 from klpelf.release import DEFAULT_VERSION, KernelRelease
 
@@ -50,6 +55,7 @@ __all__ = [
     "When",
     "check_module",
     "kernel_resolver",
+    "run_checks",
 ]
 
 
@@ -84,8 +90,19 @@ def check_module(
     if version.ksym_name_len != mod.ksym_name_len:
         mod = KlpModule(elf, ksym_name_len=version.ksym_name_len)
     res = CheckResult(elf.path or "", mod.name, version, source)
-    Checker(elf, mod, version, res.diagnostics, resolver=resolver, loaded=loaded).run()
+    run_checks(LoadState(elf, mod, version, res.diagnostics, resolver=resolver, loaded=loaded))
     return res
+
+
+def run_checks(state: LoadState) -> None:
+    """The walk of :func:`check_module` over ``state``: the load path, the enable path
+    (with the later loads of patched modules), then klpelf's own rules."""
+    if not elf_validity(state):
+        return
+    simplify_symbols(state)
+    apply_relocations(state)
+    klp_enable_patch(state)
+    module_rules(state)
 
 
 def kernel_resolver(ks: KernelSymbols) -> tuple[Resolver, Callable[[str], bool]]:

@@ -15,6 +15,7 @@ from klpelf.elf.file import ElfFile, Section
 from klpelf.elf.modinfo import module_name
 from klpelf.elf.symbols import Symbol
 from klpelf.klp.names import (
+    KLP_ARCH_PREFIX,
     KLP_RELA_PREFIX,
     KLP_SYM_PREFIX,
     KSYM_NAME_LEN,
@@ -24,9 +25,6 @@ from klpelf.klp.names import (
     classify_symbol_name,
     parse_draft_rel_section,
 )
-
-#: x86 alternatives/paravirt sections of v4.9..v5.7, removed in v5.8 ("livepatch: Remove .klp.arch")
-KLP_ARCH_PREFIX = ".klp.arch."
 
 
 class LivepatchSymbol(NamedTuple):

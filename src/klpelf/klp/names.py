@@ -118,6 +118,8 @@ KLP_SYM_PREFIX = ".klp.sym."
 KLP_RELA_PREFIX = ".klp.rela."
 KLP_SYM_RELA_PREFIX = ".klp.sym.rela."
 KLP_DRAFT_REL_PREFIX = ".klp.rel."
+#: x86 alternatives/paravirt sections of v4.9..v5.7, removed in v5.8 ("livepatch: Remove .klp.arch")
+KLP_ARCH_PREFIX = ".klp.arch."
 
 KLP_RELA_SECTION_FORMAT = f"{KLP_RELA_PREFIX}%{OBJNAME_MAX}[^.]"
 """The format of ``klp_write_section_relocs()``."""
@@ -370,7 +372,7 @@ def _canonical(name: str) -> str:
 def _check_objname(what: str, objname: str) -> None:
     raw = _enc(objname)
     if not raw or len(raw) > OBJNAME_MAX or b"." in raw or b"\0" in raw:
-        raise ValueError(
+        raise KlpFormatError(
             f"{what} must be 1-{OBJNAME_MAX} bytes without '.' or NUL, not {objname!r}"
         )
 
@@ -378,14 +380,14 @@ def _check_objname(what: str, objname: str) -> None:
 def _check_symname(name: str, ksym_name_len: int = KSYM_NAME_LEN) -> None:
     raw = _enc(name)
     if not raw or len(raw) > ksym_name_len - 1 or b"," in raw or b"\0" in raw:
-        raise ValueError(
+        raise KlpFormatError(
             f"symbol name must be 1-{ksym_name_len - 1} bytes without ',' or NUL, not {name!r}"
         )
 
 
 def _check_sympos(sympos: int) -> None:
     if not 0 <= sympos <= SYMPOS_MAX:
-        raise ValueError(f"sympos must be in 0..{SYMPOS_MAX}, not {sympos}")
+        raise KlpFormatError(f"sympos must be in 0..{SYMPOS_MAX}, not {sympos}")
 
 
 # --------------------------------------------------------------------------------------
@@ -537,13 +539,13 @@ class KlpRelaSectionName(FrozenRecord):
         _check_objname("section object name", self.objname)
         over = _enc(self.objname_overflow)
         if over and (b"." in over or b"\0" in over or len(_enc(self.objname)) != OBJNAME_MAX):
-            raise ValueError(
+            raise KlpFormatError(
                 f"objname_overflow {self.objname_overflow!r} must follow a {OBJNAME_MAX}-byte "
                 "object name and contain no '.' or NUL"
             )
         raw = _enc(self.suffix)
         if raw and (raw[0] != _DOT or b"\0" in raw):
-            raise ValueError(f"suffix must be empty or start with '.', not {self.suffix!r}")
+            raise KlpFormatError(f"suffix must be empty or start with '.', not {self.suffix!r}")
 
     @classmethod
     def scan(cls, s: str) -> KlpRelaSectionScan:

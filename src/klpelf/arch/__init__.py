@@ -1,0 +1,185 @@
+"""What each architecture's module loader does with relocations, one file per machine.
+
+The registry is keyed by ``e_machine``: :func:`arch_for` gives the :class:`Arch` of a
+machine whose ``arch/<arch>/kernel/module.c`` klpelf models, or None.  A caller that
+gets None must say so ("relocations for <machine> are not modelled", see
+:func:`not_modelled_message`), never skip the relocation step in silence.
+
+An :class:`Arch` holds:
+
+* its relocation types as a table (:class:`RelocType`: number, ABI name, the bytes of
+  the place, the ABI formula in S/A/P terms and as a function, the kernel's range
+  check);
+* the twin of its ``apply_relocate_add()``: :attr:`Arch.write_relocate_add` walks the
+  entries of one section over a copy of the target section's bytes and returns facts
+  (:class:`WriteFacts`), never diagnostics;
+* the texts the kernel prints when it stops (:attr:`Arch.refusal`), per release.
+
+The interface is meant for the machines to come: a place that is an instruction field
+(arm64 CALL26, ppc64 REL24) is a :class:`RelocType` whose ``encode`` merges the value
+into the instruction; a big-endian machine (s390x) sets ``byteorder``; a twin that
+needs stubs or PLT slots keeps them in its own file.  This package imports only
+``klpelf.elf`` and the base modules (errors, release, _record).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
+
+from klpelf.elf.constants import EM
+
+if TYPE_CHECKING:
+    from klpelf.elf.relocs import RelocationTable
+    from klpelf.release import KernelRelease
+
+#: the rule of the note a machine without an arch/ file gets
+NOT_MODELLED_RULE = "relocations-not-modelled"
+
+#: why a twin stopped where the kernel stops: an unknown type, a value out of the
+#: type's range, or target bytes that are not zero
+StopReason = Literal["unknown-type", "overflow", "nonzero"]
+
+
+class RelocType(NamedTuple):
+    """One relocation type as the kernel's ``apply_relocate_add()`` handles it."""
+
+    number: int
+    #: the name in the psABI (``R_X86_64_PC32``)
+    name: str
+    #: bytes of the place the kernel writes; 0: nothing written or checked
+    width: int
+    #: the ABI formula in S (symbol value), A (addend), P (place address) terms
+    formula: str
+    #: the formula as a function of (S, A, P); None when nothing is computed
+    compute: Callable[[int, int, int], int] | None = None
+    #: the kernel's range check, as text (None: the kernel has none)
+    range_check: str | None = None
+    #: whether ``value`` passes the range check (None: no check)
+    in_range: Callable[[int], bool] | None = None
+    #: the value's bytes at the place, given the bytes there before (None: the low
+    #: ``width`` bytes of the value in the file's byte order); instruction fields
+    #: (arm64 CALL26, ppc64 REL24) merge the value into the instruction
+    encode: Callable[[bytes, int], bytes] | None = None
+    #: False: klpelf does not model what the kernel does with it (the twin neither
+    #: checks nor writes the place; see the arch file)
+    modelled: bool = True
+
+
+class RelocationWrite(NamedTuple):
+    """What the twin of ``apply_relocate_add()`` found for one entry."""
+
+    #: the entry's index in its relocation section
+    entry: int
+    r_type: int
+    #: the kernel knows the type (else it stops here)
+    known: bool
+    offset: int
+    #: bytes written at ``offset`` (0: nothing written)
+    width: int
+    #: the value written, when the symbol's value and the section's address are known
+    value: int | None
+    #: the value is out of the type's range (the kernel stops here); None: unknown
+    overflow: bool | None
+    #: the target bytes were nonzero before the write (the kernel stops here)
+    nonzero: bool
+
+
+class WriteFacts:
+    """The facts of one section's walk, as columns, one row per entry walked (in
+    order, up to and including the one where the kernel stops).
+
+    Columns instead of one record per entry: amdgpu.ko has 320,000 relocations.
+    ``facts[i]`` gives one entry's :class:`RelocationWrite`.
+    """
+
+    __slots__ = ("nonzero", "offsets", "overflow", "reason", "stop", "types", "values", "widths")
+
+    def __init__(self, offsets: list[int], types: list[int], widths: list[int],
+                 nonzero: list[bool], *, values: list[int | None] | None = None,
+                 overflow: list[bool | None] | None = None, stop: int | None = None,
+                 reason: StopReason | None = None) -> None:  # fmt: skip
+        self.offsets, self.types, self.widths = offsets, types, widths
+        self.nonzero, self.values, self.overflow = nonzero, values, overflow
+        #: index of the entry where the kernel stops (returns -ENOEXEC); None: all applied
+        self.stop = stop
+        self.reason = reason
+
+    def __len__(self) -> int:
+        return len(self.nonzero)
+
+    def __getitem__(self, i: int) -> RelocationWrite:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"entry {i} was not walked (0..{n - 1})")
+        i %= n
+        known = not (i == self.stop and self.reason == "unknown-type")
+        value = self.values[i] if self.values is not None else None
+        overflow = self.overflow[i] if self.overflow is not None else None
+        return RelocationWrite(i, self.types[i], known, self.offsets[i], self.widths[i],
+                               value, overflow, self.nonzero[i])  # fmt: skip
+
+    def __iter__(self) -> Iterator[RelocationWrite]:
+        return (self[i] for i in range(len(self)))
+
+
+class WriteRelocateAdd(Protocol):
+    """The twin of one machine's ``apply_relocate_add()`` for one relocation section.
+
+    ``relocs``: the entries as the kernel reads them; ``target``: the bytes of the
+    target section as the loader left them (the file's, then what earlier relocations
+    wrote), written in place as the kernel writes them; ``symbol_value``: st_value by
+    symbol index, None when unknown (an undefined or livepatch symbol before the
+    kernel resolved it); ``address``: the target's sh_addr in the kernel, None when
+    unknown.  Without both, values and overflows are None and a written place holds
+    nonzero marker bytes (all that the nonzero rule needs).  ``keep`` False: the caller
+    does not need the bytes after the walk (``target`` may be left as it was or
+    written in part; the facts are the same).
+    """
+
+    def __call__(self, relocs: RelocationTable, target: bytearray, release: KernelRelease, *,
+                 symbol_value: Callable[[int], int | None] | None = None,
+                 address: int | None = None, keep: bool = True) -> WriteFacts: ...  # fmt: skip
+
+
+class Arch(NamedTuple):
+    """One machine's relocation code (``arch/<name>/kernel/module.c``)."""
+
+    name: str
+    machine: int
+    #: "little" or "big": how values are stored at the place
+    byteorder: Literal["little", "big"]
+    #: relocation type number -> its row; a type not in the table is unknown to the kernel
+    relocation_types: Mapping[int, RelocType]
+    #: the type that does nothing (R_*_NONE)
+    none_type: int
+    #: the twin of apply_relocate_add(); see :class:`WriteRelocateAdd`
+    write_relocate_add: WriteRelocateAdd
+    #: (release, module name, relocation section index, facts) -> (rule, the kernel's
+    #: message) for the entry where the walk stopped
+    refusal: Callable[[KernelRelease, str, int, WriteFacts], tuple[str, str]]
+    #: (release, relocation section index, entry, type) -> what the kernel prints when
+    #: a place to write is not zero; None: this machine does not check
+    nonzero_message: Callable[[KernelRelease, int, int, int], str] | None = None
+
+
+def _registry() -> dict[int, Arch]:
+    from klpelf.arch import x86_64
+
+    return {EM.X86_64: x86_64.ARCH}
+
+
+_ARCHES: dict[int, Arch] | None = None
+
+
+def arch_for(machine: int) -> Arch | None:
+    """The :class:`Arch` of ``e_machine`` ``machine``, or None when it is not modelled."""
+    global _ARCHES  # noqa: PLW0603 (built on first use: the arch files load lazily)
+    if _ARCHES is None:
+        _ARCHES = _registry()
+    return _ARCHES.get(machine)
+
+
+def not_modelled_message(machine_name: str) -> str:
+    """The text of the note for a machine without an arch/ file."""
+    return f"relocations for {machine_name} are not modelled"

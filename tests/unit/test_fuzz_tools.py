@@ -17,8 +17,8 @@ from klpelf.errors import KlpError
 from klpelf.klp.check import check_module
 from klpelf.klp.convert import convert_annotations
 from klpelf.klp.module import klp_module
+from klpelf.operations.show import show_module
 from klpelf.release import KernelRelease
-from klpelf.show import show_module
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples/klp_sample"
 

@@ -17,13 +17,9 @@ from klpelf.elf.symbols import st_info
 from klpelf.elf.writer import save_elf
 from klpelf.errors import AmbiguousSymbolError, SymbolNotFoundError, SymbolPositionError
 from klpelf.klp.module import klp_module
+from klpelf.operations.resolve import kernel_messages, resolve_module
 from klpelf.symbols.kallsyms import is_ignored_symbol
-from klpelf.symbols.resolve import (
-    kernel_messages,
-    klp_find_object_symbol,
-    release_mismatch,
-    resolve_module,
-)
+from klpelf.symbols.resolve import klp_find_object_symbol, release_mismatch
 from klpelf.symbols.sources import KernelSymbols, load_sources
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,21 +1,37 @@
 """``klpelf show``: what a module contains, as data (JSON-ready) and as text.
 
-The JSON schema (``klpelf.show/1``) is documented in docs/json.md; it only grows
+:func:`show` is the verb; :class:`ShownModule` its result, whose
+:meth:`~ShownModule.to_json` is one ``Module`` of the ``klpelf.show/1`` schema
+(docs/json.md; the TypedDicts below are that schema) and whose
+:meth:`~ShownModule.to_text` is what ``klpelf show`` prints.  The schema only grows
 by new keys, so consumers can rely on the ones there.
 """
 
 from __future__ import annotations
 
-from typing import TypedDict
+from collections.abc import Sequence
+from typing import Literal, NamedTuple, TypedDict
 
 from klpelf.elf.constants import SHF
 from klpelf.elf.describe import section_flags, symbol_bind, symbol_shndx, symbol_type
-from klpelf.elf.file import ElfFile
 from klpelf.elf.reloc_types import reloc_type_display
-from klpelf.klp.module import KlpModule, KlpRelaSection, LivepatchSymbol
+from klpelf.klp.module import KlpModule, KlpRelaSection, LivepatchSymbol, klp_module
+from klpelf.operations._module import ModuleSource, naming, open_module
+
+__all__ = [
+    "SCHEMA",
+    "ShowJson",
+    "ShowModuleJson",
+    "ShownModule",
+    "show",
+    "show_document",
+    "show_module",
+]
+
+SCHEMA: Literal["klpelf.show/1"] = "klpelf.show/1"
 
 
-class SymbolJson(TypedDict):
+class ShowSymbolJson(TypedDict):
     index: int
     name: str
     objname: str | None
@@ -58,7 +74,7 @@ class RelaSectionJson(TypedDict):
 
 class ObjectJson(TypedDict):
     objname: str
-    symbols: list[SymbolJson]
+    symbols: list[ShowSymbolJson]
     relocation_sections: list[RelaSectionJson]
 
 
@@ -68,7 +84,7 @@ class OddityJson(TypedDict):
     note: str
 
 
-class ModuleJson(TypedDict):
+class ShowModuleJson(TypedDict):
     path: str
     name: str
     machine: str
@@ -79,14 +95,21 @@ class ModuleJson(TypedDict):
     signed: bool
     objects: list[ObjectJson]
     #: livepatch symbols and klp sections whose names the kernel would not parse
-    unparsed_symbols: list[SymbolJson]
+    unparsed_symbols: list[ShowSymbolJson]
     unparsed_sections: list[RelaSectionJson]
     oddities: list[OddityJson]
 
 
-def _symbol_json(s: LivepatchSymbol) -> SymbolJson:
+class ShowJson(TypedDict):
+    """The whole output of ``klpelf show --json``."""
+
+    schema: Literal["klpelf.show/1"]
+    modules: list[ShowModuleJson]
+
+
+def _symbol_json(s: LivepatchSymbol) -> ShowSymbolJson:
     sym = s.symbol
-    return SymbolJson(
+    return ShowSymbolJson(
         index=sym.index, name=sym.name, objname=s.objname,
         symbol=s.parsed.name if s.parsed else None,
         sympos=s.parsed.sympos if s.parsed else None,
@@ -117,9 +140,9 @@ def _section_json(mod: KlpModule, k: KlpRelaSection, relocs: bool) -> RelaSectio
     )  # fmt: skip
 
 
-def show_module(mod: KlpModule, *, relocs: bool = False) -> ModuleJson:
+def show_module(mod: KlpModule, *, relocs: bool = False) -> ShowModuleJson:
     """Describe ``mod`` as the ``klpelf.show/1`` JSON object of one module."""
-    elf: ElfFile = mod.elf
+    elf = mod.elf
     objects = [
         ObjectJson(
             objname=o.objname,
@@ -128,7 +151,7 @@ def show_module(mod: KlpModule, *, relocs: bool = False) -> ModuleJson:
         )
         for o in mod.objects.values()
     ]
-    return ModuleJson(
+    return ShowModuleJson(
         path=elf.path or "", name=mod.name, machine=elf.machine_name,
         elfclass=64 if elf.is64 else 32, byteorder=elf.byteorder,
         vermagic=mod.vermagic, livepatch=mod.livepatch, signed=elf.has_module_signature,
@@ -163,8 +186,7 @@ def _render_section(k: RelaSectionJson, lines: list[str]) -> None:
         )
 
 
-def render_text(m: ModuleJson) -> str:
-    """The text form of ``klpelf show`` for one module."""
+def _text(m: ShowModuleJson) -> str:
     lines = [
         f"{m['path']}: module {m['name']}, {m['machine']} ELF{m['elfclass']} "
         f"{m['byteorder']}-endian" + (", signed" if m["signed"] else ""),
@@ -204,3 +226,41 @@ def render_text(m: ModuleJson) -> str:
     for od in m["oddities"]:
         lines.append(f"  note: {od['what']}: {od['note']}")
     return "\n".join(lines)
+
+
+class ShownModule(NamedTuple):
+    """What ``klpelf show`` says about one module."""
+
+    #: the livepatch view of the module
+    module: KlpModule
+    #: the module as one ``Module`` object of the ``klpelf.show/1`` schema
+    data: ShowModuleJson
+
+    def to_json(self) -> ShowModuleJson:
+        """The module as one ``Module`` object of the ``klpelf.show/1`` schema."""
+        return self.data
+
+    def to_text(self) -> str:
+        """What ``klpelf show`` prints for the module (no final newline)."""
+        return _text(self.data)
+
+
+def show(module: ModuleSource, *, relocs: bool = False) -> ShownModule:
+    """Read ``module`` (a path or an ElfFile) and describe its livepatch content.
+
+    Every table is decoded first, so a malformed one is reported here, as a
+    :class:`~klpelf.errors.KlpError` naming the file, rather than half-way through
+    the output.
+
+    :param relocs: also list every klp relocation (``klpelf show -r``).
+    """
+    elf = open_module(module)
+    with naming(elf.path):
+        elf.decode_all()
+        mod = klp_module(elf)
+        return ShownModule(mod, show_module(mod, relocs=relocs))
+
+
+def show_document(shown: Sequence[ShownModule]) -> ShowJson:
+    """The ``klpelf show --json`` document of several modules."""
+    return {"schema": SCHEMA, "modules": [m.to_json() for m in shown]}

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         parse_release,
     )
 
-    version = parse_release(args.kernel_release) if args.kernel_release else None
+    version = parse_release(args.kernel_release) if args.kernel_release is not None else None
     kernel = check_kernel(args.kernel or (), static=args.static)
     status = 0
     checked: list[CheckedModule] = []

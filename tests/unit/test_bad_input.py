@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import random
 import struct
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from test_fuzz_tools import corrupted
 
 from klpelf import io as klpio
 from klpelf.cli import main
@@ -376,19 +378,12 @@ def test_corrupted_modules_through_every_subcommand(
 ) -> None:
     # random byte changes of the samples, mostly in the section headers: each command
     # succeeds or prints one line and exits 1
-    import random
-
     rng = random.Random(20261203)
     (tmp_path / "kallsyms").write_text(GOOD_KALLSYMS)
     path = tmp_path / "fuzz.ko"
     for name in ("klp_sample_lp.ko", "klp_sample.ko"):
-        good = (SAMPLES / name).read_bytes()
-        (shoff,) = struct.unpack_from("<Q", good, 0x28)
-        for _ in range(25):
-            b = bytearray(good)
-            for _ in range(rng.randint(1, 4)):
-                b[shoff + rng.randrange(len(good) - shoff)] = rng.randrange(256)
-            path.write_bytes(bytes(b))
+        for data in corrupted((SAMPLES / name).read_bytes(), rng, 25):
+            path.write_bytes(data)
             for argv in (["show", "-r", str(path)], ["check", "--static", str(path)],
                          ["resolve", "--kernel", str(tmp_path / "kallsyms"), str(path)],
                          ["convert", str(path), "-o", str(tmp_path / "out.ko")]):  # fmt: skip

@@ -14,9 +14,7 @@ import pytest
 import klpelf
 from klpelf.elf.reader import open_elf
 from klpelf.klp.check import check_module
-from klpelf.operations import check as check_op
-from klpelf.operations import resolve as resolve_op
-from klpelf.operations import show as show_op
+from klpelf.operations import schemas as j
 from klpelf.release import KernelRelease
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,21 +90,40 @@ def _keys(typed_dict: type) -> set[str]:
 @pytest.mark.parametrize(
     ("schema", "types"),
     [
-        ("klpelf.show/1", [show_op.ShowJson, show_op.ShowModuleJson, show_op.ShowSymbolJson,
-                           show_op.RelaSectionJson, show_op.RelocJson, show_op.ObjectJson,
-                           show_op.OddityJson, show_op.SectionRefJson]),
-        ("klpelf.check/1", [check_op.CheckJson, check_op.CheckResultJson,
-                            check_op.DiagnosticJson, check_op.RefJson]),
-        ("klpelf.resolve/1", [resolve_op.ResolveJson, resolve_op.ResolveModuleJson,
-                              resolve_op.ResolveSymbolJson, resolve_op.CandidateJson,
-                              resolve_op.KernelJson]),
+        ("klpelf.show/1", [j.ShowJson, j.ShowModuleJson, j.ShowSymbolJson, j.RelaSectionJson,
+                           j.RelocJson, j.ObjectJson, j.OddityJson, j.SectionRefJson]),
+        ("klpelf.check/1", [j.CheckJson, j.CheckResultJson, j.DiagnosticJson, j.RefJson]),
+        ("klpelf.resolve/1", [j.ResolveJson, j.ResolveModuleJson, j.ResolveSymbolJson,
+                              j.CandidateJson, j.KernelJson]),
     ],
 )  # fmt: skip
 def test_json_schemas_are_the_documented_ones(schema: str, types: list[type]) -> None:
     # every key of the schema's TypedDicts is documented in its section of docs/json.md
+    assert {t.__name__ for t in types} <= set(j.__dict__)
     doc = (REPO / "docs/json.md").read_text()
     section = doc[doc.index(f"schema `{schema}`") :]
     section = section[: section.find("\n## ")] if "\n## " in section else section
     documented = set(re.findall(r"`(\w+)`", section)) | set(re.findall(r'"(\w+)"', section))
     missing = {t.__name__: _keys(t) - documented for t in types}
     assert not any(missing.values()), missing
+
+
+def test_schemas_cover_every_typeddict() -> None:
+    defined = {n for n, v in vars(j).items() if isinstance(v, type) and v.__module__ == j.__name__}
+    listed = {"ShowJson", "ShowModuleJson", "ShowSymbolJson", "RelaSectionJson", "RelocJson",
+              "ObjectJson", "OddityJson", "SectionRefJson", "CheckJson", "CheckResultJson",
+              "DiagnosticJson", "RefJson", "ResolveJson", "ResolveModuleJson",
+              "ResolveSymbolJson", "CandidateJson", "KernelJson"}  # fmt: skip
+    assert defined == listed
+
+
+def test_the_verbs_do_not_build_the_schemas_at_run_time() -> None:
+    code = (
+        "import sys, klpelf.operations.show, klpelf.operations.check, "
+        "klpelf.operations.resolve, klpelf.operations.convert; "
+        "print('klpelf.operations.schemas' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env).stdout  # fmt: skip
+    assert out.strip() == "False"

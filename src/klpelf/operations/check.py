@@ -4,7 +4,7 @@
 with the kernel symbols chosen as the command line chooses them
 (:func:`check_kernel`) and a note saying what they were.  Its result,
 :class:`CheckedModule`, gives one ``Result`` of the ``klpelf.check/1`` schema
-(docs/json.md; the TypedDicts below are that schema) and the lines ``klpelf check``
+(docs/json.md; :class:`~klpelf.operations.schemas.CheckJson`) and the lines ``klpelf check``
 prints.
 """
 
@@ -12,22 +12,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, NamedTuple, TypedDict
+from typing import TYPE_CHECKING, Final, Literal
 
+from klpelf._record import FrozenRecord
 from klpelf.errors import KlpError, UsageError
-from klpelf.klp.check import CheckResult, Diagnostic, Severity, When, check_module
-from klpelf.operations._module import ModuleSource, naming, open_module
+from klpelf.klp.check import CheckResult, Diagnostic, check_module
+from klpelf.operations import ModuleSource, naming, open_module
 from klpelf.release import KernelRelease
 
 if TYPE_CHECKING:
+    from klpelf.operations.schemas import CheckJson, CheckResultJson, DiagnosticJson
     from klpelf.symbols.sources import KernelSymbols
 
 __all__ = [
     "SCHEMA",
-    "CheckJson",
-    "CheckResultJson",
     "CheckedModule",
-    "DiagnosticJson",
     "KernelChoice",
     "check",
     "check_document",
@@ -38,50 +37,10 @@ __all__ = [
 SCHEMA: Literal["klpelf.check/1"] = "klpelf.check/1"
 
 
-class RefJson(TypedDict):
-    """A section or a symbol: its index and name."""
-
-    index: int
-    name: str
-
-
-class DiagnosticJson(TypedDict):
-    severity: Severity
-    rule: str
-    message: str
-    dmesg: str | None
-    section: RefJson | None
-    symbol: RefJson | None
-    relocation: int | None
-    when: When
-    kernel: bool
-    errno: int | None
-
-
-class CheckResultJson(TypedDict):
-    path: str
-    module: str
-    kernel_release: str
-    release_source: str
-    verdict: Literal["accept", "refuse"]
-    kernel_message: str | None
-    errno: int | None
-    errors: int
-    warnings: int
-    diagnostics: list[DiagnosticJson]
-
-
-class CheckJson(TypedDict):
-    """The whole output of ``klpelf check --json``."""
-
-    schema: Literal["klpelf.check/1"]
-    modules: list[CheckResultJson]
-
-
 # A release as `uname -r` prints it: major.minor, then nothing or a separator and the rest
 # (6.1.0-56-amd64, 6.12.117+deb13-amd64, 7.2, 5.10.0-rc1).  KernelRelease.parse() takes
 # any string starting with major.minor, as a vermagic does; an argument gets no such leeway.
-_RELEASE_ARG = re.compile(r"\d+\.\d+(?:[-+.~_]\S*)?")
+_RELEASE_ARG = r"\d+\.\d+(?:[-+.~_]\S*)?"  # compiled on first use (re caches it)
 
 
 def parse_release(text: str) -> KernelRelease:
@@ -89,21 +48,26 @@ def parse_release(text: str) -> KernelRelease:
 
     :raises UsageError: ``text`` is not a kernel release (``banana``, ``2.6x``).
     """
-    if _RELEASE_ARG.fullmatch(text) is None:
+    if re.fullmatch(_RELEASE_ARG, text) is None:
         raise UsageError(f"not a kernel release: {text!r}")
     return KernelRelease.parse(text)
 
 
-class KernelChoice(NamedTuple):
+class KernelChoice(FrozenRecord):
     """The kernel symbols :func:`check` resolves livepatch symbols against."""
 
-    #: None: symbols are not resolved
-    symbols: KernelSymbols | None
-    #: named by the caller (``--kernel``): used even when their release is not the
-    #: one the module was built for (the running kernel's are then not used)
-    given: bool = True
-    #: why there are no symbols: the running kernel's could not be read
-    unavailable: str | None = None
+    _fields = ("symbols", "given", "unavailable")
+    __slots__ = _fields
+
+    def __init__(self, symbols: KernelSymbols | None, given: bool = True,
+                 unavailable: str | None = None) -> None:  # fmt: skip
+        #: None: symbols are not resolved
+        self.symbols: Final = symbols
+        #: named by the caller (``--kernel``): used even when their release is not the
+        #: one the module was built for (the running kernel's are then not used)
+        self.given: Final = given
+        #: why there are no symbols: the running kernel's could not be read
+        self.unavailable: Final = unavailable
 
 
 def check_kernel(sources: Sequence[str] = (), *, static: bool = False) -> KernelChoice:
@@ -213,11 +177,15 @@ def _diagnostic_json(d: Diagnostic) -> DiagnosticJson:
     }  # fmt: skip
 
 
-class CheckedModule(NamedTuple):
+class CheckedModule(FrozenRecord):
     """What ``klpelf check`` says about one module."""
 
-    #: every diagnostic, the kernel's in the kernel's order, then klpelf's own
-    result: CheckResult
+    _fields = ("result",)
+    __slots__ = _fields
+
+    def __init__(self, result: CheckResult) -> None:
+        #: every diagnostic, the kernel's in the kernel's order, then klpelf's own
+        self.result: Final = result
 
     def failed(self, *, strict: bool = False) -> bool:
         """The kernel would refuse the module or it has errors (``strict``: or warnings)."""

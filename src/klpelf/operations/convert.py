@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
+from klpelf._record import FrozenRecord
 from klpelf.elf.file import ElfFile
 from klpelf.elf.writer import save_elf
 from klpelf.errors import OutputError, UsageError
 from klpelf.klp.convert import convert_annotations
-from klpelf.operations._module import ModuleSource, module_path, naming, open_module
+from klpelf.operations import ModuleSource, module_path, naming, open_module
 
 if TYPE_CHECKING:
     from klpelf.klp.autoconvert import SymposChoice
@@ -32,21 +33,27 @@ __all__ = ["ConvertedModule", "KernelSources", "convert"]
 KernelSources: TypeAlias = "Sequence[str | os.PathLike[str]] | KernelSymbols"
 
 
-class ConvertedModule(NamedTuple):
+class ConvertedModule(FrozenRecord):
     """What :func:`convert` changed."""
 
-    #: the converted module (the model; written to ``output`` when there is one)
-    elf: ElfFile
-    #: where it was written, or None
-    output: str | None
-    #: (symbol index, name in the input, livepatch symbol name), in symbol-table order
-    symbols: list[tuple[int, str, str]]
-    #: klp relocation section name -> relocations moved into it
-    sections: dict[str, int]
-    #: ``livepatch=Y`` was added to .modinfo
-    modinfo_added: bool
-    #: the input's module signature was dropped (sign the output again)
-    signature_dropped: bool
+    _fields = ("elf", "output", "symbols", "sections", "modinfo_added", "signature_dropped")
+    __slots__ = _fields
+
+    def __init__(self, elf: ElfFile, output: str | None, symbols: list[tuple[int, str, str]],
+                 sections: dict[str, int], *, modinfo_added: bool,
+                 signature_dropped: bool) -> None:  # fmt: skip
+        #: the converted module (the model; written to ``output`` when there is one)
+        self.elf: Final = elf
+        #: where it was written, or None
+        self.output: Final = output
+        #: (symbol index, name in the input, livepatch symbol name), in symbol-table order
+        self.symbols: Final = symbols
+        #: klp relocation section name -> relocations moved into it
+        self.sections: Final = sections
+        #: ``livepatch=Y`` was added to .modinfo
+        self.modinfo_added: Final = modinfo_added
+        #: the input's module signature was dropped (sign the output again)
+        self.signature_dropped: Final = signature_dropped
 
     def to_text(self) -> str:
         """The lines ``klpelf convert`` prints, one per change ("" when nothing changed)."""
@@ -136,5 +143,6 @@ def convert(
         if output is not None:
             save_elf(elf, output, overwrite=True)
     symbols = [(i, was.get(i, renamed), new) for i, renamed, new in report.symbols]
-    return ConvertedModule(elf, output, symbols, report.sections, report.modinfo_added,
-                           report.signature_dropped)  # fmt: skip
+    return ConvertedModule(elf, output, symbols, report.sections,
+                           modinfo_added=report.modinfo_added,
+                           signature_dropped=report.signature_dropped)  # fmt: skip

@@ -3,8 +3,8 @@
 :func:`resolve` is the verb: every livepatch symbol of the module (the klp/ view)
 looked up in the kernel symbols (symbols/) as ``klp_find_object_symbol()`` would
 (:func:`resolve_module`).  Its result, :class:`ResolvedModule`, gives one ``Module``
-of the ``klpelf.resolve/1`` schema (docs/json.md; the TypedDicts below are that
-schema) and the table ``klpelf resolve`` prints.
+of the ``klpelf.resolve/1`` schema (docs/json.md;
+:class:`~klpelf.operations.schemas.ResolveJson`) and the table ``klpelf resolve`` prints.
 
 Addresses are integers or null (unknown: kallsyms addresses hidden, or the module is
 not loaded).  Keys are only ever added.
@@ -13,18 +13,27 @@ not loaded).  Keys are only ever added.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, NamedTuple, TypedDict
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
+from klpelf._record import FrozenRecord
 from klpelf.klp.module import KlpModule, LivepatchSymbol, klp_module
-from klpelf.operations._module import ModuleSource, naming, open_module
+from klpelf.operations import ModuleSource, naming, open_module
 from klpelf.symbols.candidate import Candidate
 from klpelf.symbols.resolve import Resolution, klp_find_object_symbol, release_mismatch
 from klpelf.symbols.sources import KernelSymbols, load_sources
 
+if TYPE_CHECKING:
+    from klpelf.operations.schemas import (
+        CandidateJson,
+        KernelJson,
+        ResolveJson,
+        ResolveModuleJson,
+        ResolveSymbolJson,
+        Verdict,
+    )
+
 __all__ = [
     "SCHEMA",
-    "ResolveJson",
-    "ResolveModuleJson",
     "ResolvedModule",
     "SymbolResolution",
     "kernel_messages",
@@ -35,64 +44,6 @@ __all__ = [
 ]
 
 SCHEMA: Literal["klpelf.resolve/1"] = "klpelf.resolve/1"
-
-
-class CandidateJson(TypedDict):
-    position: int | None
-    coming_position: int | None
-    address: int | None
-    type: str
-    section: str | None
-    offset: int | None
-    source_file: str | None
-    chosen: bool
-    coming_chosen: bool
-
-
-class ResolveSymbolJson(TypedDict):
-    index: int
-    symbol: str
-    objname: str | None
-    name: str | None
-    sympos: int | None
-    ok: bool
-    not_loaded: bool
-    address: int | None
-    error: str | None
-    note: str | None
-    coming_differs: bool
-    coming_ok: bool | None
-    coming_error: str | None
-    source: str | None
-    candidates: list[CandidateJson]
-
-
-Verdict = Literal["ok", "fail", "no-verdict"]
-
-
-class ResolveModuleJson(TypedDict):
-    path: str
-    name: str
-    vermagic: str | None
-    release_mismatch: str | None
-    #: the sources do not say which release they are, so it could not be compared
-    release_note: str | None
-    verdict: Verdict
-    symbols: list[ResolveSymbolJson]
-
-
-class KernelJson(TypedDict):
-    description: str
-    release: str | None
-    running: bool
-
-
-class ResolveJson(TypedDict):
-    """The whole output of ``klpelf resolve --json``."""
-
-    schema: Literal["klpelf.resolve/1"]
-    kernel: KernelJson
-    modules: list[ResolveModuleJson]
 
 
 def kernel_json(ks: KernelSymbols) -> KernelJson:
@@ -267,17 +218,22 @@ def _text(m: ResolveModuleJson) -> str:
     return "\n".join(lines)
 
 
-class ResolvedModule(NamedTuple):
+class ResolvedModule(FrozenRecord):
     """How every livepatch symbol of one module resolves (``klpelf resolve``)."""
 
-    path: str
-    module: KlpModule
-    #: one per livepatch symbol, in symbol-table order
-    symbols: list[SymbolResolution]
-    #: why the sources are not the kernel the module was built for, or None
-    release_mismatch: str | None
-    #: the sources do not say which release they are, so it could not be compared
-    release_note: str | None
+    _fields = ("path", "module", "symbols", "release_mismatch", "release_note")
+    __slots__ = _fields
+
+    def __init__(self, path: str, module: KlpModule, symbols: list[SymbolResolution],
+                 release_mismatch: str | None, release_note: str | None) -> None:  # fmt: skip
+        self.path: Final = path
+        self.module: Final = module
+        #: one per livepatch symbol, in symbol-table order
+        self.symbols: Final = symbols
+        #: why the sources are not the kernel the module was built for, or None
+        self.release_mismatch: Final = release_mismatch
+        #: the sources do not say which release they are, so it could not be compared
+        self.release_note: Final = release_note
 
     @property
     def verdict(self) -> Verdict:

@@ -2,7 +2,7 @@
 
 :func:`show` is the verb; :class:`ShownModule` its result, whose
 :meth:`~ShownModule.to_json` is one ``Module`` of the ``klpelf.show/1`` schema
-(docs/json.md; the TypedDicts below are that schema) and whose
+(docs/json.md; :class:`~klpelf.operations.schemas.ShowJson`) and whose
 :meth:`~ShownModule.to_text` is what ``klpelf show`` prints.  The schema only grows
 by new keys, so consumers can rely on the ones there.
 """
@@ -10,18 +10,27 @@ by new keys, so consumers can rely on the ones there.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, NamedTuple, TypedDict
+from typing import TYPE_CHECKING, Final, Literal
 
+from klpelf._record import FrozenRecord
 from klpelf.elf.constants import SHF
 from klpelf.elf.describe import section_flags, symbol_bind, symbol_shndx, symbol_type
 from klpelf.elf.reloc_types import reloc_type_display
 from klpelf.klp.module import KlpModule, KlpRelaSection, LivepatchSymbol, klp_module
-from klpelf.operations._module import ModuleSource, naming, open_module
+from klpelf.operations import ModuleSource, naming, open_module
+
+if TYPE_CHECKING:
+    from klpelf.operations.schemas import (
+        ObjectJson,
+        RelaSectionJson,
+        RelocJson,
+        ShowJson,
+        ShowModuleJson,
+        ShowSymbolJson,
+    )
 
 __all__ = [
     "SCHEMA",
-    "ShowJson",
-    "ShowModuleJson",
     "ShownModule",
     "show",
     "show_document",
@@ -31,91 +40,15 @@ __all__ = [
 SCHEMA: Literal["klpelf.show/1"] = "klpelf.show/1"
 
 
-class ShowSymbolJson(TypedDict):
-    index: int
-    name: str
-    objname: str | None
-    symbol: str | None
-    sympos: int | None
-    bind: str
-    type: str
-    shndx: str
-    error: str | None
-    detail: str | None
-
-
-class RelocJson(TypedDict):
-    offset: int
-    type: str
-    r_type: int
-    symbol_index: int
-    symbol: str
-    addend: int | None
-
-
-class SectionRefJson(TypedDict):
-    index: int
-    name: str
-
-
-class RelaSectionJson(TypedDict):
-    index: int
-    name: str
-    objname: str | None
-    target: SectionRefJson | None
-    flags: str
-    sh_flags: int
-    sh_type: int
-    relocations: int
-    error: str | None
-    detail: str | None
-    entries: list[RelocJson] | None
-
-
-class ObjectJson(TypedDict):
-    objname: str
-    symbols: list[ShowSymbolJson]
-    relocation_sections: list[RelaSectionJson]
-
-
-class OddityJson(TypedDict):
-    kind: str
-    what: str
-    note: str
-
-
-class ShowModuleJson(TypedDict):
-    path: str
-    name: str
-    machine: str
-    elfclass: int
-    byteorder: str
-    vermagic: str | None
-    livepatch: str | None
-    signed: bool
-    objects: list[ObjectJson]
-    #: livepatch symbols and klp sections whose names the kernel would not parse
-    unparsed_symbols: list[ShowSymbolJson]
-    unparsed_sections: list[RelaSectionJson]
-    oddities: list[OddityJson]
-
-
-class ShowJson(TypedDict):
-    """The whole output of ``klpelf show --json``."""
-
-    schema: Literal["klpelf.show/1"]
-    modules: list[ShowModuleJson]
-
-
 def _symbol_json(s: LivepatchSymbol) -> ShowSymbolJson:
     sym = s.symbol
-    return ShowSymbolJson(
-        index=sym.index, name=sym.name, objname=s.objname,
-        symbol=s.parsed.name if s.parsed else None,
-        sympos=s.parsed.sympos if s.parsed else None,
-        bind=symbol_bind(sym.bind), type=symbol_type(sym.type), shndx=symbol_shndx(sym.st_shndx),
-        error=s.error, detail=s.detail,
-    )  # fmt: skip
+    return {
+        "index": sym.index, "name": sym.name, "objname": s.objname,
+        "symbol": s.parsed.name if s.parsed else None,
+        "sympos": s.parsed.sympos if s.parsed else None,
+        "bind": symbol_bind(sym.bind), "type": symbol_type(sym.type),
+        "shndx": symbol_shndx(sym.st_shndx), "error": s.error, "detail": s.detail,
+    }  # fmt: skip
 
 
 def _section_json(mod: KlpModule, k: KlpRelaSection, relocs: bool) -> RelaSectionJson:
@@ -126,40 +59,41 @@ def _section_json(mod: KlpModule, k: KlpRelaSection, relocs: bool) -> RelaSectio
         tab = elf.relocations(sec)
         symtab = elf.symbol_table(elf.section(sec.sh_link)) if sec.sh_link else None
         for r in tab:
-            entries.append(RelocJson(
-                offset=r.r_offset, type=reloc_type_display(elf.machine, r.type), r_type=r.type,
-                symbol_index=r.sym, symbol=symtab.name(r.sym) if symtab else "",
-                addend=r.r_addend,
-            ))  # fmt: skip
-    return RelaSectionJson(
-        index=sec.index, name=sec.name, objname=k.objname,
-        target=SectionRefJson(index=k.target.index, name=k.target.name) if k.target else None,
-        flags=section_flags(sec.sh_flags, elf.machine, elf.ident[7]), sh_flags=sec.sh_flags,
-        sh_type=sec.sh_type, relocations=k.count, error=k.error, detail=k.detail,
-        entries=entries,
-    )  # fmt: skip
+            entries.append({
+                "offset": r.r_offset, "type": reloc_type_display(elf.machine, r.type),
+                "r_type": r.type, "symbol_index": r.sym,
+                "symbol": symtab.name(r.sym) if symtab else "", "addend": r.r_addend,
+            })  # fmt: skip
+    return {
+        "index": sec.index, "name": sec.name, "objname": k.objname,
+        "target": {"index": k.target.index, "name": k.target.name} if k.target else None,
+        "flags": section_flags(sec.sh_flags, elf.machine, elf.ident[7]),
+        "sh_flags": sec.sh_flags, "sh_type": sec.sh_type, "relocations": k.count,
+        "error": k.error, "detail": k.detail, "entries": entries,
+    }  # fmt: skip
 
 
 def show_module(mod: KlpModule, *, relocs: bool = False) -> ShowModuleJson:
     """Describe ``mod`` as the ``klpelf.show/1`` JSON object of one module."""
     elf = mod.elf
-    objects = [
-        ObjectJson(
-            objname=o.objname,
-            symbols=[_symbol_json(s) for s in o.symbols],
-            relocation_sections=[_section_json(mod, k, relocs) for k in o.sections],
-        )
+    objects: list[ObjectJson] = [
+        {
+            "objname": o.objname,
+            "symbols": [_symbol_json(s) for s in o.symbols],
+            "relocation_sections": [_section_json(mod, k, relocs) for k in o.sections],
+        }
         for o in mod.objects.values()
     ]
-    return ShowModuleJson(
-        path=elf.path or "", name=mod.name, machine=elf.machine_name,
-        elfclass=64 if elf.is64 else 32, byteorder=elf.byteorder,
-        vermagic=mod.vermagic, livepatch=mod.livepatch, signed=elf.has_module_signature,
-        objects=objects,
-        unparsed_symbols=[_symbol_json(s) for s in mod.symbols if s.parsed is None],
-        unparsed_sections=[_section_json(mod, k, relocs) for k in mod.sections if k.parsed is None],
-        oddities=[OddityJson(kind=o.kind, what=o.what, note=o.note) for o in mod.oddities],
-    )  # fmt: skip
+    return {
+        "path": elf.path or "", "name": mod.name, "machine": elf.machine_name,
+        "elfclass": 64 if elf.is64 else 32, "byteorder": elf.byteorder,
+        "vermagic": mod.vermagic, "livepatch": mod.livepatch,
+        "signed": elf.has_module_signature, "objects": objects,
+        "unparsed_symbols": [_symbol_json(s) for s in mod.symbols if s.parsed is None],
+        "unparsed_sections": [_section_json(mod, k, relocs) for k in mod.sections
+                              if k.parsed is None],
+        "oddities": [{"kind": o.kind, "what": o.what, "note": o.note} for o in mod.oddities],
+    }  # fmt: skip
 
 
 def _addend(a: int | None) -> str:
@@ -228,13 +162,17 @@ def _text(m: ShowModuleJson) -> str:
     return "\n".join(lines)
 
 
-class ShownModule(NamedTuple):
+class ShownModule(FrozenRecord):
     """What ``klpelf show`` says about one module."""
 
-    #: the livepatch view of the module
-    module: KlpModule
-    #: the module as one ``Module`` object of the ``klpelf.show/1`` schema
-    data: ShowModuleJson
+    _fields = ("module", "data")
+    __slots__ = _fields
+
+    def __init__(self, module: KlpModule, data: ShowModuleJson) -> None:
+        #: the livepatch view of the module
+        self.module: Final = module
+        #: the module as one ``Module`` object of the ``klpelf.show/1`` schema
+        self.data: Final = data
 
     def to_json(self) -> ShowModuleJson:
         """The module as one ``Module`` object of the ``klpelf.show/1`` schema."""

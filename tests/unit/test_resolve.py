@@ -189,6 +189,28 @@ def test_module_coming_and_live(tmp_path: Path) -> None:
     assert klp_find_object_symbol(ks, "testmod", "abs_dup", 3).coming_ok
 
 
+def test_failures_are_typed(tmp_path: Path) -> None:
+    # the Resolution carries the kernel's failure as a typed error, LIVE and COMING
+    # apart; the message is made from its fields, and equal failures compare equal
+    ks = load_sources([str(build_module(tmp_path))])
+    r = klp_find_object_symbol(ks, "testmod", "helper", 3)
+    assert isinstance(r.failure, SymbolPositionError) and r.coming_failure is None
+    assert (r.failure.objname, r.failure.name, r.failure.sympos) == ("testmod", "helper", 3)
+    assert str(r.failure) == r.error and r.exception() is r.failure
+    r = klp_find_object_symbol(ks, "testmod", "abs_dup", 1)
+    assert isinstance(r.failure, SymbolNotFoundError) and r.coming_failure is None
+    r = klp_find_object_symbol(ks, "testmod", "abs_dup", 2)
+    assert (
+        r.failure
+        == r.coming_failure
+        == SymbolNotFoundError(objname="testmod", name="abs_dup", sympos=2)
+    )
+    assert r.failure != SymbolNotFoundError(objname="testmod", name="abs_dup", sympos=1)
+    assert AmbiguousSymbolError(objname="vmlinux", name="f", sympos=0).message == (
+        "unresolvable ambiguity for symbol 'f' in object '(null)'"
+    )
+
+
 def test_module_name_spelling(tmp_path: Path) -> None:
     ko = build_module(tmp_path, "snd_hda_intel", filename="snd-hda-intel.ko")
     ks = load_sources([str(ko)])

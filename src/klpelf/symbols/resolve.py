@@ -21,6 +21,10 @@ breaks: non-weak first, then input order; before v6.2 ``kallsyms_on_each_symbol(
 walked that address-sorted table itself, so the order is the same); for a module its
 symbol-table order, over the full table while it is COMING and the core symbols once
 it is LIVE (:class:`~klpelf.symbols.elfsyms.ModuleFile`).
+
+A failure is typed (:class:`~klpelf.errors.SymbolNotFoundError`,
+:class:`~klpelf.errors.AmbiguousSymbolError`, :class:`~klpelf.errors.SymbolPositionError`)
+and :attr:`Resolution.failure` carries it; the kernel's message is made from it.
 """
 
 from __future__ import annotations
@@ -98,11 +102,12 @@ class Resolution(NamedTuple):
         return self.failure
 
 
-def _walk(
+def _klp_match(
     objname: str, name: str, sympos: int, cands: list[Candidate]
 ) -> tuple[bool, int | None, SymbolLookupError | None, int | None]:
-    # klp_find_object_symbol() over `cands` (already in walk order): (ok, address, failure,
-    # index of the candidate chosen).  An unknown address (None) counts as nonzero.
+    # klp_match_callback() over `cands` (already in walk order), then the three checks of
+    # klp_find_object_symbol(): (ok, address, failure, index of the candidate chosen).
+    # An unknown address (None) counts as nonzero.
     count, last = 0, -1
     addr: int | None = 0
     for i, c in enumerate(cands):
@@ -134,7 +139,7 @@ def klp_find_object_symbol(ks: KernelSymbols, objname: str, name: str, sympos: i
             return Resolution(objname, name, sympos, False, None, None, [],
                               note="no vmlinux symbols among the sources")  # fmt: skip
         cands = ks.vmlinux_matches(name)
-        ok, addr, err, chosen = _walk(objname, name, sympos, cands)
+        ok, addr, err, chosen = _klp_match(objname, name, sympos, cands)
         return Resolution(objname, name, sympos, ok, addr, err, cands, chosen=chosen,
                           coming_ok=ok, coming_failure=err, coming_chosen=chosen,
                           source="vmlinux")  # fmt: skip
@@ -142,7 +147,7 @@ def klp_find_object_symbol(ks: KernelSymbols, objname: str, name: str, sympos: i
     text = ks.loaded_module(objname)
     if text is not None:
         cands = ks.loaded_module_matches(text, objname, name)
-        ok, addr, err, chosen = _walk(objname, name, sympos, cands)
+        ok, addr, err, chosen = _klp_match(objname, name, sympos, cands)
         return Resolution(objname, name, sympos, ok, addr, err, cands, chosen=chosen,
                           coming_ok=ok, coming_failure=err, coming_chosen=chosen,
                           source=f"{text.path} (loaded)")  # fmt: skip
@@ -159,8 +164,8 @@ def klp_find_object_symbol(ks: KernelSymbols, objname: str, name: str, sympos: i
     live = [i for i, c in enumerate(cands) if c.position is not None]
     coming = sorted((i for i, c in enumerate(cands) if c.coming_position is not None),
                     key=lambda i: cands[i].coming_position or 0)  # fmt: skip
-    ok, addr, err, chosen = _walk(objname, name, sympos, [cands[i] for i in live])
-    c_ok, _, c_err, c_chosen = _walk(objname, name, sympos, [cands[i] for i in coming])
+    ok, addr, err, chosen = _klp_match(objname, name, sympos, [cands[i] for i in live])
+    c_ok, _, c_err, c_chosen = _klp_match(objname, name, sympos, [cands[i] for i in coming])
     chosen_i = live[chosen] if chosen is not None else None
     c_chosen_i = coming[c_chosen] if c_chosen is not None else None
     differs = (ok, err, chosen_i) != (c_ok, c_err, c_chosen_i)

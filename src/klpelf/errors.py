@@ -55,6 +55,10 @@ class InputError(KlpError, OSError):
     """A path that cannot be read: missing, a directory, unreadable, bad compression."""
 
 
+class OutputError(KlpError, OSError):
+    """An output path that must not or cannot be written (for example: the input itself)."""
+
+
 class SymbolSourceError(KlpError, ValueError):
     """A kernel symbol source that cannot be used: a malformed kallsyms, System.map or
     Module.symvers line, or a path that is none of the formats klpelf reads.
@@ -80,23 +84,60 @@ class UsageError(KlpError, ValueError):
 class SymbolLookupError(KlpError, LookupError):
     """A livepatch symbol that klp_find_object_symbol() would not resolve.
 
-    ``str(err)`` is the kernel's message (without the ``livepatch: `` prefix).
+    The subclass says which of the kernel's three failures it is; ``str(err)`` is the
+    kernel's message for it (without the ``livepatch: `` prefix), made from the
+    fields.  Equal (and hashed) by class and fields, so results that carry one compare
+    as values.
     """
 
-    def __init__(self, message: str, *, objname: str, name: str, sympos: int) -> None:
-        super().__init__(message)
+    def __init__(self, *, objname: str, name: str, sympos: int) -> None:
+        super().__init__(self.kernel_message(objname, name, sympos))
         self.objname = objname
         self.name = name
         self.sympos = sympos
 
+    @staticmethod
+    def kernel_message(objname: str, name: str, sympos: int) -> str:
+        """The kernel's pr_err() text for this failure (kernel/livepatch/core.c)."""
+        raise NotImplementedError
+
+    def _key(self) -> tuple[object, ...]:
+        return (type(self), self.objname, self.name, self.sympos, self.path)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SymbolLookupError):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
 
 class SymbolNotFoundError(SymbolLookupError):
-    """``symbol '%s' not found in symbol table``"""
+    """``symbol '%s' not found in symbol table``: no symbol of that name (or address 0)."""
+
+    @staticmethod
+    def kernel_message(objname: str, name: str, sympos: int) -> str:
+        return f"symbol '{name}' not found in symbol table"
 
 
 class AmbiguousSymbolError(SymbolLookupError):
-    """``unresolvable ambiguity for symbol '%s' in object '%s'``"""
+    """``unresolvable ambiguity for symbol '%s' in object '%s'``: sympos 0, several symbols.
+
+    The kernel passes ``objname``, which is NULL for vmlinux: printk shows ``(null)``.
+    """
+
+    @staticmethod
+    def kernel_message(objname: str, name: str, sympos: int) -> str:
+        shown = "(null)" if objname == "vmlinux" else objname
+        return f"unresolvable ambiguity for symbol '{name}' in object '{shown}'"
 
 
 class SymbolPositionError(SymbolLookupError):
-    """``symbol position %lu for symbol '%s' in object '%s' not found``"""
+    """``symbol position %lu for symbol '%s' in object '%s' not found``: fewer symbols
+    than sympos.  Here the kernel prints ``klp_is_module(obj) ? obj->name : "vmlinux"``.
+    """
+
+    @staticmethod
+    def kernel_message(objname: str, name: str, sympos: int) -> str:
+        return f"symbol position {sympos} for symbol '{name}' in object '{objname}' not found"

@@ -17,13 +17,9 @@ from klpelf.elf.symbols import st_info
 from klpelf.elf.writer import save_elf
 from klpelf.errors import AmbiguousSymbolError, SymbolNotFoundError, SymbolPositionError
 from klpelf.klp.module import klp_module
+from klpelf.operations.resolve import kernel_messages, resolve_module
 from klpelf.symbols.kallsyms import is_ignored_symbol
-from klpelf.symbols.resolve import (
-    kernel_messages,
-    klp_find_object_symbol,
-    release_mismatch,
-    resolve_module,
-)
+from klpelf.symbols.resolve import klp_find_object_symbol, release_mismatch
 from klpelf.symbols.sources import KernelSymbols, load_sources
 
 REPO = Path(__file__).resolve().parents[2]
@@ -191,6 +187,28 @@ def test_module_coming_and_live(tmp_path: Path) -> None:
     r = klp_find_object_symbol(ks, "testmod", "abs_dup", 0)
     assert r.coming_error == "symbol 'abs_dup' not found in symbol table"
     assert klp_find_object_symbol(ks, "testmod", "abs_dup", 3).coming_ok
+
+
+def test_failures_are_typed(tmp_path: Path) -> None:
+    # the Resolution carries the kernel's failure as a typed error, LIVE and COMING
+    # apart; the message is made from its fields, and equal failures compare equal
+    ks = load_sources([str(build_module(tmp_path))])
+    r = klp_find_object_symbol(ks, "testmod", "helper", 3)
+    assert isinstance(r.failure, SymbolPositionError) and r.coming_failure is None
+    assert (r.failure.objname, r.failure.name, r.failure.sympos) == ("testmod", "helper", 3)
+    assert str(r.failure) == r.error and r.exception() is r.failure
+    r = klp_find_object_symbol(ks, "testmod", "abs_dup", 1)
+    assert isinstance(r.failure, SymbolNotFoundError) and r.coming_failure is None
+    r = klp_find_object_symbol(ks, "testmod", "abs_dup", 2)
+    assert (
+        r.failure
+        == r.coming_failure
+        == SymbolNotFoundError(objname="testmod", name="abs_dup", sympos=2)
+    )
+    assert r.failure != SymbolNotFoundError(objname="testmod", name="abs_dup", sympos=1)
+    assert AmbiguousSymbolError(objname="vmlinux", name="f", sympos=0).message == (
+        "unresolvable ambiguity for symbol 'f' in object '(null)'"
+    )
 
 
 def test_module_name_spelling(tmp_path: Path) -> None:

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
 
 from klpelf.cli._common import error
 from klpelf.errors import KlpError
-
-if TYPE_CHECKING:
-    from klpelf.klp.check import CheckResult, Diagnostic
-    from klpelf.symbols.sources import KernelSymbols
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,142 +42,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from klpelf.elf.reader import open_elf
-    from klpelf.klp.check import Diagnostic, check_module
-    from klpelf.release import KernelRelease
+    from klpelf.operations.check import (
+        CheckedModule,
+        check,
+        check_document,
+        check_kernel,
+        parse_release,
+    )
 
-    version = None
-    if args.kernel_release:
-        try:
-            version = KernelRelease.parse(args.kernel_release)
-        except ValueError:
-            print(f"klpelf: error: not a kernel release: {args.kernel_release!r}", file=sys.stderr)
-            return 2
-    ks: KernelSymbols | None = None
-    unresolved: str | None = None
-    if args.kernel or not args.static:
-        # only then: --static does not import the symbol sources and the resolver
-        from klpelf.symbols.resolve import release_mismatch
-        from klpelf.symbols.sources import KernelSymbols, load_sources
-    if args.kernel:
-        try:
-            ks = load_sources(args.kernel)
-        except KlpError as e:
-            print(f"klpelf: {e}", file=sys.stderr)
-            return 1
-    elif not args.static:
-        try:
-            ks = KernelSymbols.running()
-        except KlpError as e:
-            unresolved = f"symbols not resolved: the running kernel's symbols: {e}"
+    version = parse_release(args.kernel_release) if args.kernel_release is not None else None
+    kernel = check_kernel(args.kernel or (), static=args.static)
     status = 0
-    docs: list[dict[str, Any]] = []
+    checked: list[CheckedModule] = []
     for path in args.modules:
         try:
-            elf = open_elf(path)
-            notes: list[str] = []
-            use = ks
-            if ks is not None:
-                mi = elf.modinfo
-                mismatch = release_mismatch(ks, mi.get("vermagic") if mi else None)
-                source = ks.description
-                if mismatch and not args.kernel:
-                    use = None
-                    notes.append(f"symbols not resolved: {mismatch} ({source}; use --kernel)")
-                else:
-                    notes.append(f"symbols resolved against {source}")
-                    if mismatch:
-                        notes.append(mismatch)
-            elif unresolved:
-                notes.append(unresolved)
-            res = check_module(elf, version=version, kernel=use)
-            res.diagnostics[:0] = [Diagnostic("note", "kernel-symbols", n) for n in notes]
+            res = check(path, version=version, kernel=kernel)
         except KlpError as e:
             error(e, path)
             status = 1
             continue
-        if res.errors or (args.strict and res.warnings):
+        if res.failed(strict=args.strict):
             status = 1
         if args.json:
-            docs.append(_json(res))
+            checked.append(res)
         else:
-            _print(res)
+            print(res.to_text())
     if args.json:
         import json  # lazily: a run without --json does not pay for it
 
-        json.dump({"schema": "klpelf.check/1", "modules": docs}, sys.stdout, indent=2)
+        json.dump(check_document(checked), sys.stdout, indent=2)
         print()
     return status
-
-
-def _where(res: CheckResult, d: Diagnostic) -> str:
-    loc = res.path
-    if d.section is not None:
-        loc += f": {d.section.name}[{d.section.index}]"
-        if d.relocation is not None:
-            loc += f" entry {d.relocation}"
-    elif d.symbol is not None:
-        loc += f": symbol[{d.symbol[0]}]"
-    return loc
-
-
-_WHEN = {
-    "load": "when the module loads",
-    "enable": "in klp_enable_patch() (the module's init)",
-    "target-load": "when the patched module loads",
-    "runtime": "",
-    "never": "",
-}
-
-
-def _print(res: CheckResult) -> None:
-    for d in res.diagnostics:
-        print(f"{_where(res, d)}: {d.severity}: {d.message}")
-    first = res.first_kernel_error
-    kernel = f"Linux {res.version} ({res.version_source})"
-    if first is not None:
-        print(
-            f"{res.path}: {kernel} would refuse the module {_WHEN[first.when]} "
-            f"(errno {first.errno}): {first.dmesg_prefix}{first.message}"
-        )
-    else:
-        later = [d for d in res.diagnostics if d.kernel and d.when == "target-load"]
-        note = ""
-        if later:
-            note = f"; it would refuse to load the patched module: {later[0].message}"
-        print(f"{res.path}: {kernel} would load the module{note}")
-    print(f"{res.path}: {len(res.errors)} errors, {len(res.warnings)} warnings")
-
-
-def _json(res: CheckResult) -> dict[str, Any]:
-    first = res.first_kernel_error
-    return {
-        "path": res.path,
-        "module": res.module,
-        "kernel_release": str(res.version),
-        "release_source": res.version_source,
-        "verdict": res.kernel_verdict,
-        "kernel_message": f"{first.dmesg_prefix}{first.message}"
-        if first and first.logged
-        else None,
-        "errno": first.errno if first else None,
-        "errors": len(res.errors),
-        "warnings": len(res.warnings),
-        "diagnostics": [
-            {
-                "severity": d.severity,
-                "rule": d.rule,
-                "message": d.message,
-                "dmesg": f"{d.dmesg_prefix}{d.message}" if d.kernel and d.logged else None,
-                "section": {"index": d.section.index, "name": d.section.name}
-                if d.section
-                else None,
-                "symbol": {"index": d.symbol[0], "name": d.symbol[1]} if d.symbol else None,
-                "relocation": d.relocation,
-                "when": d.when,
-                "kernel": d.kernel,
-                "errno": d.errno,
-            }
-            for d in res.diagnostics
-        ],
-    }

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-
-from klpelf.cli._common import error
-from klpelf.errors import KlpError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,45 +45,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from klpelf.elf.reader import open_elf
-    from klpelf.elf.writer import save_elf
-    from klpelf.klp.convert import convert_annotations
+    from klpelf.operations.convert import convert
 
-    try:
-        if os.path.exists(args.output) and os.path.samefile(args.input, args.output):
-            print(
-                f"klpelf: {args.output}: output is the input file (refusing to overwrite it)",
-                file=sys.stderr,
-            )
-            return 1
-        elf = open_elf(args.input)
-        was: dict[int, str] = {}
-        if args.kernel or args.symvers:
-            from klpelf.klp.autoconvert import SymposChoice, apply_plan, plan_klp_symbols
-            from klpelf.symbols.sources import load_sources
-
-            choices = [SymposChoice.parse(c) for c in args.sympos]
-            ks = load_sources([*args.kernel, *args.symvers])
-            plan = plan_klp_symbols(elf, ks, choices)
-            tab = elf.symtab
-            if tab is not None:
-                was = {i: tab.name(i) for i in plan}
-            apply_plan(elf, plan)
-        elif args.sympos:
-            print("klpelf: error: --sympos needs --kernel or --symvers", file=sys.stderr)
-            return 2
-        report = convert_annotations(elf)
-        save_elf(elf, args.output, overwrite=True)
-    except KlpError as e:
-        error(e, args.input)
-        return 1
-    for i, renamed, new in report.symbols:
-        old = was.get(i, renamed)
-        print(f"{args.output}: livepatch symbol {new}" + (f" (was {old})" if old != new else ""))
-    for name, n in report.sections.items():
-        print(f"{args.output}: {name}: {n} relocation{'s' if n != 1 else ''}")
-    if report.modinfo_added:
-        print(f"{args.output}: modinfo livepatch=Y added")
-    if report.signature_dropped:
-        print(f"{args.output}: module signature dropped (sign the output again)")
+    # a KlpError names the file; cli.main() prints it (exit 1, 2 for a UsageError)
+    done = convert(args.input, args.output, kernel=[*args.kernel, *args.symvers],
+                   sympos=args.sympos)  # fmt: skip
+    text = done.to_text()
+    if text:
+        print(text)
     return 0

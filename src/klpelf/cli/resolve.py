@@ -35,41 +35,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from klpelf.elf.reader import open_elf
-    from klpelf.klp.module import klp_module
-    from klpelf.symbols.report import ModuleJson, kernel_json, module_report, render_text
-    from klpelf.symbols.sources import KernelSymbols, load_sources
+    from klpelf.operations.resolve import (
+        ResolvedModule,
+        kernel_text,
+        resolve,
+        resolve_document,
+        resolve_kernel,
+    )
 
-    try:
-        if args.kernel:
-            ks = load_sources(args.kernel, kallsyms_all=args.kallsyms_all)
-        else:
-            ks = KernelSymbols.running(kallsyms_all=args.kallsyms_all)
-    except KlpError as e:
-        print(f"klpelf: {e}", file=sys.stderr)
-        return 1
+    ks = resolve_kernel(args.kernel, kallsyms_all=args.kallsyms_all)
     status = 0
-    reports: list[ModuleJson] = []
+    resolved: list[ResolvedModule] = []
     for path in args.modules:
         try:
-            rep = module_report(path, klp_module(open_elf(path)), ks)
+            rep = resolve(path, ks)
         except KlpError as e:
             error(e, path)
             status = 1
             continue
-        reports.append(rep)
-        if rep["verdict"] != "ok":
+        resolved.append(rep)
+        if rep.verdict != "ok":
             status = 1
     if args.json:
-        doc = {"schema": "klpelf.resolve/1", "kernel": kernel_json(ks), "modules": reports}
         import json  # lazily: a run without --json does not pay for it
 
-        json.dump(doc, sys.stdout, indent=2)
+        json.dump(resolve_document(ks, resolved), sys.stdout, indent=2)
         print()
         return status
-    if ks.is_running:
-        print("kernel: no --kernel given: the running kernel, as modinfo and modprobe default to")
-    print(f"kernel: {ks.description}")
-    for rep in reports:
-        print(render_text(rep))
+    print(kernel_text(ks))
+    for rep in resolved:
+        print(rep.to_text())
     return status

@@ -24,30 +24,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from klpelf.elf.reader import open_elf
-    from klpelf.klp.module import klp_module
-    from klpelf.show import ModuleJson, render_text, show_module
+    from klpelf.operations.show import ShownModule, show, show_document
 
     status = 0
-    results: list[ModuleJson] = []
+    shown: list[ShownModule] = []
     for i, path in enumerate(args.modules):
         try:
-            elf = open_elf(path)
-            elf.decode_all()
-            m = show_module(klp_module(elf), relocs=args.relocs)
+            m = show(path, relocs=args.relocs)
         except KlpError as e:
             error(e, path)
             status = 1
             continue
         if args.json:
-            results.append(m)
+            shown.append(m)
         else:
             if i:
                 print()
-            print(render_text(m))
+            print(m.to_text())
     if args.json:
         import json  # lazily: a run without --json does not pay for it
 
-        json.dump({"schema": "klpelf.show/1", "modules": results}, sys.stdout, indent=2)
+        json.dump(show_document(shown), sys.stdout, indent=2)
         print()
     return status

@@ -21,6 +21,10 @@ breaks: non-weak first, then input order; before v6.2 ``kallsyms_on_each_symbol(
 walked that address-sorted table itself, so the order is the same); for a module its
 symbol-table order, over the full table while it is COMING and the core symbols once
 it is LIVE (:class:`~klpelf.symbols.elfsyms.ModuleFile`).
+
+A failure is typed (:class:`~klpelf.errors.SymbolNotFoundError`,
+:class:`~klpelf.errors.AmbiguousSymbolError`, :class:`~klpelf.errors.SymbolPositionError`)
+and :attr:`Resolution.failure` carries it; the kernel's message is made from it.
 """
 
 from __future__ import annotations
@@ -33,26 +37,22 @@ from klpelf.errors import (
     SymbolNotFoundError,
     SymbolPositionError,
 )
-from klpelf.klp.module import KlpModule, LivepatchSymbol
 from klpelf.symbols.candidate import Candidate
 from klpelf.symbols.sources import KernelSymbols
 
 __all__ = [
     "Candidate",
     "Resolution",
-    "SymbolResolution",
     "exported_by",
-    "kernel_messages",
     "klp_find_object_symbol",
     "release_mismatch",
-    "resolve_module",
 ]
 
 
 class Resolution(NamedTuple):
     """The outcome of :func:`klp_find_object_symbol` for one (objname, name, sympos).
 
-    For a module, ``ok``/``address``/``error`` are the outcome once the module is LIVE
+    For a module, ``ok``/``address``/``failure`` are the outcome once the module is LIVE
     (loaded before the livepatch is enabled: its core symbols); ``coming_*`` the
     outcome while it is COMING (the livepatch applied as the module loads: its full
     symbol table), and ``coming_differs`` says they differ.  For vmlinux both are
@@ -65,15 +65,15 @@ class Resolution(NamedTuple):
     ok: bool
     #: the resolved address; None when unknown (zeroed kallsyms, module not loaded)
     address: int | None
-    #: the kernel's message, without the "livepatch: " prefix
-    error: str | None
+    #: why the kernel would not resolve it: the typed failure, carrying the kernel's message
+    failure: SymbolLookupError | None
     #: every same-named symbol, in walk order
     candidates: list[Candidate]
     #: the module is in no source: the kernel applies these relocations when it loads
     not_loaded: bool = False
     coming_differs: bool = False
     coming_ok: bool | None = None
-    coming_error: str | None = None
+    coming_failure: SymbolLookupError | None = None
     #: the candidate chosen (index into candidates) when ok / when coming_ok
     chosen: int | None = None
     coming_chosen: int | None = None
@@ -83,29 +83,31 @@ class Resolution(NamedTuple):
     source: str = ""
 
     @property
+    def error(self) -> str | None:
+        """The kernel's message, without the "livepatch: " prefix, or None."""
+        return self.failure.message if self.failure is not None else None
+
+    @property
+    def coming_error(self) -> str | None:
+        """The kernel's message while the module is COMING, or None."""
+        return self.coming_failure.message if self.coming_failure is not None else None
+
+    @property
     def message(self) -> str | None:
         """The kernel's message, else the note."""
         return self.error or self.note
 
     def exception(self) -> SymbolLookupError | None:
         """The kernel's error as a :class:`~klpelf.errors.SymbolLookupError`, or None."""
-        if self.error is None:
-            return None
-        cls: type[SymbolLookupError]
-        if self.error.startswith("unresolvable ambiguity"):
-            cls = AmbiguousSymbolError
-        elif self.error.startswith("symbol position"):
-            cls = SymbolPositionError
-        else:
-            cls = SymbolNotFoundError
-        return cls(self.error, objname=self.objname, name=self.name, sympos=self.sympos)
+        return self.failure
 
 
-def _walk(
+def _klp_match(
     objname: str, name: str, sympos: int, cands: list[Candidate]
-) -> tuple[bool, int | None, str | None, int | None]:
-    # klp_find_object_symbol() over `cands` (already in walk order): (ok, address, error,
-    # index of the candidate chosen).  An unknown address (None) counts as nonzero.
+) -> tuple[bool, int | None, SymbolLookupError | None, int | None]:
+    # klp_match_callback() over `cands` (already in walk order), then the three checks of
+    # klp_find_object_symbol(): (ok, address, failure, index of the candidate chosen).
+    # An unknown address (None) counts as nonzero.
     count, last = 0, -1
     addr: int | None = 0
     for i, c in enumerate(cands):
@@ -113,16 +115,16 @@ def _walk(
         count += 1
         if (sympos and count == sympos) or (not sympos and count > 1):
             break
+    failure: type[SymbolLookupError]
     if count == 0 or addr == 0:
-        return False, None, f"symbol '{name}' not found in symbol table", None
-    if count > 1 and sympos == 0:
-        shown = "(null)" if objname == "vmlinux" else objname
-        return False, None, f"unresolvable ambiguity for symbol '{name}' in object '{shown}'", None
-    if sympos > 0 and sympos != count:
-        return False, None, (
-            f"symbol position {sympos} for symbol '{name}' in object '{objname}' not found"
-        ), None  # fmt: skip
-    return True, addr, None, last
+        failure = SymbolNotFoundError
+    elif count > 1 and sympos == 0:
+        failure = AmbiguousSymbolError
+    elif sympos > 0 and sympos != count:
+        failure = SymbolPositionError
+    else:
+        return True, addr, None, last
+    return False, None, failure(objname=objname, name=name, sympos=sympos), None
 
 
 def klp_find_object_symbol(ks: KernelSymbols, objname: str, name: str, sympos: int) -> Resolution:
@@ -137,17 +139,17 @@ def klp_find_object_symbol(ks: KernelSymbols, objname: str, name: str, sympos: i
             return Resolution(objname, name, sympos, False, None, None, [],
                               note="no vmlinux symbols among the sources")  # fmt: skip
         cands = ks.vmlinux_matches(name)
-        ok, addr, err, chosen = _walk(objname, name, sympos, cands)
+        ok, addr, err, chosen = _klp_match(objname, name, sympos, cands)
         return Resolution(objname, name, sympos, ok, addr, err, cands, chosen=chosen,
-                          coming_ok=ok, coming_error=err, coming_chosen=chosen,
+                          coming_ok=ok, coming_failure=err, coming_chosen=chosen,
                           source="vmlinux")  # fmt: skip
 
     text = ks.loaded_module(objname)
     if text is not None:
         cands = ks.loaded_module_matches(text, objname, name)
-        ok, addr, err, chosen = _walk(objname, name, sympos, cands)
+        ok, addr, err, chosen = _klp_match(objname, name, sympos, cands)
         return Resolution(objname, name, sympos, ok, addr, err, cands, chosen=chosen,
-                          coming_ok=ok, coming_error=err, coming_chosen=chosen,
+                          coming_ok=ok, coming_failure=err, coming_chosen=chosen,
                           source=f"{text.path} (loaded)")  # fmt: skip
 
     mod = ks.module_file(objname)
@@ -162,8 +164,8 @@ def klp_find_object_symbol(ks: KernelSymbols, objname: str, name: str, sympos: i
     live = [i for i, c in enumerate(cands) if c.position is not None]
     coming = sorted((i for i, c in enumerate(cands) if c.coming_position is not None),
                     key=lambda i: cands[i].coming_position or 0)  # fmt: skip
-    ok, addr, err, chosen = _walk(objname, name, sympos, [cands[i] for i in live])
-    c_ok, _, c_err, c_chosen = _walk(objname, name, sympos, [cands[i] for i in coming])
+    ok, addr, err, chosen = _klp_match(objname, name, sympos, [cands[i] for i in live])
+    c_ok, _, c_err, c_chosen = _klp_match(objname, name, sympos, [cands[i] for i in coming])
     chosen_i = live[chosen] if chosen is not None else None
     c_chosen_i = coming[c_chosen] if c_chosen is not None else None
     differs = (ok, err, chosen_i) != (c_ok, c_err, c_chosen_i)
@@ -174,7 +176,7 @@ def klp_find_object_symbol(ks: KernelSymbols, objname: str, name: str, sympos: i
                 f"names exactly, so relocations for '{objname}' are never applied")  # fmt: skip
     return Resolution(
         objname, name, sympos, ok, addr, err, cands, chosen=chosen_i, coming_differs=differs,
-        coming_ok=c_ok, coming_error=c_err, coming_chosen=c_chosen_i, note=note,
+        coming_ok=c_ok, coming_failure=c_err, coming_chosen=c_chosen_i, note=note,
         source=mod.path,
     )  # fmt: skip
 
@@ -183,55 +185,6 @@ def exported_by(ks: KernelSymbols, name: str) -> str | None:
     """The object that exports ``name`` ("vmlinux" or a module name), from Module.symvers."""
     e = ks.exports.get(name)
     return e.objname if e is not None else None
-
-
-class SymbolResolution(NamedTuple):
-    """One livepatch symbol of a module and how it resolves."""
-
-    symbol: LivepatchSymbol
-    #: None when the kernel cannot parse the name (``error`` says why)
-    resolution: Resolution | None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        r = self.resolution
-        return r is not None and r.ok and (not r.coming_differs or bool(r.coming_ok))
-
-    @property
-    def not_loaded(self) -> bool:
-        return self.resolution is not None and self.resolution.not_loaded
-
-
-def resolve_module(ks: KernelSymbols, module: KlpModule) -> list[SymbolResolution]:
-    """Resolve every livepatch symbol of ``module`` against ``ks``, in symbol-table order.
-
-    The real-kernel harness can compare :func:`kernel_messages` of the result with
-    the VM's dmesg after loading the module.
-    """
-    out: list[SymbolResolution] = []
-    cache: dict[tuple[str, str, int], Resolution] = {}
-    ks.prefetch(s.parsed.name for s in module.symbols if s.parsed is not None)
-    for s in module.symbols:
-        p = s.parsed
-        if p is None:
-            out.append(SymbolResolution(s, None, s.error))
-            continue
-        key = (p.objname, p.name, p.sympos)
-        if key not in cache:
-            cache[key] = klp_find_object_symbol(ks, *key)
-        out.append(SymbolResolution(s, cache[key]))
-    return out
-
-
-def kernel_messages(results: list[SymbolResolution]) -> list[str]:
-    """The ``livepatch: ...`` lines the kernel would log for the failing symbols."""
-    msgs = []
-    for r in results:
-        err = r.error if r.resolution is None else r.resolution.error
-        if err is not None:
-            msgs.append(f"livepatch: {err}")
-    return msgs
 
 
 def release_mismatch(ks: KernelSymbols, vermagic: str | None) -> str | None:

@@ -1,0 +1,228 @@
+"""``klpelf check``: predict what the kernel does with a livepatch module, as data and text.
+
+:func:`check` is the verb: :func:`klpelf.klp.check.check_module` over the module,
+with the kernel symbols chosen as the command line chooses them
+(:func:`check_kernel`) and a note saying what they were.  Its result,
+:class:`CheckedModule`, gives one ``Result`` of the ``klpelf.check/1`` schema
+(docs/json.md; :class:`~klpelf.operations.schemas.CheckJson`) and the lines ``klpelf check``
+prints.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final, Literal
+
+from klpelf._record import FrozenRecord
+from klpelf.errors import KlpError, UsageError
+from klpelf.klp.check import CheckResult, Diagnostic, check_module
+from klpelf.operations import ModuleSource, naming, open_module
+from klpelf.release import KernelRelease
+
+if TYPE_CHECKING:
+    from klpelf.operations.schemas import CheckJson, CheckResultJson, DiagnosticJson
+    from klpelf.symbols.sources import KernelSymbols
+
+__all__ = [
+    "SCHEMA",
+    "CheckedModule",
+    "KernelChoice",
+    "check",
+    "check_document",
+    "check_kernel",
+    "parse_release",
+]
+
+SCHEMA: Literal["klpelf.check/1"] = "klpelf.check/1"
+
+
+# A release as `uname -r` prints it: major.minor, then nothing or a separator and the rest
+# (6.1.0-56-amd64, 6.12.117+deb13-amd64, 7.2, 5.10.0-rc1).  KernelRelease.parse() takes
+# any string starting with major.minor, as a vermagic does; an argument gets no such leeway.
+_RELEASE_ARG = r"\d+\.\d+(?:[-+.~_]\S*)?"  # compiled on first use (re caches it)
+
+
+def parse_release(text: str) -> KernelRelease:
+    """The kernel release an argument names (``--kernel-release``).
+
+    :raises UsageError: ``text`` is not a kernel release (``banana``, ``2.6x``).
+    """
+    if re.fullmatch(_RELEASE_ARG, text) is None:
+        raise UsageError(f"not a kernel release: {text!r}")
+    return KernelRelease.parse(text)
+
+
+class KernelChoice(FrozenRecord):
+    """The kernel symbols :func:`check` resolves livepatch symbols against."""
+
+    _fields = ("symbols", "given", "unavailable")
+    __slots__ = _fields
+
+    def __init__(self, symbols: KernelSymbols | None, given: bool = True,
+                 unavailable: str | None = None) -> None:  # fmt: skip
+        #: None: symbols are not resolved
+        self.symbols: Final = symbols
+        #: named by the caller (``--kernel``): used even when their release is not the
+        #: one the module was built for (the running kernel's are then not used)
+        self.given: Final = given
+        #: why there are no symbols: the running kernel's could not be read
+        self.unavailable: Final = unavailable
+
+
+def check_kernel(sources: Sequence[str] = (), *, static: bool = False) -> KernelChoice:
+    """Choose the kernel symbols as ``klpelf check`` does.
+
+    ``sources`` (``--kernel``) when given; else, unless ``static``, the running
+    kernel's, whose absence is a note rather than an error.
+
+    :raises KlpError: a source in ``sources`` cannot be read.
+    """
+    if sources:
+        from klpelf.symbols.sources import load_sources
+
+        return KernelChoice(load_sources(sources))
+    if static:
+        return KernelChoice(None)
+    # only here: --static does not import the symbol sources and the resolver
+    from klpelf.symbols.sources import KernelSymbols
+
+    try:
+        return KernelChoice(KernelSymbols.running(), given=False)
+    except KlpError as e:
+        why = f"symbols not resolved: the running kernel's symbols: {e}"
+        return KernelChoice(None, given=False, unavailable=why)
+
+
+def _kernel_notes(
+    kernel: KernelChoice, vermagic: str | None
+) -> tuple[KernelSymbols | None, list[str]]:
+    # the symbols to use for a module built for `vermagic`, and the notes that say so
+    ks = kernel.symbols
+    if ks is None:
+        return None, [kernel.unavailable] if kernel.unavailable else []
+    from klpelf.symbols.resolve import release_mismatch
+
+    mismatch = release_mismatch(ks, vermagic)
+    if mismatch and not kernel.given:
+        return None, [f"symbols not resolved: {mismatch} ({ks.description}; use --kernel)"]
+    notes = [f"symbols resolved against {ks.description}"]
+    if mismatch:
+        notes.append(mismatch)
+    return ks, notes
+
+
+def check(
+    module: ModuleSource,
+    *,
+    version: KernelRelease | str | None = None,
+    kernel: KernelChoice | KernelSymbols | None = None,
+) -> CheckedModule:
+    """Check ``module`` (a path or an ElfFile) as the kernel would load and enable it.
+
+    :param version: the target kernel's release (a :class:`KernelRelease`, or a string
+        read by :func:`parse_release`); default: the module's vermagic.
+    :param kernel: the target kernel's symbols (a :class:`KernelSymbols`, or the
+        :class:`KernelChoice` of :func:`check_kernel`); every livepatch symbol is then
+        resolved, and a ``kernel-symbols`` note says against what.  Default: not
+        resolved.
+    :raises KlpError: the module cannot be read (the message names the file).
+    :raises UsageError: ``version`` is not a kernel release.
+    """
+    if isinstance(version, str):
+        version = parse_release(version)
+    if kernel is None or not isinstance(kernel, KernelChoice):
+        kernel = KernelChoice(kernel)
+    elf = open_module(module)
+    with naming(elf.path):
+        mi = elf.modinfo
+        use, notes = _kernel_notes(kernel, mi.get("vermagic") if mi else None)
+        res = check_module(elf, version=version, kernel=use)
+    res.diagnostics[:0] = [Diagnostic("note", "kernel-symbols", n) for n in notes]
+    return CheckedModule(res)
+
+
+def check_document(checked: Sequence[CheckedModule]) -> CheckJson:
+    """The ``klpelf check --json`` document of several modules."""
+    return {"schema": SCHEMA, "modules": [c.to_json() for c in checked]}
+
+
+_WHEN = {
+    "load": "when the module loads",
+    "enable": "in klp_enable_patch() (the module's init)",
+    "target-load": "when the patched module loads",
+    "runtime": "",
+    "never": "",
+}
+
+
+def _where(res: CheckResult, d: Diagnostic) -> str:
+    loc = res.path
+    if d.section is not None:
+        loc += f": {d.section.name}[{d.section.index}]"
+        if d.relocation is not None:
+            loc += f" entry {d.relocation}"
+    elif d.symbol is not None:
+        loc += f": symbol[{d.symbol[0]}]"
+    return loc
+
+
+def _diagnostic_json(d: Diagnostic) -> DiagnosticJson:
+    return {
+        "severity": d.severity, "rule": d.rule, "message": d.message,
+        "dmesg": f"{d.dmesg_prefix}{d.message}" if d.kernel and d.logged else None,
+        "section": {"index": d.section.index, "name": d.section.name} if d.section else None,
+        "symbol": {"index": d.symbol[0], "name": d.symbol[1]} if d.symbol else None,
+        "relocation": d.relocation, "when": d.when, "kernel": d.kernel, "errno": d.errno,
+    }  # fmt: skip
+
+
+class CheckedModule(FrozenRecord):
+    """What ``klpelf check`` says about one module."""
+
+    _fields = ("result",)
+    __slots__ = _fields
+
+    def __init__(self, result: CheckResult) -> None:
+        #: every diagnostic, the kernel's in the kernel's order, then klpelf's own
+        self.result: Final = result
+
+    def failed(self, *, strict: bool = False) -> bool:
+        """The kernel would refuse the module or it has errors (``strict``: or warnings)."""
+        res = self.result
+        return bool(res.errors or (strict and res.warnings))
+
+    def to_json(self) -> CheckResultJson:
+        """The module as one ``Result`` object of the ``klpelf.check/1`` schema."""
+        res = self.result
+        first = res.first_kernel_error
+        return {
+            "path": res.path, "module": res.module, "kernel_release": str(res.version),
+            "release_source": res.version_source, "verdict": res.kernel_verdict,
+            "kernel_message": f"{first.dmesg_prefix}{first.message}"
+            if first and first.logged else None,
+            "errno": first.errno if first else None,
+            "errors": len(res.errors), "warnings": len(res.warnings),
+            "diagnostics": [_diagnostic_json(d) for d in res.diagnostics],
+        }  # fmt: skip
+
+    def to_text(self) -> str:
+        """What ``klpelf check`` prints for the module: one line per diagnostic, the
+        kernel's verdict, the counts (no final newline)."""
+        res = self.result
+        lines = [f"{_where(res, d)}: {d.severity}: {d.message}" for d in res.diagnostics]
+        first = res.first_kernel_error
+        kernel = f"Linux {res.version} ({res.version_source})"
+        if first is not None:
+            lines.append(
+                f"{res.path}: {kernel} would refuse the module {_WHEN[first.when]} "
+                f"(errno {first.errno}): {first.dmesg_prefix}{first.message}"
+            )
+        else:
+            later = [d for d in res.diagnostics if d.kernel and d.when == "target-load"]
+            note = ""
+            if later:
+                note = f"; it would refuse to load the patched module: {later[0].message}"
+            lines.append(f"{res.path}: {kernel} would load the module{note}")
+        lines.append(f"{res.path}: {len(res.errors)} errors, {len(res.warnings)} warnings")
+        return "\n".join(lines)

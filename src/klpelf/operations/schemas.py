@@ -1,0 +1,198 @@
+"""The JSON schemas of klpelf's output, as TypedDicts: one set per schema of docs/json.md.
+
+``klpelf.show/1`` (:class:`ShowJson`), ``klpelf.check/1`` (:class:`CheckJson`) and
+``klpelf.resolve/1`` (:class:`ResolveJson`), key for key as docs/json.md documents
+them (tests/unit/test_api.py compares the two).  A schema only grows by new keys.
+
+For the type checker: the verbs import this module under ``TYPE_CHECKING`` only, so
+that a command does not pay for building these classes; at run time the JSON forms
+are plain dicts (import this module to use the types at run time).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+from klpelf.klp.diagnostics import Severity, When
+
+# --- klpelf.show/1 ---------------------------------------------------------------------
+
+
+class ShowSymbolJson(TypedDict):
+    index: int
+    name: str
+    objname: str | None
+    symbol: str | None
+    sympos: int | None
+    bind: str
+    type: str
+    shndx: str
+    error: str | None
+    detail: str | None
+
+
+class RelocJson(TypedDict):
+    offset: int
+    type: str
+    r_type: int
+    symbol_index: int
+    symbol: str
+    addend: int | None
+
+
+class SectionRefJson(TypedDict):
+    index: int
+    name: str
+
+
+class RelaSectionJson(TypedDict):
+    index: int
+    name: str
+    objname: str | None
+    target: SectionRefJson | None
+    flags: str
+    sh_flags: int
+    sh_type: int
+    relocations: int
+    error: str | None
+    detail: str | None
+    entries: list[RelocJson] | None
+
+
+class ObjectJson(TypedDict):
+    objname: str
+    symbols: list[ShowSymbolJson]
+    relocation_sections: list[RelaSectionJson]
+
+
+class OddityJson(TypedDict):
+    kind: str
+    what: str
+    note: str
+
+
+class ShowModuleJson(TypedDict):
+    path: str
+    name: str
+    machine: str
+    elfclass: int
+    byteorder: str
+    vermagic: str | None
+    livepatch: str | None
+    signed: bool
+    objects: list[ObjectJson]
+    #: livepatch symbols and klp sections whose names the kernel would not parse
+    unparsed_symbols: list[ShowSymbolJson]
+    unparsed_sections: list[RelaSectionJson]
+    oddities: list[OddityJson]
+
+
+class ShowJson(TypedDict):
+    """The whole output of ``klpelf show --json``."""
+
+    schema: Literal["klpelf.show/1"]
+    modules: list[ShowModuleJson]
+
+
+# --- klpelf.check/1 --------------------------------------------------------------------
+
+
+class RefJson(TypedDict):
+    """A section or a symbol: its index and name."""
+
+    index: int
+    name: str
+
+
+class DiagnosticJson(TypedDict):
+    severity: Severity
+    rule: str
+    message: str
+    dmesg: str | None
+    section: RefJson | None
+    symbol: RefJson | None
+    relocation: int | None
+    when: When
+    kernel: bool
+    errno: int | None
+
+
+class CheckResultJson(TypedDict):
+    path: str
+    module: str
+    kernel_release: str
+    release_source: str
+    verdict: Literal["accept", "refuse"]
+    kernel_message: str | None
+    errno: int | None
+    errors: int
+    warnings: int
+    diagnostics: list[DiagnosticJson]
+
+
+class CheckJson(TypedDict):
+    """The whole output of ``klpelf check --json``."""
+
+    schema: Literal["klpelf.check/1"]
+    modules: list[CheckResultJson]
+
+
+# --- klpelf.resolve/1 ------------------------------------------------------------------
+
+
+class CandidateJson(TypedDict):
+    position: int | None
+    coming_position: int | None
+    address: int | None
+    type: str
+    section: str | None
+    offset: int | None
+    source_file: str | None
+    chosen: bool
+    coming_chosen: bool
+
+
+class ResolveSymbolJson(TypedDict):
+    index: int
+    symbol: str
+    objname: str | None
+    name: str | None
+    sympos: int | None
+    ok: bool
+    not_loaded: bool
+    address: int | None
+    error: str | None
+    note: str | None
+    coming_differs: bool
+    coming_ok: bool | None
+    coming_error: str | None
+    source: str | None
+    candidates: list[CandidateJson]
+
+
+Verdict = Literal["ok", "fail", "no-verdict"]
+
+
+class ResolveModuleJson(TypedDict):
+    path: str
+    name: str
+    vermagic: str | None
+    release_mismatch: str | None
+    #: the sources do not say which release they are, so it could not be compared
+    release_note: str | None
+    verdict: Verdict
+    symbols: list[ResolveSymbolJson]
+
+
+class KernelJson(TypedDict):
+    description: str
+    release: str | None
+    running: bool
+
+
+class ResolveJson(TypedDict):
+    """The whole output of ``klpelf resolve --json``."""
+
+    schema: Literal["klpelf.resolve/1"]
+    kernel: KernelJson
+    modules: list[ResolveModuleJson]

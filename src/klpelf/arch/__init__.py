@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 from klpelf.elf.constants import EM
 
 if TYPE_CHECKING:
+    from klpelf.elf.file import ElfFile
     from klpelf.elf.relocs import RelocationTable
     from klpelf.release import KernelRelease
 
@@ -123,6 +124,27 @@ class WriteFacts:
         return (self[i] for i in range(len(self)))
 
 
+class ModuleLayout:
+    """Where the module loader placed a module, for twins that need more than the one
+    section they write: a PC-relative type needs the place's address, an arm64 CALL26
+    out of range a PLT slot, a ppc64 REL24 a stub and the TOC, s390x and loongarch64
+    GOT entries.
+
+    ``addresses``: section index -> its address in the kernel (sections the loader does
+    not place are absent).  ``arch_state``: what one machine's twin keeps across the
+    sections of one module (PLT slots or stubs used so far, GOT entries), created and
+    read only by that machine's file; the areas themselves are the ones the machine's
+    ``module_frob_arch_sections()`` reserves, which the arch file computes from ``elf``.
+    """
+
+    __slots__ = ("addresses", "arch_state", "elf")
+
+    def __init__(self, elf: ElfFile, addresses: Mapping[int, int]) -> None:
+        self.elf = elf
+        self.addresses = addresses
+        self.arch_state: dict[str, object] = {}
+
+
 class WriteRelocateAdd(Protocol):
     """The twin of one machine's ``apply_relocate_add()`` for one relocation section.
 
@@ -134,12 +156,15 @@ class WriteRelocateAdd(Protocol):
     unknown.  Without both, values and overflows are None and a written place holds
     nonzero marker bytes (all that the nonzero rule needs).  ``keep`` False: the caller
     does not need the bytes after the walk (``target`` may be left as it was or
-    written in part; the facts are the same).
+    written in part; the facts are the same).  ``layout``: the whole module's placement
+    (:class:`ModuleLayout`), for machines whose writes need other sections (PLT, stubs,
+    GOT, TOC); a machine that needs it and gets None reports values as unknown.
     """
 
     def __call__(self, relocs: RelocationTable, target: bytearray, release: KernelRelease, *,
                  symbol_value: Callable[[int], int | None] | None = None,
-                 address: int | None = None, keep: bool = True) -> WriteFacts: ...  # fmt: skip
+                 address: int | None = None, keep: bool = True,
+                 layout: ModuleLayout | None = None) -> WriteFacts: ...  # fmt: skip
 
 
 class Arch(NamedTuple):

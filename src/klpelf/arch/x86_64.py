@@ -20,7 +20,7 @@ from itertools import compress, islice, repeat
 from operator import add, gt
 from typing import TYPE_CHECKING
 
-from klpelf.arch import Arch, RelocType, StopReason, WriteFacts
+from klpelf.arch import Arch, ModuleLayout, RelocType, StopReason, WriteFacts
 from klpelf.elf.constants import EM
 
 if TYPE_CHECKING:
@@ -88,9 +88,11 @@ def write_relocate_add(
     symbol_value: Callable[[int], int | None] | None = None,
     address: int | None = None,
     keep: bool = True,
+    layout: ModuleLayout | None = None,
 ) -> WriteFacts:
     """The twin of ``__write_relocate_add(..., apply=true)`` (arch/x86/kernel/module.c)
-    for one section: see :class:`klpelf.arch.WriteRelocateAdd`.
+    for one section: see :class:`klpelf.arch.WriteRelocateAdd`.  x86_64 needs no other
+    section than the target: ``layout`` is accepted and not read.
 
     Bytes of a place past the end of ``target`` are neither checked nor written (the
     kernel writes whatever memory follows the section).

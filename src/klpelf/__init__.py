@@ -48,6 +48,8 @@ _EXPORTS: dict[str, str] = {
     "klp_module": "klpelf.klp.module",
     "KlpModule": "klpelf.klp.module",
     "check_module": "klpelf.klp.check",
+    "CheckResult": "klpelf.klp.diagnostics",
+    "Diagnostic": "klpelf.klp.diagnostics",
     "convert_annotations": "klpelf.klp.convert",
     "KernelSymbols": "klpelf.symbols.sources",
     "load_sources": "klpelf.symbols.sources",
@@ -74,8 +76,10 @@ _EXPORTS: dict[str, str] = {
 # the same names as _EXPORTS (tests/unit/test_api.py): ruff and mypy read a literal list
 __all__ = [
     "AmbiguousSymbolError",
+    "CheckResult",
     "CheckedModule",
     "ConvertedModule",
+    "Diagnostic",
     "ElfEditError",
     "ElfError",
     "ElfFile",
@@ -141,6 +145,7 @@ if TYPE_CHECKING:  # what mypy and editors see; at run time __getattr__ imports 
     )
     from klpelf.klp.check import check_module
     from klpelf.klp.convert import convert_annotations
+    from klpelf.klp.diagnostics import CheckResult, Diagnostic
     from klpelf.klp.module import KlpModule, klp_module
     from klpelf.operations.check import (
         CheckedModule,

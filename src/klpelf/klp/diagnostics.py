@@ -26,6 +26,12 @@ UNSAFE_LATE_SECTIONS = (
 
 
 class Diagnostic(NamedTuple):
+    """One finding of :func:`klpelf.check_module`: a rule the kernel enforces
+    (``kernel`` True: the kernel refuses with ``errno`` at ``when``, printing
+    ``dmesg_prefix + message``) or one of klpelf's own (the kernel accepts, then
+    misbehaves), located by section, symbol and relocation entry where it has a place.
+    """
+
     severity: Severity
     #: a short stable identifier of the rule, for --json consumers and tests
     rule: str
@@ -49,6 +55,12 @@ Resolver = Callable[[str, str, int], tuple[str | None, int | None]]
 
 
 class CheckResult(Record):
+    """What :func:`klpelf.check_module` found in one module: every diagnostic in the
+    kernel's order, for the release it judged (``version``, taken from
+    ``version_source``: the command line, the module's vermagic or the default), and
+    the kernel's verdict on loading it (:attr:`kernel_verdict`).
+    """
+
     _fields = ("path", "module", "version", "version_source", "diagnostics")
     __slots__ = _fields
 

@@ -105,7 +105,6 @@ def _edit_relocs(name: str, edit: Callable[[Records], None]) -> Callable[[ElfFil
         arr = np.frombuffer(bytes(sec.data), dtype=rel_record(elf.layout, True).dtype()).copy()
         edit(arr)
         sec.set_data(arr.tobytes())
-        elf._relocs.pop(sec.index, None)
 
     return f
 

@@ -17,7 +17,7 @@ bytes; no cache needs to be cleared by hand.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 from klpelf._record import Record
 from klpelf.elf.constants import EM, ET, SHF, SHT
@@ -34,18 +34,6 @@ if TYPE_CHECKING:
 #: The kernel's MODULE_SIG_STRING (include/linux/module_signature.h): the last
 #: bytes of a module with an appended signature.
 MODULE_SIG_STRING = b"~Module signature appended~\n"
-
-
-_V = TypeVar("_V")
-
-
-class _Views(dict[int, _V]):
-    """Views by section index.  ``pop()`` of a view that is already gone returns None:
-    code that dropped a view by hand after :meth:`Section.set_data` (which now drops
-    it itself) keeps working."""
-
-    def pop(self, key: int, default: Any = None, /) -> Any:
-        return super().pop(key, default)
 
 
 class ElfHeader(Record):
@@ -227,10 +215,10 @@ class ElfFile:
         self.modified = False
         # the views, by section index (see drop_views)
         self._shstrtab: StringTable | None = None
-        self._strtabs: _Views[StringTable] = _Views()
-        self._symtabs: _Views[SymbolTable] = _Views()
-        self._relocs: _Views[RelocationTable] = _Views()
-        self._rela_views: _Views[RelocationTable] = _Views()
+        self._strtabs: dict[int, StringTable] = {}
+        self._symtabs: dict[int, SymbolTable] = {}
+        self._relocs: dict[int, RelocationTable] = {}
+        self._rela_views: dict[int, RelocationTable] = {}
         self._modinfo: Modinfo | None = None
         self._record_count: int | None = None
 

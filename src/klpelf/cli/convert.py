@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from klpelf.cli._common import SOURCE_KINDS, warning
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -18,14 +20,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "never modified; the output is written atomically.",
     )
     p.add_argument("input", metavar="INPUT", help="module built by kbuild")
-    p.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="livepatch module")
+    p.add_argument("-o", "--output", metavar="OUTPUT", help="livepatch module to write")
+    p.add_argument("-n", "--dry-run", action="store_true",
+                   help="say what would change; write nothing (no -o needed)")  # fmt: skip
     p.add_argument(
+        "-k",
         "--kernel",
         action="append",
         default=[],
         metavar="SOURCE",
-        help="automatic mode: the target kernel's symbols (kallsyms, System.map, vmlinux, "
-        "module tree, Module.symvers; repeat for several)",
+        help="automatic mode: the target kernel's symbols (repeat for several): " + SOURCE_KINDS,
     )
     p.add_argument(
         "--symvers",
@@ -45,12 +49,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from klpelf.errors import UsageError
     from klpelf.operations.convert import convert
 
+    if args.output is None and not args.dry_run:
+        raise UsageError("convert needs -o OUTPUT (or --dry-run)")
+    if args.output is not None and args.dry_run:
+        raise UsageError("--dry-run writes nothing: -o OUTPUT is not used with it")
     # a KlpError names the file; cli.main() prints it (exit 1, 2 for a UsageError)
     done = convert(args.input, args.output, kernel=[*args.kernel, *args.symvers],
                    sympos=args.sympos)  # fmt: skip
+    for w in done.warnings:
+        warning(f"{args.output or args.input}: {w}")
     text = done.to_text()
     if text:
-        print(text)
+        print(text.replace(f"{args.input}: ", f"{args.input}: would change: ")
+              if args.dry_run else text)  # fmt: skip
     return 0

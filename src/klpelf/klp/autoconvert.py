@@ -19,6 +19,7 @@ through annotation mode (:func:`klpelf.klp.convert.convert_annotations`).
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from klpelf.elf.constants import SHF, SHN, STB
@@ -28,6 +29,9 @@ from klpelf.klp.names import KLP_SYM_PREFIX, KlpSymbolName
 from klpelf.symbols.candidate import Candidate
 from klpelf.symbols.resolve import klp_find_object_symbol
 from klpelf.symbols.sources import KernelSymbols
+
+#: a --sympos value that starts like a number: a position, never a file name
+_NUMBER_LIKE = re.compile(r"[+-]?[0-9]")
 
 
 class SymposChoice(NamedTuple):
@@ -53,6 +57,9 @@ class SymposChoice(NamedTuple):
         sympos = None
         if number.lstrip("+-").isdigit():
             sympos = int(number)
+        elif _NUMBER_LIKE.match(number):
+            # 0x3, 3rd, -1x: meant as a position, and no source file is named so
+            raise UsageError(f"--sympos {spec!r}: N must be a decimal number (0 = unique)")
         try:
             # the names (and N) as a .klp.sym. name must hold them
             KlpSymbolName(obj, name, sympos if sympos is not None else 0)
@@ -91,13 +98,41 @@ def _describe(cands: list[Candidate]) -> str:
     return "; ".join(parts)
 
 
+def plain_undefined(elf: ElfFile) -> dict[int, str]:
+    """The undefined symbols automatic mode would look at: used by a relocation of an
+    allocated section, not weak, not already a ``.klp.sym.`` name -> where used."""
+    tab = elf.symtab
+    if tab is None:
+        return {}
+    names = tab.names()
+    binds = tab.binds()
+    return {i: where for i, where in sorted(_used_undefined(elf).items())
+            if names[i] and not names[i].startswith(KLP_SYM_PREFIX)
+            and binds[i] != STB.WEAK}  # fmt: skip
+
+
+def _klp_symbol_names(names: list[str]) -> set[str]:
+    # the symbols livepatch symbols already name: a --sympos for one is not unused
+    # (converting a converted module with the same arguments changes nothing)
+    out = set()
+    for n in names:
+        if n.startswith(KLP_SYM_PREFIX):
+            try:
+                out.add(KlpSymbolName.parse(n).name)
+            except ValueError:
+                continue
+    return out
+
+
 def plan_klp_symbols(
     elf: ElfFile, ks: KernelSymbols, choices: list[SymposChoice] | None = None
 ) -> dict[int, KlpSymbolName]:
     """Which undefined symbols of ``elf`` must become livepatch symbols, and their names.
 
     :raises KlpFormatError: a symbol that cannot be placed (not exported and not in
-        vmlinux, or ambiguous without a choice), naming the symbol and a relocation.
+        vmlinux or in one module of the sources, or ambiguous without a choice), or a
+        choice the kernel would not resolve, naming the symbol and a relocation.
+    :raises UsageError: a choice for a symbol the module does not use.
     """
     tab = elf.symtab
     if tab is None:
@@ -110,12 +145,15 @@ def plan_klp_symbols(
         )
     by_name = {c.name: c for c in choices or []}
     names = tab.names()
-    binds = tab.binds()
+    used = plain_undefined(elf)
+    unused = sorted(set(by_name) - {names[i] for i in used} - _klp_symbol_names(names))
+    if unused:
+        c = by_name[unused[0]]
+        raise UsageError(f"--sympos {c.objname}:{c.name}: the module uses no undefined "
+                         f"symbol {c.name}")  # fmt: skip
     plan: dict[int, KlpSymbolName] = {}
-    for i, where in sorted(_used_undefined(elf).items()):
+    for i, where in used.items():
         name = names[i]
-        if not name or name.startswith(KLP_SYM_PREFIX) or binds[i] == STB.WEAK:
-            continue
         choice = by_name.get(name)
         export = ks.exports.get(name)
         if choice is None and export is not None and export.objname == "vmlinux":
@@ -139,10 +177,7 @@ def _in_vmlinux(ks: KernelSymbols, name: str, ctx: str) -> KlpSymbolName:
         raise KlpError(f"{ctx}: not exported, and the sources have no vmlinux symbols")
     cands = ks.vmlinux_matches(name)
     if not cands:
-        raise KlpFormatError(
-            f"{ctx}: not exported (Module.symvers) and not in vmlinux; if it belongs to a "
-            f"module, name it: --sympos MODULE:{name}=N"
-        )
+        return _in_one_module(ks, name, ctx)
     if len(cands) == 1:
         return KlpSymbolName("vmlinux", name, 0)
     raise KlpFormatError(
@@ -152,22 +187,72 @@ def _in_vmlinux(ks: KernelSymbols, name: str, ctx: str) -> KlpSymbolName:
     )
 
 
+def _in_one_module(ks: KernelSymbols, name: str, ctx: str) -> KlpSymbolName:
+    # Not in vmlinux: a symbol local to a module (the livepatch patches that module),
+    # found in the module files and trees among the sources.
+    found = ks.modules_defining(name)
+    if len(found) == 1:
+        objname, cands = found[0]
+        if len(cands) == 1:
+            return KlpSymbolName(objname, name, 0)
+        raise KlpFormatError(
+            f"{ctx}: {len(cands)} symbols of that name in module {objname} "
+            f"({_describe(cands)}); choose one with --sympos {objname}:{name}=N"
+        )
+    if found:
+        mods = ", ".join(m for m, _ in found[:8]) + (", ..." if len(found) > 8 else "")
+        raise KlpFormatError(
+            f"{ctx}: not exported, not in vmlinux, and defined in {len(found)} modules "
+            f"({mods}); choose one with --sympos MODULE:{name}=N"
+        )
+    where = "in vmlinux or in a module of the sources" if ks.trees or ks.modules else (
+        "in vmlinux; if it belongs to a module, give the module tree (--kernel "
+        "/lib/modules/RELEASE) or name it")  # fmt: skip
+    raise KlpFormatError(
+        f"{ctx}: not exported (Module.symvers) and not {where}: --sympos MODULE:{name}=N"
+    )
+
+
+def _check_position(ks: KernelSymbols, choice: SymposChoice, pos: int, ctx: str) -> None:
+    # The kernel resolves it when the object is known to the sources: a wrong position
+    # or an ambiguous 0 is refused here, with the kernel's own message, not at load.
+    objname, name = choice.objname, choice.name
+    if not ks.has_object(objname):
+        return
+    spec = f"{objname}:{name}={pos}"
+    r = klp_find_object_symbol(ks, objname, name, pos)
+    if r.ok or r.not_loaded:
+        return
+    raise KlpFormatError(f"{ctx}: --sympos {spec}: {r.error or r.note}"
+                         f" (candidates: {_describe(r.candidates) or 'none'})")  # fmt: skip
+
+
 def _chosen(ks: KernelSymbols, choice: SymposChoice, ctx: str) -> KlpSymbolName:
+    obj, name = choice.objname, choice.name
     if choice.sympos is not None:
-        return KlpSymbolName(choice.objname, choice.name, choice.sympos)
+        _check_position(ks, choice, choice.sympos, ctx)
+        return KlpSymbolName(obj, name, choice.sympos)
     hint = choice.source_file or ""
-    if choice.objname == "vmlinux":
-        cands = ks.vmlinux_matches(choice.name)
+    if obj == "vmlinux":
+        cands = ks.vmlinux_matches(name)
     else:
-        cands = klp_find_object_symbol(ks, choice.objname, choice.name, 0).candidates
+        cands = klp_find_object_symbol(ks, obj, name, 0).candidates
+    if cands and not any(c.source_file for c in cands):
+        need = (
+            "a vmlinux ELF among --kernel (kallsyms and System.map name no files)"
+            if obj == "vmlinux"
+            else f"the module's .ko ({obj}.ko) among --kernel"
+        )
+        raise UsageError(f"--sympos {obj}:{name}={hint}: source files need {need}; "
+                         f"or give the position: --sympos {obj}:{name}=N")  # fmt: skip
     hits = [c for c in cands if c.source_file and c.source_file.endswith(hint)]
     if len(hits) != 1 or hits[0].position is None:
         raise KlpFormatError(
-            f"{ctx}: --sympos {choice.objname}:{choice.name}={hint} matches {len(hits)} of "
+            f"{ctx}: --sympos {obj}:{name}={hint} matches {len(hits)} of "
             f"the candidates ({_describe(cands) or 'none'})"
         )
     pos = hits[0].position if len(cands) > 1 else 0
-    return KlpSymbolName(choice.objname, choice.name, pos)
+    return KlpSymbolName(obj, name, pos)
 
 
 def apply_plan(elf: ElfFile, plan: dict[int, KlpSymbolName]) -> None:

@@ -34,7 +34,7 @@ KLP_RELA_FLAGS = SHF.ALLOC | SHF.INFO_LINK | SHF.RELA_LIVEPATCH
 class ConvertReport(Record):
     """What :func:`convert_annotations` changed."""
 
-    _fields = ("symbols", "sections", "modinfo_added", "signature_dropped")
+    _fields = ("symbols", "sections", "modinfo_added", "signature_dropped", "not_a_module")
     __slots__ = _fields
 
     def __init__(self, symbols: list[tuple[int, str, str]] | None = None,
@@ -45,6 +45,8 @@ class ConvertReport(Record):
         #: (klp section name, relocations moved into it)
         self.sections = sections if sections is not None else {}
         self.modinfo_added, self.signature_dropped = modinfo_added, signature_dropped
+        #: no .gnu.linkonce.this_module and no .modinfo: a plain object, not a module
+        self.not_a_module = False
 
     @property
     def changed(self) -> bool:
@@ -88,6 +90,9 @@ def convert_annotations(elf: ElfFile) -> ConvertReport:
         _move_relocations(elf, objname_of, report)
     mi = elf.modinfo
     if mi is None:
+        # a plain object (lp.o) too: its .modinfo is merged into the module's when
+        # kbuild links the .ko; the caller says that it is not a module yet
+        report.not_a_module = elf.section_by_name(".gnu.linkonce.this_module") is None
         elf.add_section(".modinfo", SHT.PROGBITS, sh_flags=SHF.ALLOC, data=b"livepatch=Y\0")
         report.modinfo_added = True
     elif mi.get("livepatch") is None:

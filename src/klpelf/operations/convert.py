@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from klpelf._record import FrozenRecord
+from klpelf.elf.constants import SHN
 from klpelf.elf.file import ElfFile
 from klpelf.elf.writer import save_elf
-from klpelf.errors import OutputError, UsageError
-from klpelf.klp.convert import convert_annotations
+from klpelf.errors import KlpFormatError, OutputError, UsageError
+from klpelf.klp.convert import ConvertReport, convert_annotations
 from klpelf.operations import ModuleSource, module_path, naming, open_module
 
 if TYPE_CHECKING:
@@ -36,12 +37,13 @@ KernelSources: TypeAlias = "Sequence[str | os.PathLike[str]] | KernelSymbols"
 class ConvertedModule(FrozenRecord):
     """What :func:`convert` changed."""
 
-    _fields = ("elf", "output", "symbols", "sections", "modinfo_added", "signature_dropped")
+    _fields = ("elf", "output", "symbols", "sections", "modinfo_added", "signature_dropped",
+               "warnings")  # fmt: skip
     __slots__ = _fields
 
     def __init__(self, elf: ElfFile, output: str | None, symbols: list[tuple[int, str, str]],
                  sections: dict[str, int], *, modinfo_added: bool,
-                 signature_dropped: bool) -> None:  # fmt: skip
+                 signature_dropped: bool, warnings: Sequence[str] = ()) -> None:  # fmt: skip
         #: the converted module (the model; written to ``output`` when there is one)
         self.elf: Final = elf
         #: where it was written, or None
@@ -54,6 +56,10 @@ class ConvertedModule(FrozenRecord):
         self.modinfo_added: Final = modinfo_added
         #: the input's module signature was dropped (sign the output again)
         self.signature_dropped: Final = signature_dropped
+        #: what the user should know (``klpelf convert`` prints them on stderr): the
+        #: dropped signature and how to sign again, undefined symbols left as they are
+        #: without kernel symbols, a plain object left without .modinfo
+        self.warnings: Final = tuple(warnings)
 
     def to_text(self) -> str:
         """The lines ``klpelf convert`` prints, one per change ("" when nothing changed)."""
@@ -66,8 +72,6 @@ class ConvertedModule(FrozenRecord):
                   for name, n in self.sections.items()]  # fmt: skip
         if self.modinfo_added:
             lines.append(f"{out}: modinfo livepatch=Y added")
-        if self.signature_dropped:
-            lines.append(f"{out}: module signature dropped (sign the output again)")
         return "\n".join(lines)
 
 
@@ -139,10 +143,58 @@ def convert(
             apply_plan(elf, plan)
         elif sympos:
             raise UsageError("--sympos needs --kernel or --symvers")
+        plain = _plain_undefined(elf) if sources is None else []
         report = convert_annotations(elf)
+        if plain and not _has_livepatch_symbols(elf):
+            # annotated modules mean the other undefined symbols to be exported; here
+            # nothing says which are not, and the output would be loaded as it is
+            raise KlpFormatError(f"nothing to convert: the module has {_needs_kernel(plain)}")
+        warnings = _warnings(report, output)
         if output is not None:
             save_elf(elf, output, overwrite=True)
     symbols = [(i, was.get(i, renamed), new) for i, renamed, new in report.symbols]
     return ConvertedModule(elf, output, symbols, report.sections,
                            modinfo_added=report.modinfo_added,
-                           signature_dropped=report.signature_dropped)  # fmt: skip
+                           signature_dropped=report.signature_dropped,
+                           warnings=warnings)  # fmt: skip
+
+
+def _plain_undefined(elf: ElfFile) -> list[str]:
+    from klpelf.klp.autoconvert import plain_undefined
+
+    tab = elf.symtab
+    return [tab.name(i) for i in plain_undefined(elf)] if tab is not None else []
+
+
+def _has_livepatch_symbols(elf: ElfFile) -> bool:
+    tab = elf.symtab
+    return tab is not None and bool(tab.indices_where_shndx(SHN.LIVEPATCH))
+
+
+def _needs_kernel(plain: list[str]) -> str:
+    shown = ", ".join(plain[:5]) + (f", ... ({len(plain)} in all)" if len(plain) > 5 else "")
+    return (f"no .klp.sym. annotations, and without the target kernel's "
+            f"symbols klpelf cannot tell which of its undefined symbols ({shown}) the kernel "
+            "does not export; give them: --kernel /proc/kallsyms|System.map|vmlinux|"
+            "/lib/modules/RELEASE and --symvers Module.symvers (found by itself in "
+            "/lib/modules/RELEASE/build), or annotate the symbols in the source "
+            "(.klp.sym.<obj>.<sym>,<pos>, see samples/klp_sample); a livepatch that uses "
+            "only exported symbols needs no convert")  # fmt: skip
+
+
+#: how kbuild signs a module (scripts/sign-file.c: [-dp] <hash algo> <key> <x509> <module>)
+_SIGN = ("scripts/sign-file sha512 certs/signing_key.pem certs/signing_key.x509 {out} "
+         "(in the kernel build tree, with the key the target kernel trusts)")  # fmt: skip
+
+
+def _warnings(report: ConvertReport, output: str | None) -> list[str]:
+    out: list[str] = []
+    if report.signature_dropped:
+        target = output or "OUTPUT"
+        out.append("the module signature was dropped (a signature covers the bytes convert "
+                   f"changes); sign the output again: {_SIGN.format(out=target)}")  # fmt: skip
+    if report.not_a_module:
+        out.append("not a kernel module (no .gnu.linkonce.this_module): a .modinfo section "
+                   "was added for livepatch=Y; the kernel loads only a module that kbuild "
+                   "linked (modpost adds struct module)")  # fmt: skip
+    return out

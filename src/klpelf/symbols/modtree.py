@@ -10,6 +10,7 @@ walk of the directory, ``updates/`` first as in depmod's default search order.
 
 from __future__ import annotations
 
+import mmap
 import os
 from typing import TYPE_CHECKING
 
@@ -129,6 +130,24 @@ class ModuleTree:
         mod = ModuleFile(open_elf(path), kallsyms_all=self.kallsyms_all)
         self._loaded[key] = mod
         return mod
+
+    def containing(self, needle: bytes) -> list[str]:
+        """The modules (normalized names) whose file, decompressed, holds ``needle``;
+        files that cannot be read are skipped."""
+        from klpelf.io import read_input
+
+        out = []
+        for key, path in self.paths.items():
+            try:
+                data = read_input(path)
+            except KlpError:
+                continue
+            hay = bytes(data) if isinstance(data, memoryview) else data
+            if hay.find(needle) >= 0:
+                out.append(key)
+            if isinstance(hay, mmap.mmap):
+                hay.close()
+        return out
 
     def release(self) -> str | None:
         """The release in the vermagic of the first module that has one, else None."""

@@ -59,6 +59,19 @@ _NOT_A_SOURCE = (
 )
 
 
+# Debian's linux-image packages ship /boot/System.map-<release> as this one line; the
+# real map is in linux-image-<release>-dbg (/usr/lib/debug/boot/System.map-<release>).
+_DEBIAN_PLACEHOLDER = b"The real System.map is in the linux-image-"
+
+
+def _placeholder_message(path: str) -> str:
+    base = os.path.basename(path)
+    release = base.removeprefix("System.map-") if base.startswith("System.map-") else "RELEASE"
+    return (f"Debian's placeholder System.map, with no symbols: the real one is in package "
+            f"linux-image-{release}-dbg (/usr/lib/debug/boot/System.map-{release}); on the "
+            "running kernel /proc/kallsyms (as root) has them too")  # fmt: skip
+
+
 class KernelSymbols:
     """The symbols of one kernel: vmlinux and modules, from one or more sources.
 
@@ -162,6 +175,32 @@ class KernelSymbols:
 
     # --- candidates -------------------------------------------------------------------
 
+    def modules_defining(self, name: str) -> list[tuple[str, list[Candidate]]]:
+        """The modules (given by path, or in a module tree) whose kallsyms would have a
+        symbol ``name``, with its candidates: for a name that is in no export table and
+        not in vmlinux, so local to a module.  Reads only the files whose bytes hold
+        the name."""
+        found: list[tuple[str, list[Candidate]]] = []
+        seen: set[str] = set()
+        for mod in self.modules.values():
+            seen.add(normalize(mod.name))
+            cands = [c for c in mod.matches(name) if c.position is not None]
+            if cands:
+                found.append((mod.name, cands))
+        needle = name.encode("utf-8", "surrogateescape") + b"\0"
+        for tree in self.trees:
+            for key in tree.containing(needle):
+                if key in seen:
+                    continue
+                seen.add(key)
+                with contextlib.suppress(KlpError):
+                    in_tree = tree.load(key)
+                    if in_tree is not None:
+                        cands = [c for c in in_tree.matches(name) if c.position is not None]
+                        if cands:
+                            found.append((in_tree.name, cands))
+        return found
+
     def prefetch(self, names: Iterable[str]) -> None:
         """Look many names up at once (one vectorised search per kallsyms/System.map)."""
         wanted = list(names)
@@ -252,6 +291,8 @@ class KernelSymbols:
                                     "(ET_REL) nor a vmlinux (ET_EXEC)", path=path)  # fmt: skip
 
     def _add_text(self, path: str, data: Buffer, kind: SymbolTextKind | None) -> None:
+        if len(data) < 4096 and _DEBIAN_PLACEHOLDER in bytes(data):
+            raise SymbolSourceError(_placeholder_message(path), path=path)
         try:
             text = open_symbol_text(data, path, kind=kind)
         except SymbolSourceError as e:
@@ -285,6 +326,13 @@ def load_sources(paths: Sequence[str], *, kallsyms_all: bool = True) -> KernelSy
     ks = KernelSymbols(kallsyms_all=kallsyms_all)
     for spec in paths:
         ks._add(spec)
+    if not ks.exports:
+        # /lib/modules/<release>/build is the headers' tree, with the kernel's Module.symvers
+        for tree in ks.trees:
+            symvers = os.path.join(tree.root, "build", "Module.symvers")
+            if os.path.isfile(symvers):
+                ks._add(f"symvers:{symvers}")
+                break
     return ks
 
 

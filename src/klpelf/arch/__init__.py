@@ -189,9 +189,9 @@ class Arch(NamedTuple):
 
 
 def _registry() -> dict[int, Arch]:
-    from klpelf.arch import x86_64
+    from klpelf.arch import s390x, x86_64
 
-    return {EM.X86_64: x86_64.ARCH}
+    return {EM.X86_64: x86_64.ARCH, EM.S390: s390x.ARCH}
 
 
 _ARCHES: dict[int, Arch] | None = None

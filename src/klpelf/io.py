@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import mmap
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO, Protocol
 
-from klpelf.errors import InputError
+from klpelf.errors import InputError, KlpError
 
 #: What the reader accepts: bytes, or a read-only memory map of a file.
 Buffer = bytes | bytearray | memoryview | mmap.mmap
@@ -240,25 +241,36 @@ def write_atomic(
     A reader of ``path`` sees either the old file or the whole new one, never a torn
     write: the bytes go to an unnamed file (O_TMPFILE) in the same directory, which is
     linked under a temporary name and renamed over ``path``, so a process killed
-    mid-write leaves nothing behind.  An existing file is replaced only with
-    ``overwrite=True``, and only if it is a regular file: a device, a FIFO or a
-    directory is never replaced.  A symlink is followed: the file it names is
-    replaced and the link stays.  The new file gets the mode of the file it
-    replaces, or 0644 less the umask.  A name ending in ``.xz``, ``.zst`` or ``.gz``
-    gets the contents compressed as kbuild compresses modules.
+    mid-write leaves nothing behind.  Where the filesystem has no O_TMPFILE the
+    temporary file is named from the start; called from the main thread, a signal
+    that would end the process (SIGTERM, SIGHUP, SIGQUIT, ...; SIGINT raises
+    KeyboardInterrupt) removes it first and then ends the process as the signal
+    would have (SIGKILL cannot be caught).  An existing file is replaced only with
+    ``overwrite=True``, and only if it is a regular file: a device, a FIFO, a
+    directory or a symbolic link is never replaced nor written through.  The new
+    file gets the mode of the file it replaces, or 0644 less the umask.  A name
+    ending in ``.xz``, ``.zst`` or ``.gz`` gets the contents compressed as kbuild
+    compresses modules.
 
     :raises InputError: the file exists and ``overwrite`` is false, it is not a
         regular file, its directory is missing or not writable, or the write failed.
     """
     target = os.fspath(path)
-    real = os.path.realpath(target) if os.path.islink(target) else target
     try:
-        st: os.stat_result | None = os.stat(real)
+        st: os.stat_result | None = os.lstat(target)
     except (FileNotFoundError, NotADirectoryError):
         st = None  # said when the output cannot be created
     except OSError as e:
         raise InputError(_strerror(e), path=target) from e
-    if not overwrite and (st is not None or os.path.lexists(target)):
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        # Writing through a link would replace a file the user did not name (and
+        # replacing the link would lose it): neither is what `-o LINK` says.
+        raise InputError(
+            f"output is a symbolic link to {os.readlink(target)!r} (refusing to replace it "
+            "or write through it; name the file itself)",
+            path=target,
+        )
+    if not overwrite and st is not None:
         raise InputError("output file exists (refusing to overwrite it)", path=target)
     if st is not None:
         if not stat.S_ISREG(st.st_mode):
@@ -271,47 +283,142 @@ def write_atomic(
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o644 & ~umask
-    directory = os.path.dirname(os.path.abspath(real))
-    try:
-        fd, tmp = _create_temp(directory, os.path.basename(real))
-    except OSError as e:
-        raise InputError(f"cannot create the output: {_strerror(e)}", path=target) from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            kind = output_compression(real)
-            if kind is not None:
-                _write_compressed(f, kind, _as_pieces(data))
-            elif isinstance(data, bytes | bytearray | memoryview | mmap.mmap):
-                f.write(data)
+    directory = os.path.dirname(os.path.abspath(target))
+    base = os.path.basename(target)
+    with _SignalGuard() as guard:
+        tmp: str | None = None
+        try:
+            with guard.held():
+                fd, tmp = _create_temp(directory, base)
+        except OSError as e:
+            raise InputError(f"cannot create the output: {_strerror(e)}", path=target) from e
+        try:
+            with os.fdopen(fd, "wb") as f:
+                _write_contents(f, output_compression(target), data)
+                # No fsync: like ld and objcopy, the output is regenerable and the input
+                # is never touched; fsync of a 20 MB module doubled convert's time.
+                f.flush()
+                os.fchmod(f.fileno(), mode)
+                if tmp is None:
+                    with guard.held():
+                        tmp = _link_temp(f.fileno(), directory, base)
+            with guard.held():
+                if overwrite:
+                    os.replace(tmp, target)
+                else:
+                    # link(2) refuses an existing name: no window in which a file
+                    # created meanwhile is replaced
+                    os.link(tmp, target)
+                    os.unlink(tmp)
+                tmp = None
+        except BaseException as e:
+            if tmp is not None:
+                with guard.held(), contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            if isinstance(e, FileExistsError):
+                raise InputError(
+                    "output file exists (refusing to overwrite it)", path=target
+                ) from e
+            if isinstance(e, OSError) and not isinstance(e, KlpError):
+                raise InputError(_strerror(e), path=target) from e
+            raise
+
+
+def _write_contents(f: BinaryIO, kind: str | None, data: Buffer | Iterable[Piece]) -> None:
+    if kind is not None:
+        _write_compressed(f, kind, _as_pieces(data))
+    elif isinstance(data, bytes | bytearray | memoryview | mmap.mmap):
+        f.write(data)
+    else:
+        for piece in data:
+            if isinstance(piece, tuple):
+                f.flush()
+                _copy_range(f.fileno(), *piece)
             else:
-                for piece in data:
-                    if isinstance(piece, tuple):
-                        f.flush()
-                        _copy_range(f.fileno(), *piece)
-                    else:
-                        f.write(piece)
-            # No fsync: like ld and objcopy, the output is regenerable and the input
-            # is never touched; fsync of a 20 MB module doubled convert's time.
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            if tmp is None:
-                tmp = _link_temp(f.fileno(), directory, os.path.basename(real))
-        if overwrite:
-            os.replace(tmp, real)
-        else:
-            # link(2) refuses an existing name: no window in which a file created
-            # meanwhile is replaced
-            os.link(tmp, real)
-            os.unlink(tmp)
-    except BaseException as e:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        if isinstance(e, FileExistsError):
-            raise InputError("output file exists (refusing to overwrite it)", path=target) from e
-        if isinstance(e, OSError):
-            raise InputError(_strerror(e), path=target) from e
-        raise
+                f.write(piece)
+
+
+class _Signalled(BaseException):
+    """A signal that would have ended the process arrived while a temporary file
+    had a name: raised by :class:`_SignalGuard` so that the file is removed first."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@functools.cache
+def _fatal_signals() -> tuple[int, ...]:
+    import signal
+
+    # The signals whose default action ends the process and that arrive from outside
+    # (signal(7)); the synchronous faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL) are not
+    # caught: Python cannot go on after them.  SIGPIPE and SIGXFSZ are ignored by
+    # CPython (a write then fails with EPIPE/EFBIG, an OSError cleaned up as any).
+    names = ("SIGHUP", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM",
+             "SIGPROF", "SIGXCPU", "SIGPOLL", "SIGPWR", "SIGSTKFLT")  # fmt: skip
+    # (The real-time signals end a process too, but nothing sends them to one that
+    # did not ask: guarding their 33 numbers would cost every write 0.2 ms.)
+    return tuple(int(getattr(signal, n)) for n in names if hasattr(signal, n))
+
+
+class _SignalGuard:
+    """While a temporary output file may have a name: a signal whose default action
+    would end the process raises :class:`_Signalled` instead (so ``except
+    BaseException`` removes the file), and leaving the guard ends the process by
+    that signal, as it would have ended.  Only in the main thread (the only one
+    Python runs handlers in); handlers a program installed itself are left alone.
+
+    :meth:`held` blocks those signals across the steps that create, name or rename
+    the file, so that none arrives between a system call and the line that records
+    its result.
+    """
+
+    def __init__(self) -> None:
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> _SignalGuard:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in _fatal_signals():
+            try:
+                if signal.getsignal(sig) == signal.SIG_DFL:
+                    signal.signal(sig, _raise_signalled)
+                    self._saved[sig] = signal.SIG_DFL
+            except (OSError, ValueError):
+                continue  # a signal this system does not let a program catch
+        return self
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        import signal
+
+        if not self._saved:
+            yield
+            return
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, self._saved)
+        try:
+            yield
+        finally:
+            # a signal that came meanwhile is delivered here, its handler runs next
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        import signal
+
+        with self.held():
+            for sig, handler in self._saved.items():
+                signal.signal(sig, handler)
+        if isinstance(exc, _Signalled):
+            # the file is gone: end the process as the signal would have
+            signal.raise_signal(exc.signum)
+
+
+def _raise_signalled(signum: int, frame: object) -> None:
+    raise _Signalled(signum)
 
 
 def _strerror(e: OSError) -> str:

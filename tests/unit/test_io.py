@@ -105,21 +105,6 @@ def test_special_files_are_never_replaced(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [fifo]
 
 
-def test_symlink_is_followed(tmp_path: Path) -> None:
-    real = tmp_path / "real.ko"
-    real.write_bytes(b"old")
-    real.chmod(0o600)
-    link = tmp_path / "link.ko"
-    link.symlink_to(real.name)
-    with pytest.raises(InputError, match="output file exists"):
-        write_atomic(link, b"new")
-    write_atomic(link, b"new", overwrite=True)
-    assert link.is_symlink() and os.readlink(link) == real.name
-    assert real.read_bytes() == b"new"
-    assert stat.S_IMODE(real.stat().st_mode) == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.ko", "real.ko"]
-
-
 def test_no_overwrite_is_race_free(tmp_path: Path) -> None:
     out = tmp_path / "x.ko"
 

@@ -95,6 +95,8 @@ def _keys(typed_dict: type) -> set[str]:
         ("klpelf.check/1", [j.CheckJson, j.CheckResultJson, j.DiagnosticJson, j.RefJson]),
         ("klpelf.resolve/1", [j.ResolveJson, j.ResolveModuleJson, j.ResolveSymbolJson,
                               j.CandidateJson, j.KernelJson]),
+        ("klpelf.apply/1", [j.ApplyJson, j.ApplyModuleJson, j.PlacedSectionJson, j.WriteJson,
+                            j.RefusalJson]),
     ],
 )  # fmt: skip
 def test_json_schemas_are_the_documented_ones(schema: str, types: list[type]) -> None:
@@ -113,14 +115,15 @@ def test_schemas_cover_every_typeddict() -> None:
     listed = {"ShowJson", "ShowModuleJson", "ShowSymbolJson", "RelaSectionJson", "RelocJson",
               "ObjectJson", "OddityJson", "SectionRefJson", "CheckJson", "CheckResultJson",
               "DiagnosticJson", "RefJson", "ResolveJson", "ResolveModuleJson",
-              "ResolveSymbolJson", "CandidateJson", "KernelJson"}  # fmt: skip
+              "ResolveSymbolJson", "CandidateJson", "KernelJson", "ApplyJson",
+              "ApplyModuleJson", "PlacedSectionJson", "WriteJson", "RefusalJson"}  # fmt: skip
     assert defined == listed
 
 
 def test_the_verbs_do_not_build_the_schemas_at_run_time() -> None:
     code = (
         "import sys, klpelf.operations.show, klpelf.operations.check, "
-        "klpelf.operations.resolve, klpelf.operations.convert; "
+        "klpelf.operations.resolve, klpelf.operations.convert, klpelf.operations.apply; "
         "print('klpelf.operations.schemas' in sys.modules)"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}

@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from klpelf import __version__
-from klpelf.cli import check, convert, resolve, show
+from klpelf.cli import apply, check, convert, resolve, show
 from klpelf.errors import KlpError, UsageError
 
 #: the subcommand modules; each has register(subparsers), which sets args.func
-COMMANDS = (show, check, convert, resolve)
+COMMANDS = (show, check, convert, resolve, apply)
 
 
 def _terminal_columns() -> int:

@@ -1,8 +1,9 @@
 """The JSON schemas of klpelf's output, as TypedDicts: one set per schema of docs/json.md.
 
-``klpelf.show/1`` (:class:`ShowJson`), ``klpelf.check/1`` (:class:`CheckJson`) and
-``klpelf.resolve/1`` (:class:`ResolveJson`), key for key as docs/json.md documents
-them (tests/unit/test_api.py compares the two).  A schema only grows by new keys.
+``klpelf.show/1`` (:class:`ShowJson`), ``klpelf.check/1`` (:class:`CheckJson`),
+``klpelf.resolve/1`` (:class:`ResolveJson`) and ``klpelf.apply/1`` (:class:`ApplyJson`),
+key for key as docs/json.md documents them (tests/unit/test_api.py compares the two).  A
+schema only grows by new keys.
 
 For the type checker: the verbs import this module under ``TYPE_CHECKING`` only, so
 that a command does not pay for building these classes; at run time the JSON forms
@@ -196,3 +197,53 @@ class ResolveJson(TypedDict):
     schema: Literal["klpelf.resolve/1"]
     kernel: KernelJson
     modules: list[ResolveModuleJson]
+
+
+# --- klpelf.apply/1 ----------------------------------------------------------------------
+
+
+class PlacedSectionJson(TypedDict):
+    index: int
+    name: str
+    region: str
+    offset: int
+    size: int
+    address: int
+
+
+class WriteJson(TypedDict):
+    object: str
+    rela_section: str
+    entry: int
+    section: str
+    offset: int
+    type: str
+    symbol: str
+    value: int | None
+    address: int
+
+
+class RefusalJson(TypedDict):
+    object: str
+    rela_section: str
+    entry: int
+    rule: str
+    message: str
+
+
+class ApplyModuleJson(TypedDict):
+    path: str
+    name: str
+    machine: str
+    kernel_release: str
+    sections: list[PlacedSectionJson]
+    writes: list[WriteJson]
+    refusals: list[RefusalJson]
+    skipped_objects: list[str]
+
+
+class ApplyJson(TypedDict):
+    """The whole output of ``klpelf apply --json``."""
+
+    schema: Literal["klpelf.apply/1"]
+    modules: list[ApplyModuleJson]

@@ -1,0 +1,162 @@
+"""Where the module loader puts a module's sections: the twin of ``layout_sections()``
+and ``move_module()`` (kernel/module/main.c).
+
+``layout_and_allocate()`` first drops SHF_ALLOC from the sections the loader keeps
+out of the module's memory (``rewrite_section_headers()``: ``__versions`` and
+``.modinfo``; the per-cpu section ``.data..percpu``, allocated on its own) and marks
+``.data..ro_after_init`` and ``__jump_table`` SHF_RO_AFTER_INIT
+(``module_mark_ro_after_init()`` in v6.x, inline before).  ``layout_sections()`` then
+walks five flag masks, each over all sections in index order, first for the core
+sections then for the init ones (a name starting ``.init``, ``module_init_section()``;
+``.exit`` sections stay core with CONFIG_MODULE_UNLOAD, as every distribution kernel
+has it):
+
+=====  ==========================  =====================  =========  ==============
+m      required                    excluded               core       init
+=====  ==========================  =====================  =========  ==============
+0      SHF_EXECINSTR | SHF_ALLOC   (ARCH_SHF_SMALL)       text       init_text
+1      SHF_ALLOC                   SHF_WRITE              rodata     init_rodata
+2      SHF_RO_AFTER_INIT | ALLOC                          ro_after   (none)
+3      SHF_WRITE | SHF_ALLOC                              data       init_data
+4      ARCH_SHF_SMALL | SHF_ALLOC                         data       init_data
+=====  ==========================  =====================  =========  ==============
+
+A section is taken by the first mask it matches; its offset in its region is the
+region's size so far aligned to sh_addralign (``module_get_offset_and_type()``,
+``module_get_offset()`` before v6.4).  ARCH_SHF_SMALL is 0 on every architecture
+klpelf models (ia64 had it).  In v6.4+ each region is allocated on its own
+(``mod->mem[type]``); before, the core regions were one allocation with each region
+page-aligned (``strict_align()``, CONFIG_STRICT_MODULE_RWX) and the init ones another.
+The kernel's addresses are not knowable offline: :func:`place` puts the regions one
+after another, page-aligned, from an assumed base, unless the caller gives section
+addresses (``/sys/module/<name>/sections/<section>``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from klpelf.elf.constants import SHF, SHT
+from klpelf.elf.file import ElfFile
+from klpelf.errors import UsageError
+
+#: the regions in the order of ``enum mod_mem_type`` (include/linux/module.h, v6.4+)
+REGIONS = ("text", "data", "rodata", "ro_after_init", "init_text", "init_data", "init_rodata")
+
+#: the order :func:`place` puts them in: that of the one core and the one init allocation
+#: before v6.4 (``core_layout``: text, ro, ro_after_init, data; then ``init_layout``)
+PLACEMENT = ("text", "rodata", "ro_after_init", "data", "init_text", "init_rodata", "init_data")
+
+#: (required flags, excluded flags, core region, init region) of layout_sections()
+_MASKS: tuple[tuple[int, int, str, str | None], ...] = (
+    (SHF.EXECINSTR | SHF.ALLOC, 0, "text", "init_text"),
+    (SHF.ALLOC, SHF.WRITE, "rodata", "init_rodata"),
+    (SHF.RO_AFTER_INIT | SHF.ALLOC, 0, "ro_after_init", None),
+    (SHF.WRITE | SHF.ALLOC, 0, "data", "init_data"),
+    (SHF.ALLOC, 0, "data", "init_data"),  # ARCH_SHF_SMALL | SHF_ALLOC, ARCH_SHF_SMALL = 0
+)
+
+#: the sections rewrite_section_headers() and layout_and_allocate() take SHF_ALLOC from
+NOT_ALLOCATED = frozenset({"__versions", ".modinfo", ".data..percpu"})
+#: the sections module_mark_ro_after_init() marks SHF_RO_AFTER_INIT
+RO_AFTER_INIT = frozenset({".data..ro_after_init", "__jump_table"})
+
+#: where :func:`place` starts without addresses from the caller: x86_64's
+#: MODULES_VADDR without KASLR (arch/x86/include/asm/pgtable_64_types.h); an assumption
+DEFAULT_BASE = 0xFFFF_FFFF_A000_0000
+PAGE_SIZE = 4096
+
+
+class PlacedSection(NamedTuple):
+    """One section as the module loader placed it."""
+
+    #: the section's index
+    index: int  # type: ignore[assignment]  # a field: hides tuple.index()
+    name: str
+    #: the region (``mod->mem[type]``): one of :data:`REGIONS`
+    region: str
+    #: offset in the region (what the loader keeps in sh_entsize)
+    offset: int
+    size: int
+    #: the section's address (sh_addr after ``move_module()``)
+    address: int
+
+
+def _align(value: int, align: int) -> int:
+    return (value + align - 1) // align * align if align > 1 else value
+
+
+def layout_sections(elf: ElfFile) -> list[tuple[int, str, int]]:
+    """``layout_sections()``: (section index, region, offset) of every section the
+    loader allocates, in the order the loader lays them out."""
+    flags = {}
+    for s in elf.sections[1:]:
+        f = s.sh_flags
+        if s.name in NOT_ALLOCATED:
+            f &= ~SHF.ALLOC
+        if s.name in RO_AFTER_INIT:
+            f |= SHF.RO_AFTER_INIT
+        flags[s.index] = f
+    sizes = dict.fromkeys(REGIONS, 0)
+    out: list[tuple[int, str, int]] = []
+    taken: set[int] = set()
+    for init in (False, True):
+        for required, excluded, core, init_region in _MASKS:
+            region = init_region if init else core
+            for s in elf.sections[1:]:
+                f = flags[s.index]
+                if (f & required) != required or f & excluded or s.index in taken:
+                    continue
+                if s.name.startswith(".init") != init or region is None:
+                    continue
+                taken.add(s.index)
+                offset = _align(sizes[region], s.sh_addralign or 1)
+                sizes[region] = offset + s.sh_size
+                out.append((s.index, region, offset))
+    return out
+
+
+def place(elf: ElfFile, bases: Mapping[str, int] | None = None, *,
+          base: int = DEFAULT_BASE) -> list[PlacedSection]:  # fmt: skip
+    """The sections of :func:`layout_sections` at addresses.
+
+    ``bases``: section name -> address, as ``/sys/module/<name>/sections/`` lists
+    them; a region with a section named there starts at that address less the
+    section's offset (its other sections follow the loader's layout), a section named
+    there keeps its address; the other regions come one after another, page-aligned,
+    from ``base``.
+
+    :raises UsageError: ``bases`` names a section the loader does not allocate.
+    """
+    laid = layout_sections(elf)
+    given = dict(bases or {})
+    by_name = {elf.sections[i].name: (region, offset) for i, region, offset in laid}
+    for name in given:
+        if name not in by_name:
+            raise UsageError(f"--base {name}: the module loader does not allocate a section "
+                             "of that name")  # fmt: skip
+    starts: dict[str, int] = {}
+    for name, address in given.items():
+        region, offset = by_name[name]
+        starts.setdefault(region, address - offset)
+    ends = dict.fromkeys(REGIONS, 0)
+    for i, region, offset in laid:
+        ends[region] = max(ends[region], offset + elf.sections[i].sh_size)
+    at = base
+    for region in PLACEMENT:
+        if region not in starts:  # an empty region takes no room (only empty sections)
+            starts[region] = at
+            at = _align(at + ends[region], PAGE_SIZE)
+    placed = []
+    for i, region, offset in laid:
+        s = elf.sections[i]
+        address = given.get(s.name, starts[region] + offset)
+        placed.append(PlacedSection(i, s.name, region, offset, s.sh_size, address))
+    return placed
+
+
+def section_bytes(elf: ElfFile, index: int) -> bytearray:
+    """The bytes the loader copies for section ``index``: the file's, zeros for NOBITS."""
+    s = elf.sections[index]
+    return bytearray(s.sh_size) if s.sh_type == SHT.NOBITS else bytearray(s.data)

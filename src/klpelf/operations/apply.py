@@ -1,0 +1,332 @@
+"""``klpelf apply``: the bytes the kernel writes into a livepatch module, offline.
+
+:func:`apply` resolves every livepatch symbol (``klp_find_object_symbol()``), places
+the module's sections as the module loader would (:mod:`klpelf.klp.layout`, or at the
+caller's addresses) and runs the machine's ``apply_relocate_add()`` twin
+(:mod:`klpelf.arch`) over the relocation sections in the kernel's order: at load
+(``apply_relocations()``: every SHT_RELA section and the ``vmlinux`` klp sections, in
+index order, v5.8+), then the klp sections of each module object that is present
+(``klp_init_object_loaded()`` / ``klp_module_coming()``).  Every value a klp
+relocation writes is reported; the section bytes after all of it are kept for
+``-o DIR``.  Ordinary undefined symbols resolve as ``simplify_symbols()`` would,
+to the kernel symbol of that name in the sources (vmlinux first).
+
+The result gives the ``klpelf.apply/1`` schema (docs/json.md) and the text table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
+
+from klpelf._record import FrozenRecord
+from klpelf.arch import Arch, arch_for, not_modelled_message
+from klpelf.elf.constants import SHF, SHN, SHT
+from klpelf.elf.file import ElfFile, Section
+from klpelf.errors import KlpError, OutputError, UnsupportedElfError
+from klpelf.klp.layout import PlacedSection, place, section_bytes
+from klpelf.klp.module import KlpRelaSection, klp_module
+from klpelf.operations import ModuleSource, naming, open_module
+from klpelf.release import DEFAULT_VERSION, KernelRelease
+from klpelf.symbols.resolve import klp_find_object_symbol
+from klpelf.symbols.sources import KernelSymbols
+
+if TYPE_CHECKING:
+    from klpelf.operations.schemas import ApplyJson, ApplyModuleJson
+
+__all__ = [
+    "SCHEMA",
+    "AppliedModule",
+    "Refusal",
+    "Write",
+    "apply",
+    "apply_document",
+    "section_file_name",
+    "write_sections",
+]
+
+SCHEMA: Literal["klpelf.apply/1"] = "klpelf.apply/1"
+
+
+class Write(NamedTuple):
+    """One value a klp relocation writes."""
+
+    #: the object of the klp section (``vmlinux`` or a module name)
+    object: str
+    #: the relocation section and the index of the entry in it
+    rela_section: str
+    entry: int
+    #: the target section and the place's offset in it
+    section: str
+    offset: int
+    #: the type's ABI name (``R_X86_64_PC32``), or its number when the table has no name
+    type: str
+    symbol: str
+    #: the value written; None when the symbol's address is not known
+    value: int | None
+    #: the place's address in the kernel
+    address: int
+
+
+class Refusal(NamedTuple):
+    """Where the kernel's ``apply_relocate_add()`` stops, with the kernel's message."""
+
+    object: str
+    rela_section: str
+    entry: int
+    rule: str
+    message: str
+
+
+class AppliedModule(FrozenRecord):
+    """What :func:`apply` found for one module."""
+
+    _fields = ("path", "name", "machine", "release", "sections", "writes", "refusals",
+               "skipped", "contents")  # fmt: skip
+    __slots__ = _fields
+
+    def __init__(self, path: str, name: str, machine: str, release: KernelRelease, *,
+                 sections: list[PlacedSection], writes: list[Write],
+                 refusals: list[Refusal], skipped: list[str],
+                 contents: dict[int, bytearray]) -> None:  # fmt: skip
+        self.path: Final = path
+        self.name: Final = name
+        self.machine: Final = machine
+        self.release: Final = release
+        #: every section the loader allocates, with its address
+        self.sections: Final = sections
+        #: every value written by a klp relocation, in the order the kernel writes
+        self.writes: Final = writes
+        #: the relocation sections where the kernel stops
+        self.refusals: Final = refusals
+        #: objects with klp sections that are not applied (not present in the sources)
+        self.skipped: Final = skipped
+        #: section index -> its bytes after every relocation applied
+        self.contents: Final = contents
+
+    def to_json(self) -> ApplyModuleJson:
+        """The module as one ``Module`` object of the ``klpelf.apply/1`` schema."""
+        return {
+            "path": self.path, "name": self.name, "machine": self.machine,
+            "kernel_release": str(self.release),
+            "sections": [{"index": s.index, "name": s.name, "region": s.region,
+                          "offset": s.offset, "size": s.size, "address": s.address}
+                         for s in self.sections],
+            "writes": [{"object": w.object, "rela_section": w.rela_section, "entry": w.entry,
+                        "section": w.section, "offset": w.offset, "type": w.type,
+                        "symbol": w.symbol, "value": w.value, "address": w.address}
+                       for w in self.writes],
+            "refusals": [{"object": r.object, "rela_section": r.rela_section,
+                          "entry": r.entry, "rule": r.rule, "message": r.message}
+                         for r in self.refusals],
+            "skipped_objects": self.skipped,
+        }  # fmt: skip
+
+    def to_text(self) -> str:
+        """The table ``klpelf apply`` prints (no final newline)."""
+        lines = [f"{self.path}: module {self.name}, {self.machine}, kernel {self.release}"]
+        rows = [(w.object, w.section, f"{w.offset:#x}", w.type, w.symbol,
+                 "?" if w.value is None else f"{w.value:#x}") for w in self.writes]  # fmt: skip
+        head = ("OBJECT", "SECTION", "OFFSET", "TYPE", "SYMBOL", "VALUE")
+        if rows:
+            w = [max(len(r[i]) for r in [head, *rows]) for i in range(6)]
+            lines += ["  " + "  ".join(f"{v:<{w[i]}}" for i, v in enumerate(r)).rstrip()
+                      for r in [head, *rows]]  # fmt: skip
+        lines += [f"  error: {r.rela_section} entry {r.entry}: {r.message}" for r in self.refusals]
+        lines += [f"  note: {o}: not in the kernel symbols given, its klp relocations are "
+                  "applied when it loads" for o in self.skipped]  # fmt: skip
+        lines.append(f"  {len(self.writes)} values written by klp relocations")
+        return "\n".join(lines)
+
+
+def _symbol_values(elf: ElfFile, ks: KernelSymbols, release: KernelRelease,
+                   addresses: Mapping[int, int]) -> list[int | None]:  # fmt: skip
+    """st_value of every symbol once the kernel resolved it: a livepatch symbol by
+    ``klp_find_object_symbol()``, an undefined one by name (``simplify_symbols()``),
+    a defined one at its section's address; None when not known."""
+    tab = elf.symtab
+    assert tab is not None
+    shndx, st_value = tab.column("st_shndx"), tab.column("st_value")
+    names = tab.names()
+    out: list[int | None] = [None] * len(names)
+    mod = klp_module(elf, ksym_name_len=release.ksym_name_len)
+    undefined = [i for i, n in enumerate(shndx) if n == SHN.UNDEF and i and names[i]]
+    # one search per kallsyms for all the names (symbols/sources.py)
+    ks.prefetch([*(s.parsed.name for s in mod.symbols if s.parsed is not None),
+                 *(names[i] for i in undefined)])  # fmt: skip
+    for s in mod.symbols:
+        p = s.parsed
+        if p is not None and shndx[s.symbol.index] == SHN.LIVEPATCH:
+            r = klp_find_object_symbol(ks, p.objname, p.name, p.sympos)
+            ok = r.ok if r.coming_ok is None else r.ok or r.coming_ok
+            out[s.symbol.index] = r.address if ok else None
+    for i, n in enumerate(shndx):
+        if i == 0:
+            out[i] = 0
+        elif n == SHN.ABS:
+            out[i] = st_value[i]
+        elif n == SHN.UNDEF and names[i]:  # simplify_symbols(): by name
+            found = [c.address for c in ks.vmlinux_matches(names[i]) if c.address]
+            out[i] = found[0] if found else None
+        elif n < SHN.LORESERVE and n in addresses:
+            out[i] = addresses[n] + st_value[i]
+    return out
+
+
+def _type_name(arch: Arch, r_type: int) -> str:
+    t = arch.relocation_types.get(r_type)
+    return t.name if t is not None else str(r_type)
+
+
+class _Walk:
+    """The state of one apply: the bytes of every placed section, and what was found."""
+
+    def __init__(self, elf: ElfFile, arch: Arch, release: KernelRelease, name: str, *,
+                 addresses: Mapping[int, int], values: list[int | None]) -> None:  # fmt: skip
+        self.elf, self.arch, self.release, self.name = elf, arch, release, name
+        self.addresses = addresses
+        self.values = values
+        self.contents = {i: section_bytes(elf, i) for i in addresses}
+        self.writes: list[Write] = []
+        self.refusals: list[Refusal] = []
+        from klpelf.arch import ModuleLayout
+
+        self.layout = ModuleLayout(elf, addresses)
+
+    def section(self, sec: Section, objname: str | None) -> bool:
+        """Apply relocation section ``sec`` (``objname``: of a klp section, whose
+        writes are reported); False where the kernel stops."""
+        target = sec.info_section
+        if target is None or target.index not in self.contents:
+            return True
+        relocs = self.elf.relocations_as_rela(sec)
+        place = self.contents[target.index]
+        before = bytes(place)
+        value: Callable[[int], int | None] = self._value
+        facts = self.arch.write_relocate_add(relocs, place, self.release, symbol_value=value,
+                                             address=self.addresses[target.index],
+                                             layout=self.layout)  # fmt: skip
+        if objname is not None:
+            tab = self.elf.symtab
+            assert tab is not None
+            names, syms = tab.names(), relocs.syms()
+            base = self.addresses[target.index]
+            vals = facts.values or [None] * len(facts)
+            for i in range(len(facts)):
+                if facts.widths[i] and i != facts.stop:
+                    r_sym = syms[i]
+                    self.writes.append(Write(
+                        objname, sec.name, i, target.name, facts.offsets[i],
+                        _type_name(self.arch, facts.types[i]),
+                        names[r_sym] if r_sym < len(names) else f"#{r_sym}", vals[i],
+                        base + facts.offsets[i]))  # fmt: skip
+        if facts.stop is None:
+            return True
+        place[:] = before  # the kernel stops: what this section wrote stays unknown here
+        rule, message = self.arch.refusal(self.release, self.name, sec.index, facts)
+        self.refusals.append(Refusal(objname or "", sec.name, facts.stop, rule, message))
+        return False
+
+    def _value(self, i: int) -> int | None:
+        return self.values[i] if 0 <= i < len(self.values) else None
+
+
+def apply(module: ModuleSource, kernel: KernelSymbols, *,
+          objects: Sequence[str] | None = None, bases: Mapping[str, int] | None = None,
+          version: KernelRelease | None = None) -> AppliedModule:  # fmt: skip
+    """Apply the relocations of ``module`` as the kernel would, against ``kernel``.
+
+    :param objects: the module objects whose klp relocations are applied (``vmlinux``
+        always is); default: every object the sources know.
+    :param bases: section name -> address (``/sys/module/<name>/sections/``); the other
+        regions are placed by :func:`klpelf.klp.layout.place`.
+    :param version: the kernel release whose rules apply; default: the vermagic's.
+    :raises KlpError: the module cannot be read, or its machine is not modelled.
+    """
+    elf = open_module(module)
+    with naming(elf.path):
+        arch = arch_for(elf.machine)
+        if arch is None:
+            raise UnsupportedElfError(not_modelled_message(elf.machine_name))
+        if elf.symtab is None:
+            raise KlpError("module has no symbols (stripped?)")
+        mod = klp_module(elf)
+        if version is None:
+            version = DEFAULT_VERSION
+            with contextlib.suppress(ValueError):
+                if mod.vermagic:
+                    version = KernelRelease.parse(mod.vermagic)
+        placed = place(elf, bases)
+        addresses = {s.index: s.address for s in placed}
+        values = _symbol_values(elf, kernel, version, addresses)
+        walk = _Walk(elf, arch, version, mod.name, addresses=addresses, values=values)
+        skipped = _apply_all(walk, mod.sections, kernel, objects)
+    return AppliedModule(elf.path or "", mod.name, elf.machine_name, version, sections=placed,
+                         writes=walk.writes, refusals=walk.refusals, skipped=skipped,
+                         contents=walk.contents)  # fmt: skip
+
+
+def _apply_all(walk: _Walk, klp_sections: Sequence[KlpRelaSection], kernel: KernelSymbols,
+               objects: Sequence[str] | None) -> list[str]:  # fmt: skip
+    """The kernel's order: load, then each module object present; the objects skipped."""
+    elf, release = walk.elf, walk.release
+    klp = {k.section.index: k for k in klp_sections}
+    later: dict[str, list[Section]] = {}
+    for sec in elf.sections[1:]:
+        if sec.sh_flags & SHF.RELA_LIVEPATCH:
+            k = klp.get(sec.index)
+            objname = k.objname if k is not None else None
+            if objname is None:
+                continue
+            if objname == "vmlinux" and release.vmlinux_relocs_at_load:
+                if not walk.section(sec, objname):
+                    return []  # the module is refused at load
+            else:
+                later.setdefault(objname, []).append(sec)
+        elif sec.sh_type == SHT.RELA and sec.sh_entsize and not walk.section(sec, None):
+            return []
+    skipped = []
+    # vmlinux first (before 5.8), then the modules in section order
+    for objname, secs in sorted(later.items(), key=lambda kv: kv[0] != "vmlinux"):
+        present = objname == "vmlinux" or (
+            objname in objects if objects is not None else kernel.has_object(objname)
+        )
+        if not present:
+            skipped.append(objname)
+            continue
+        for sec in secs:
+            if not walk.section(sec, objname) and objname == "vmlinux":
+                break
+    return skipped
+
+
+def apply_document(applied: Sequence[AppliedModule]) -> ApplyJson:
+    """The ``klpelf apply --json`` document of several modules."""
+    return {"schema": SCHEMA, "modules": [a.to_json() for a in applied]}
+
+
+def section_file_name(name: str) -> str:
+    """The file of section ``name`` under ``-o DIR``: ``<name>.bin`` ("/" becomes "_")."""
+    return name.replace("/", "_") + ".bin"
+
+
+def write_sections(applied: AppliedModule, directory: str | os.PathLike[str]) -> list[str]:
+    """Write every placed section's bytes after the relocations as
+    ``directory/<section name>.bin`` (each atomically); the paths written.
+
+    :raises OutputError: the directory cannot be made or a file cannot be written.
+    """
+    from klpelf.io import write_atomic
+
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{os.fspath(directory)}: {e.strerror}") from None
+    out = []
+    for s in applied.sections:
+        path = os.path.join(directory, section_file_name(s.name))
+        write_atomic(path, bytes(applied.contents[s.index]), overwrite=True)
+        out.append(path)
+    return out

@@ -1,0 +1,225 @@
+"""klpelf apply: the module loader's layout, the relocations applied in the kernel's order,
+the values reported and the bytes written, with GNU ld as the oracle of the bytes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from klpelf.cli import main
+from klpelf.elf.reader import open_elf
+from klpelf.klp.layout import DEFAULT_BASE, PAGE_SIZE, layout_sections, place
+from klpelf.operations.apply import apply, section_file_name
+from klpelf.symbols.sources import load_sources
+from ld_oracle import cross, link
+from toolchain import TARGETS, assemble
+
+TEXT, RODATA, DATA = 0xFFFF_FFFF_A000_1000, 0xFFFF_FFFF_A000_2000, 0xFFFF_FFFF_A000_3000
+FOO, FOO_VAR, BAR = 0xFFFF_FFFF_8100_1000, 0xFFFF_FFFF_8200_0000, 0xFFFF_FFFF_8100_2000
+
+# calls and loads of two vmlinux symbols (livepatch symbols after convert), a call to an
+# exported one (an ordinary relocation) and local references
+PATCH = """
+    .text
+    .globl f
+f:  call ".klp.sym.vmlinux.foo,0"
+    movq ".klp.sym.vmlinux.foo_var,0"(%rip), %rax
+    call bar
+    leaq msg(%rip), %rdi
+    ret
+    .section .data.ptrs,"aw"
+    .quad ".klp.sym.vmlinux.foo,0"
+    .quad f + 8
+    .section .rodata.str1.1,"aMS",@progbits,1
+msg: .string "hello"
+"""
+
+KALLSYMS = f"{FOO:x} T foo\n{FOO_VAR:x} D foo_var\n{BAR:x} T bar\n"
+
+
+def _module(tmp: Path, asm: str = PATCH, name: str = "lp") -> tuple[Path, Path]:
+    """The object as assembled and the livepatch module convert makes of it."""
+    obj = assemble(TARGETS[0], tmp / f"{name}.o", asm)
+    ko = tmp / f"{name}.ko"
+    assert main(["convert", "-o", str(ko), str(obj)]) == 0
+    return obj, ko
+
+
+def _kallsyms(tmp: Path, extra: str = "") -> Path:
+    p = tmp / "kallsyms"
+    p.write_text(KALLSYMS + extra)
+    return p
+
+
+# --- layout_sections() ------------------------------------------------------------------
+
+LAYOUT = """
+    .text
+    .p2align 4
+    ret
+    .section .init.text,"ax"
+    ret
+    .section .exit.text,"ax"
+    ret
+    .section .rodata,"a"
+    .long 1
+    .section .data,"aw"
+    .byte 1
+    .section .data.x,"aw"
+    .p2align 3
+    .quad 2
+    .section .data..ro_after_init,"aw"
+    .long 3
+    .section __jump_table,"aw"
+    .quad 4
+    .section .bss,"aw",@nobits
+    .zero 64
+    .section .init.data,"aw"
+    .long 5
+    .section .init.rodata,"a"
+    .long 6
+    .section __versions,"a"
+    .long 7
+    .section .modinfo,"a"
+    .string "license=GPL"
+    .section .data..percpu,"aw"
+    .long 8
+"""
+
+
+def test_layout_sections_order_regions_offsets(tmp_path: Path) -> None:
+    elf = open_elf(assemble(TARGETS[0], tmp_path / "l.o", LAYOUT))
+    laid = [(elf.sections[i].name, region, off) for i, region, off in layout_sections(elf)]
+    assert laid == [
+        (".text", "text", 0),
+        (".exit.text", "text", 1),  # core with CONFIG_MODULE_UNLOAD
+        (".rodata", "rodata", 0),
+        (".data..ro_after_init", "ro_after_init", 0),  # marked SHF_RO_AFTER_INIT
+        ("__jump_table", "ro_after_init", 4),
+        (".data", "data", 0),
+        (".bss", "data", 1),  # as makes .text, .data and .bss first: index order
+        (".data.x", "data", 72),  # aligned to its sh_addralign
+        (".init.text", "init_text", 0),
+        (".init.rodata", "init_rodata", 0),
+        (".init.data", "init_data", 0),
+    ]  # __versions, .modinfo and .data..percpu are not in the module's memory
+    placed = {s.name: s for s in place(elf)}
+    assert placed[".text"].address == DEFAULT_BASE
+    assert placed[".exit.text"].address == DEFAULT_BASE + 1
+    assert placed[".rodata"].address == DEFAULT_BASE + PAGE_SIZE  # regions page-aligned
+    assert placed[".bss"].size == 64
+    # a --base address moves its region; a section named keeps its own address
+    moved = {s.name: s.address for s in place(elf, {".data.x": 0x1000_0048})}
+    assert moved[".data"] == 0x1000_0000 and moved[".bss"] == 0x1000_0001
+
+
+def test_base_must_name_an_allocated_section(tmp_path: Path) -> None:
+    _, ko = _module(tmp_path)
+    k = _kallsyms(tmp_path)
+    assert main(["apply", str(ko), "-k", str(k), "--base", ".symtab=0x1000"]) == 2
+    assert main(["apply", str(ko), "-k", str(k), "--base", ".text"]) == 2
+    assert main(["apply", str(ko), "-k", str(k), "--base", ".text=zz"]) == 2
+
+
+# --- the values and the bytes -------------------------------------------------------------
+
+
+def test_values_and_bytes_are_ld_s(tmp_path: Path) -> None:
+    obj, ko = _module(tmp_path)
+    ks = load_sources([str(_kallsyms(tmp_path))])
+    bases = {".text": TEXT, ".rodata.str1.1": RODATA, ".data.ptrs": DATA}
+    res = apply(ko, ks, bases=bases)
+    assert res.refusals == [] and res.skipped == []
+    got = [(w.object, w.section, w.offset, w.type, w.symbol, w.value) for w in res.writes]
+    u64 = (1 << 64) - 1
+    assert got == [
+        ("vmlinux", ".text", 1, "R_X86_64_PLT32", ".klp.sym.vmlinux.foo,0",
+         (FOO - 4 - (TEXT + 1)) & u64),
+        ("vmlinux", ".text", 8, "R_X86_64_PC32", ".klp.sym.vmlinux.foo_var,0",
+         (FOO_VAR - 4 - (TEXT + 8)) & u64),
+        ("vmlinux", ".data.ptrs", 0, "R_X86_64_64", ".klp.sym.vmlinux.foo,0", FOO),
+    ]  # fmt: skip
+    # every section's bytes after all relocations (ordinary and klp) are GNU ld's, with the
+    # livepatch symbols and bar defined at their kernel addresses
+    symbols = {'".klp.sym.vmlinux.foo,0"': FOO, '".klp.sym.vmlinux.foo_var,0"': FOO_VAR,
+               "bar": BAR}  # fmt: skip
+    linked = link(cross("x86_64"), PATCH, tmp_path / "ld", sections=bases, symbols=symbols)
+    elf = open_elf(ko)
+    by_name = {s.name: s.index for s in res.sections}
+    for name in bases:
+        assert bytes(res.contents[by_name[name]]) == linked.section(name), name
+    assert elf.section_by_name(".text") is not None and obj.exists()
+
+
+def test_cli_text_json_and_output_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, ko = _module(tmp_path)
+    k = _kallsyms(tmp_path)
+    out = tmp_path / "out"
+    args = ["apply", str(ko), "-k", str(k), "--base", f".text={TEXT:x}", "-o", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert f"{ko}: module lp, x86_64, kernel" in text
+    assert "vmlinux  .text       0x1     R_X86_64_PLT32  .klp.sym.vmlinux.foo,0" in text
+    assert "3 values written by klp relocations" in text
+    written = {p.name for p in out.iterdir()}
+    assert {section_file_name(n) for n in (".text", ".data.ptrs", ".rodata.str1.1")} <= written
+    assert (out / ".text.bin").read_bytes()[1:5] == ((FOO - 4 - TEXT - 1) & 0xFFFF_FFFF).to_bytes(
+        4, "little"
+    )
+    assert main([*args, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema"] == "klpelf.apply/1"
+    (m,) = doc["modules"]
+    assert m["name"] == "lp" and m["machine"] == "x86_64"
+    assert [w["value"] for w in m["writes"]][2] == FOO
+    assert m["writes"][0]["address"] == TEXT + 1
+    assert {s["name"]: s["address"] for s in m["sections"]}[".text"] == TEXT
+
+
+def test_module_object_applied_when_present(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asm = """
+    .text
+f:  call ".klp.sym.vmlinux.foo,0"
+    call ".klp.sym.mymod.g,0"
+    ret
+"""
+    _, ko = _module(tmp_path, asm)
+    ks = load_sources([str(_kallsyms(tmp_path))])
+    res = apply(ko, ks, bases={".text": TEXT})
+    assert [w.object for w in res.writes] == ["vmlinux"] and res.skipped == ["mymod"]
+    g = 0xFFFF_FFFF_C000_0040
+    ks = load_sources([str(_kallsyms(tmp_path, f"{g:x} t g\t[mymod]\n"))])
+    res = apply(ko, ks, bases={".text": TEXT})
+    assert [(w.object, w.offset, w.value) for w in res.writes] == [
+        ("vmlinux", 1, (FOO - 4 - TEXT - 1) & (1 << 64) - 1),
+        ("mymod", 6, (g - 4 - TEXT - 6) & (1 << 64) - 1),
+    ]
+    # --object names the objects to apply: here none but vmlinux
+    res = apply(ko, ks, bases={".text": TEXT}, objects=[])
+    assert res.skipped == ["mymod"]
+
+
+def test_the_kernel_s_refusal_stops_the_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the place of the klp relocation holds nonzero bytes: apply_relocate_add() refuses
+    asm = """
+    .text
+f:  .byte 0xe8, 1, 2, 3, 4
+    .reloc f + 1, R_X86_64_PLT32, ".klp.sym.vmlinux.foo,0" - 4
+    ret
+"""
+    _, ko = _module(tmp_path, asm)
+    k = _kallsyms(tmp_path)
+    assert main(["apply", str(ko), "-k", str(k)]) == 1
+    out = capsys.readouterr().out
+    assert "error: .klp.rela.vmlinux.text entry 0: " in out
+    ks = load_sources([str(k)])
+    res = apply(ko, ks)
+    (r,) = res.refusals
+    assert r.rule == "x86-nonzero-target" and r.entry == 0 and "nonzero" in r.message
+    assert res.writes == []

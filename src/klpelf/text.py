@@ -11,6 +11,7 @@ encoder escapes), so the library keeps names as they are.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 #: The longest line printed whole; longer lines keep their start and their end.
 #: Generous: a KSYM_NAME_LEN symbol (512 bytes) in a message fits several times.
@@ -57,3 +58,19 @@ def shorten(text: str, limit: int = MAX_LINE) -> str:
 def terminal_line(text: str, limit: int = MAX_LINE) -> str:
     """One line for the terminal: escaped, then shortened (see :func:`escape`)."""
     return shorten(escape(text), limit)
+
+
+def join_lines(lines: Iterable[str], limit: int = MAX_LINE) -> str:
+    """``lines`` as text for the terminal: each line made safe (:func:`terminal_line`),
+    so a name with a newline in one of them cannot add a line; joined with newlines."""
+    return "\n".join(terminal_line(line, limit) for line in lines)
+
+
+#: The longest piece of an input line quoted in a message, before it is cut.
+MAX_QUOTE = 200
+
+
+def quoted(text: str, limit: int = MAX_QUOTE) -> str:
+    """``text`` (a line of an input file) quoted for a message, cut to about
+    ``limit`` characters first: a malformed 60 MB line is not carried whole."""
+    return repr(shorten(text, limit))

@@ -18,6 +18,7 @@ from typing import Any, cast
 from klpelf import __version__
 from klpelf.cli import apply, check, convert, resolve, show
 from klpelf.errors import KlpError, UsageError
+from klpelf.text import terminal_line
 
 #: the subcommand modules; each has register(subparsers), which sets args.func
 COMMANDS = (show, check, convert, resolve, apply)
@@ -82,10 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except UsageError as e:
-        print(f"klpelf: error: {e}", file=sys.stderr)
+        print(terminal_line(f"klpelf: error: {e}"), file=sys.stderr)
         return 2
     except KlpError as e:
-        print(f"klpelf: {e}", file=sys.stderr)
+        print(terminal_line(f"klpelf: {e}"), file=sys.stderr)
         return 1
     except BrokenPipeError:
         # `klpelf show ... | head`: not an error
@@ -97,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(
-            f"klpelf: internal error: {type(e).__name__}: {e} (rerun with --debug)", file=sys.stderr
+            terminal_line(f"klpelf: internal error: {type(e).__name__}: {e} (rerun with --debug)"),
+            file=sys.stderr,
         )
         return 1

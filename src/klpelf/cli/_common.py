@@ -5,16 +5,17 @@ from __future__ import annotations
 import sys
 
 from klpelf.errors import KlpError
+from klpelf.text import terminal_line
 
 
 def error(e: KlpError, path: str) -> None:
     """Print the one line for an input problem: ``klpelf: PATH: message``."""
-    print(f"klpelf: {e.with_path(path)}", file=sys.stderr)
+    print(terminal_line(f"klpelf: {e.with_path(path)}"), file=sys.stderr)
 
 
 def warning(text: str) -> None:
     """Print a warning line on stderr: ``klpelf: warning: text``."""
-    print(f"klpelf: warning: {text}", file=sys.stderr)
+    print(terminal_line(f"klpelf: warning: {text}"), file=sys.stderr)
 
 
 #: the --kernel help text's list of source kinds (symbols/sources.py reads them)

@@ -19,6 +19,7 @@ from klpelf.errors import KlpError, UsageError
 from klpelf.klp.check import CheckResult, Diagnostic, check_module
 from klpelf.operations import ModuleSource, naming, open_module
 from klpelf.release import KernelRelease
+from klpelf.text import join_lines
 
 if TYPE_CHECKING:
     from klpelf.operations.schemas import CheckJson, CheckResultJson, DiagnosticJson
@@ -225,4 +226,4 @@ class CheckedModule(FrozenRecord):
                 note = f"; it would refuse to load the patched module: {later[0].message}"
             lines.append(f"{res.path}: {kernel} would load the module{note}")
         lines.append(f"{res.path}: {len(res.errors)} errors, {len(res.warnings)} warnings")
-        return "\n".join(lines)
+        return join_lines(lines)

@@ -22,6 +22,7 @@ from klpelf.elf.writer import save_elf
 from klpelf.errors import KlpFormatError, OutputError, UsageError
 from klpelf.klp.convert import ConvertReport, convert_annotations
 from klpelf.operations import ModuleSource, module_path, naming, open_module
+from klpelf.text import join_lines
 
 if TYPE_CHECKING:
     from klpelf.klp.autoconvert import SymposChoice
@@ -72,7 +73,7 @@ class ConvertedModule(FrozenRecord):
                   for name, n in self.sections.items()]  # fmt: skip
         if self.modinfo_added:
             lines.append(f"{out}: modinfo livepatch=Y added")
-        return "\n".join(lines)
+        return join_lines(lines)
 
 
 def _refuse_input_as_output(source: str | None, output: str) -> None:

@@ -21,6 +21,7 @@ from klpelf.operations import ModuleSource, naming, open_module
 from klpelf.symbols.candidate import Candidate
 from klpelf.symbols.resolve import Resolution, klp_find_object_symbol, release_mismatch
 from klpelf.symbols.sources import KernelSymbols, load_sources
+from klpelf.text import join_lines
 
 if TYPE_CHECKING:
     from klpelf.operations.schemas import (
@@ -58,7 +59,7 @@ def kernel_text(ks: KernelSymbols) -> str:
         lines.append("kernel: no --kernel given: the running kernel, as modinfo and modprobe "
                      "default to")  # fmt: skip
     lines.append(f"kernel: {ks.description}")
-    return "\n".join(lines)
+    return join_lines(lines)
 
 
 class SymbolResolution(NamedTuple):
@@ -194,7 +195,7 @@ def _text(m: ResolveModuleJson) -> str:
     syms = m["symbols"]
     if not syms:
         lines.append("  no livepatch symbols")
-        return "\n".join(lines)
+        return join_lines(lines)
     rows = [(f"[{s['index']}]", s["objname"] or "?", s["name"] or s["symbol"],
              "" if s["sympos"] is None else str(s["sympos"]), _address(s), _result(s))
             for s in syms]  # fmt: skip
@@ -215,7 +216,7 @@ def _text(m: ResolveModuleJson) -> str:
     if m["verdict"] == "no-verdict":
         summary += " (no verdict: the kernel symbols are not of the release it was built for)"
     lines.append("  " + summary)
-    return "\n".join(lines)
+    return join_lines(lines)
 
 
 class ResolvedModule(FrozenRecord):

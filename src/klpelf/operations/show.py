@@ -18,6 +18,7 @@ from klpelf.elf.describe import section_flags, symbol_bind, symbol_shndx, symbol
 from klpelf.elf.reloc_types import reloc_type_display
 from klpelf.klp.module import KlpModule, KlpRelaSection, LivepatchSymbol, klp_module
 from klpelf.operations import ModuleSource, naming, open_module
+from klpelf.text import join_lines
 
 if TYPE_CHECKING:
     from klpelf.operations.schemas import (
@@ -159,7 +160,7 @@ def _text(m: ShowModuleJson) -> str:
             _render_section(k, lines)
     for od in m["oddities"]:
         lines.append(f"  note: {od['what']}: {od['note']}")
-    return "\n".join(lines)
+    return join_lines(lines)
 
 
 class ShownModule(FrozenRecord):

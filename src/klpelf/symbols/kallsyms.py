@@ -44,6 +44,7 @@ from klpelf.symbols.symtext import (
     choose_kind,
     is_ignored_symbol,
 )
+from klpelf.text import quoted
 
 __all__ = [
     "PSEUDO_MODULES", "SymbolText", "SymbolTextKind", "is_ignored_symbol", "parse_symbol_text",
@@ -182,9 +183,8 @@ def parse_symbol_text(buf: Buffer, path: str, *, kind: SymbolTextKind | None = N
     if bad.any():
         row = int(np.argmax(bad))
         line = bytes(data[starts[row] : ends[row]]).decode("utf-8", "replace")
-        shown = line if len(line) <= 100 else line[:97] + "..."
         at = int(lineno[row]) if lineno is not None else row + 1
-        raise SymbolSourceError(f"malformed symbol line ({LINE_FORMAT}): {shown!r}", path=path,
+        raise SymbolSourceError(f"malformed symbol line ({LINE_FORMAT}): {quoted(line)}", path=path,
                                 lineno=at)  # fmt: skip
     del starts, ends, bad, lineno
 

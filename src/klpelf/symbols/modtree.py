@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from klpelf.elf.reader import open_elf
 from klpelf.errors import KlpError, SymbolSourceError
+from klpelf.text import quoted
 
 if TYPE_CHECKING:
     from klpelf.symbols.elfsyms import ModuleFile
@@ -74,7 +75,7 @@ class ModuleTree:
             mod, sep, _ = line.partition(":")
             if not sep or not mod.strip():
                 raise SymbolSourceError(
-                    f"malformed modules.dep line (expected 'MODULE: DEPENDENCIES'): {line!r}",
+                    f"malformed modules.dep line (expected 'MODULE: DEPENDENCIES'): {quoted(line)}",
                     path=path, lineno=n,
                 )  # fmt: skip
             mod = mod.strip()

@@ -18,6 +18,7 @@ from functools import cache
 from typing import NamedTuple
 
 from klpelf.errors import SymbolSourceError
+from klpelf.text import quoted
 
 
 @cache
@@ -65,7 +66,7 @@ def parse_symvers(text: str, path: str) -> dict[str, Export]:
         if len(f) not in (4, 5) or not crc.match(f[0]) or not f[1] or not f[2]:
             raise SymbolSourceError(
                 "malformed Module.symvers line (expected 'CRC<TAB>SYMBOL<TAB>MODULE<TAB>"
-                f"EXPORT_TYPE[<TAB>NAMESPACE]'): {line!r}",
+                f"EXPORT_TYPE[<TAB>NAMESPACE]'): {quoted(line)}",
                 path=path, lineno=n,
             )  # fmt: skip
         ns = f[4] if len(f) == 5 else ""

@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 NOT_MODELLED_RULE = "relocations-not-modelled"
 
 #: why a twin stopped where the kernel stops: an unknown type, a value out of the
-#: type's range, or target bytes that are not zero
-StopReason = Literal["unknown-type", "overflow", "nonzero"]
+#: type's range, target bytes that are not zero, or (ppc64) no nop after a call
+#: through a stub
+StopReason = Literal["unknown-type", "overflow", "nonzero", "expected-nop"]
 
 
 class RelocType(NamedTuple):
@@ -189,9 +190,9 @@ class Arch(NamedTuple):
 
 
 def _registry() -> dict[int, Arch]:
-    from klpelf.arch import s390x, x86_64
+    from klpelf.arch import ppc64, s390x, x86_64
 
-    return {EM.X86_64: x86_64.ARCH, EM.S390: s390x.ARCH}
+    return {EM.X86_64: x86_64.ARCH, EM.S390: s390x.ARCH, EM.PPC64: ppc64.ARCH}
 
 
 _ARCHES: dict[int, Arch] | None = None

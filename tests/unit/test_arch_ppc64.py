@@ -1,0 +1,211 @@
+"""arch/ppc64.py: the twin of arch/powerpc/kernel/module_64.c apply_relocate_add(), against
+GNU ld for ppc64le and, where the kernel differs from ld (its stubs and the ld r2 after a
+call through one), against its own formula."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from klpelf.arch import ModuleLayout, arch_for, ppc64
+from klpelf.elf.constants import EM
+from klpelf.release import KernelRelease
+from ld_oracle import Linked, cross, link, twin
+from reloc_entries import relocation_table
+
+if TYPE_CHECKING:
+    from klpelf.arch import WriteFacts
+
+V510, V61, V63, V612 = (KernelRelease(5, 10), KernelRelease(6, 1), KernelRelease(6, 3),
+                        KernelRelease(6, 12))  # fmt: skip
+
+TEXT = 0xC008_0000_0000_0000
+TEXT_G = TEXT + 0x1000
+TOC = TEXT + 0x2_0000  # 256-byte aligned: my_r2 is the same with or without the v6.4 rounding
+DATA = TEXT + 0x3_0000
+STUBS = TEXT + 0x4_0000
+SYMBOLS = {
+    "ext_fn": TEXT + 0x80_0000,  # within REL24 range of .text (+-32 MiB)
+    "ext_var": 0xC000_0000_0123_4560,
+    "ext_small": 0x89AB_CDEF,
+    "ext_near": DATA + 0x1234_5678,
+}
+
+#: the types ld and the kernel compute alike: ADDR64/32, REL64/32, REL16_HA/LO (the
+#: global entry's .TOC. - P), the TOC16 family against a .toc whose base both take as
+#: .toc + 0x8000, TOC, and a REL24 to a defined symbol, to its local entry
+ASM_SAME = """
+    .abiversion 2
+    .text
+    .globl f
+f:
+0:  addis 2, 12, .TOC.-0b@ha
+    addi 2, 2, .TOC.-0b@l
+    .localentry f, .-f
+    bl g
+    nop
+    addis 3, 2, .LC0@toc@ha
+    ld 3, .LC0@toc@l(3)
+    addi 4, 2, .LC0@toc@l
+    ld 5, .LC0@toc(2)
+    lwz 6, .LC1@toc(2)
+    blr
+    .section .text.g,"ax",@progbits
+    .globl g
+g:
+0:  addis 2, 12, .TOC.-0b@ha
+    addi 2, 2, .TOC.-0b@l
+    .localentry g, .-g
+    blr
+    .section .toc,"aw"
+    .balign 8
+.LC0: .quad ext_var
+.LC1: .quad .TOC.@tocbase
+    .section .data.t,"aw"
+    .quad ext_var
+    .long ext_small
+    .quad ext_var - .
+    .long ext_near - .
+"""
+
+#: calls to an undefined symbol: the kernel goes through its .stubs and writes
+#: ld r2,24(r1) over the nop; a static ld link branches to the symbol directly (it is
+#: in range and absolute) and leaves the nop
+ASM_STUB = """
+    .abiversion 2
+    .text
+    .globl f
+f:  bl ext_fn
+    nop
+    bl ext_fn
+    nop
+    bl ext_fn+8
+    nop
+    b ext_fn
+    blr
+    .section .toc,"aw"
+    .quad 0
+    .section .stubs,"ax",@nobits
+    .balign 8
+    .space 8
+"""
+
+SECTIONS = {".text": TEXT, ".text.g": TEXT_G, ".toc": TOC, ".data.t": DATA}
+
+
+def _linked(tmp_path: Path, asm: str = ASM_SAME, sections: dict[str, int] | None = None) -> Linked:
+    c = cross("ppc64le")
+    return link(c, asm, tmp_path, sections=sections or SECTIONS, symbols=SYMBOLS,
+                ld_args=["--no-toc-optimize", "--no-plt-localentry"])  # fmt: skip
+
+
+def test_registry_and_table() -> None:
+    arch = arch_for(EM.PPC64)
+    assert arch is ppc64.ARCH and arch.name == "ppc64le" and arch.byteorder == "little"
+    t = ppc64.RELOCATION_TYPES
+    assert {n: (t[n].name, t[n].width) for n in (38, 1, 47, 48, 50, 63, 64, 51, 10, 26, 44)} == {
+        38: ("R_PPC64_ADDR64", 8), 1: ("R_PPC64_ADDR32", 4), 47: ("R_PPC64_TOC16", 2),
+        48: ("R_PPC64_TOC16_LO", 2), 50: ("R_PPC64_TOC16_HA", 2), 63: ("R_PPC64_TOC16_DS", 2),
+        64: ("R_PPC64_TOC16_LO_DS", 2), 51: ("R_PPC64_TOC", 8), 10: ("R_PPC_REL24", 4),
+        26: ("R_PPC64_REL32", 4), 44: ("R_PPC64_REL64", 8),
+    }  # fmt: skip
+    # module_64.c has no case for NONE or the ADDR16 family (module_32.c's)
+    assert not {0, 3, 4, 5, 6} & set(t)
+    fits = t[10].in_range
+    assert fits is not None and fits(0x1FF_FFFC) and not fits(0x200_0000) and not fits(2)
+    assert fits((-0x200_0000) % (1 << 64)) and not fits((-0x200_0004) % (1 << 64))
+
+
+def test_same_bytes_as_ld(tmp_path: Path) -> None:
+    linked = _linked(tmp_path)
+    for section in (".text", ".text.g", ".toc", ".data.t"):
+        facts, data = twin(linked, section, V612)
+        assert facts.stop is None, (section, facts.reason)
+        assert None not in (facts.values or [None]), section
+        assert data == linked.section(section), section
+    facts, _ = twin(linked, ".text", V612)
+    assert set(facts.types) == {252, 250, 10, 50, 64, 48, 63, 47}
+    # bl g reached g's local entry (8 bytes in) and left the nop (g is not external)
+    text = linked.section(".text")
+    assert int.from_bytes(text[8:12], "little") == 0x4800_0001 | (TEXT_G + 8 - (TEXT + 8))
+    assert text[12:16] == ppc64.PPC_INST_NOP.to_bytes(4, "little")
+
+
+def _stub_twin(tmp_path: Path, release: KernelRelease) -> tuple[WriteFacts, bytes, Linked]:
+    sections = {".text": TEXT, ".toc": TOC, ".stubs": STUBS}
+    linked = _linked(tmp_path, ASM_STUB, sections)
+    facts, data = twin(linked, ".text", release)
+    return facts, data, linked
+
+
+@pytest.mark.parametrize("release", [V510, V61, V612])
+def test_calls_through_stubs(tmp_path: Path, release: KernelRelease) -> None:
+    facts, data, linked = _stub_twin(tmp_path, release)
+    assert facts.stop is None and facts.values is not None
+
+    def word(off: int) -> int:
+        return int.from_bytes(data[off : off + 4], "little")
+
+    # stub_for_addr(): one stub per target address, in first-use order (40 bytes each)
+    assert word(0) == 0x4800_0001 | (STUBS - TEXT)
+    assert word(8) == 0x4800_0001 | (STUBS - (TEXT + 8))  # the same target: the same stub
+    assert word(16) == 0x4800_0001 | (STUBS + 40 - (TEXT + 16))  # ext_fn + 8: the next
+    # restore_r2(): the nop after each bl is now ld r2,24(r1)
+    assert word(4) == word(12) == word(20) == ppc64.PPC_INST_LD_TOC
+    # a b (no LK) is a sibling call: through the stub, nothing restored after it
+    assert word(24) == 0x4800_0000 | (STUBS - (TEXT + 24)) and word(28) == 0x4E80_0020
+    # ld branched to the symbol itself and kept the nops
+    ld_text = linked.section(".text")
+    assert int.from_bytes(ld_text[0:4], "little") == 0x4800_0001 | (SYMBOLS["ext_fn"] - TEXT)
+    assert ld_text[4:8] == ppc64.PPC_INST_NOP.to_bytes(4, "little")
+
+
+def test_no_nop_after_a_call_and_ld_r2_again(tmp_path: Path) -> None:
+    linked = _linked(tmp_path, ASM_STUB, {".text": TEXT, ".toc": TOC, ".stubs": STUBS})
+    # the relocations applied once more (the target module loads again): the ld r2 the
+    # first pass wrote is accepted since v6.3, refused before
+    _, once = twin(linked, ".text", V612)
+    elf_bytes = bytearray(once)
+    for release, stop in ((V612, None), (V63, None), (V61, 0), (V510, 0)):
+        facts = _apply_again(linked, elf_bytes, release)
+        assert facts.stop == stop, release
+        if stop is not None:
+            assert facts.reason == "expected-nop"
+            assert ppc64.refusal(release, "m", 3, facts) == (
+                "ppc64-expected-nop", "m: Expected nop after call, got <insn> at <loc>"
+            )  # fmt: skip
+    assert ppc64.expected_nop_message("m", 0x60000001) == (
+        "m: Expected nop after call, got 60000001 at <loc>"
+    )
+
+
+def _apply_again(linked: Linked, data: bytearray, release: KernelRelease) -> WriteFacts:
+    from klpelf.elf.reader import open_elf
+
+    elf = open_elf(linked.obj)
+    text = elf.section_by_name(".text")
+    assert text is not None
+    rela = next(s for s in elf.relocation_sections if s.sh_info == text.index)
+    layout = ModuleLayout(elf, {s.index: linked.sections[s.name] for s in elf
+                                if s.name in linked.sections})  # fmt: skip
+    return ppc64.write_relocate_add(elf.relocations(rela), bytearray(data), release,
+                                    symbol_value=lambda i: SYMBOLS["ext_fn"], address=TEXT,
+                                    layout=layout)  # fmt: skip
+
+
+def test_unknown_and_out_of_range() -> None:
+    # R_PPC64_NONE and R_PPC64_ADDR16_HA: "Unknown ADD relocation"
+    for r_type in (0, 6):
+        facts = ppc64.write_relocate_add(relocation_table([(0, 1, 38, 0), (8, 1, r_type, 0)]),
+                                         bytearray(16), V612)  # fmt: skip
+        assert (facts.stop, facts.reason) == (1, "unknown-type")
+        assert ppc64.refusal(V612, "m", 2, facts) == (
+            "ppc64-unknown-relocation", f"m: Unknown ADD relocation: {r_type}"
+        )  # fmt: skip
+    # REL32 of a value 4 GiB away
+    facts = ppc64.write_relocate_add(relocation_table([(0, 1, 26, 0)]), bytearray(4), V612,
+                                     symbol_value=lambda i: 1 << 33, address=0)  # fmt: skip
+    assert (facts.stop, facts.reason) == (0, "overflow")
+    assert ppc64.refusal(V612, "m", 2, facts)[1] == f"m: REL32 {1 << 33} out of range!"

@@ -91,7 +91,8 @@ def _keys(typed_dict: type) -> set[str]:
     ("schema", "types"),
     [
         ("klpelf.show/1", [j.ShowJson, j.ShowModuleJson, j.ShowSymbolJson, j.RelaSectionJson,
-                           j.RelocJson, j.ObjectJson, j.OddityJson, j.SectionRefJson]),
+                           j.RelocJson, j.ObjectJson, j.OddityJson, j.SectionRefJson,
+                           j.FailedJson]),
         ("klpelf.check/1", [j.CheckJson, j.CheckResultJson, j.DiagnosticJson, j.RefJson]),
         ("klpelf.resolve/1", [j.ResolveJson, j.ResolveModuleJson, j.ResolveSymbolJson,
                               j.CandidateJson, j.KernelJson]),
@@ -115,7 +116,7 @@ def test_schemas_cover_every_typeddict() -> None:
     listed = {"ShowJson", "ShowModuleJson", "ShowSymbolJson", "RelaSectionJson", "RelocJson",
               "ObjectJson", "OddityJson", "SectionRefJson", "CheckJson", "CheckResultJson",
               "DiagnosticJson", "RefJson", "ResolveJson", "ResolveModuleJson",
-              "ResolveSymbolJson", "CandidateJson", "KernelJson", "ApplyJson",
+              "ResolveSymbolJson", "CandidateJson", "KernelJson", "ApplyJson", "FailedJson",
               "ApplyModuleJson", "PlacedSectionJson", "WriteJson", "RefusalJson"}  # fmt: skip
     assert defined == listed
 

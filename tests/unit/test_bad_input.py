@@ -130,7 +130,12 @@ def test_unreadable_paths(which: str, tmp_path: Path, capsys: pytest.CaptureFixt
     path = tmp_path / "nope.ko" if which == "missing" else tmp_path
     assert main(["show", str(path)]) == 1
     err = capsys.readouterr().err
-    expected = "No such file or directory" if which == "missing" else "is a directory"
+    # a directory stands for the modules under it (issue 13): this one has none
+    expected = (
+        "No such file or directory"
+        if which == "missing"
+        else "is a directory with no module files (.ko, .ko.xz, .ko.zst, .ko.gz) under it"
+    )
     assert err == f"klpelf: {path}: {expected}\n"
 
 

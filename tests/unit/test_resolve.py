@@ -345,7 +345,9 @@ def test_cli_default_is_the_running_kernel(
     )
     assert f"running kernel {os.uname().release}" in out
     assert "warning: the module was built for 6.1.0-56-amd64" in out
-    assert status == 1
+    # as check: a warning (the running kernel is not the target), exit 1 with --strict
+    assert status == 0
+    assert main(["resolve", "--strict", str(SAMPLE)]) == 1
 
 
 def test_cli_bad_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

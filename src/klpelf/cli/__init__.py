@@ -65,7 +65,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Read, check and write Linux kernel livepatch modules (klp ELF format).",
     )
     p.add_argument("--version", action="version", version=f"klpelf {__version__}")
-    p.add_argument("--debug", action="store_true", help="show a traceback on internal errors")
+    p.add_argument("--debug", action="store_true",
+                   help="a traceback on internal errors (here or after COMMAND)")  # fmt: skip
     sub = cast(
         "argparse._SubParsersAction[argparse.ArgumentParser]",
         p.add_subparsers(dest="command", metavar="COMMAND", required=True),

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from klpelf.cli._common import error
+from klpelf.cli._common import (
+    MODULE_HELP,
+    add_common,
+    add_kernel_option,
+    failed_file,
+    open_modules,
+)
 from klpelf.errors import KlpError
 
 
@@ -19,29 +25,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "the module or when the module is broken in a way the kernel does not catch (errors); "
         "warnings alone exit 0 unless --strict.",
     )
-    p.add_argument("modules", nargs="+", metavar="MODULE", help=".ko file (xz/zstd/gzip too)")
+    p.add_argument("modules", nargs="+", metavar="MODULE", help=MODULE_HELP)
     p.add_argument(
         "--kernel-release",
         metavar="R",
         help="the target kernel's release (e.g. 6.1.0-56-amd64): its limits and message "
         "wording; default: the module's vermagic",
     )
-    p.add_argument(
-        "--kernel",
-        action="append",
-        metavar="SOURCE",
-        help="the target kernel's symbols (repeat for several): /proc/kallsyms dump, "
-        "System.map, vmlinux, "
-        "module .ko files or a module tree, Module.symvers (kind found by content); "
-        "default: the running kernel",
-    )
+    add_kernel_option(p, "the target kernel's symbols; default: the running kernel's, when "
+                      "it is the release the module was built for")  # fmt: skip
     p.add_argument("--static", action="store_true", help="do not resolve symbols in any kernel")
     p.add_argument("--json", action="store_true", help="JSON output (schema klpelf.check/1)")
     p.add_argument("--strict", action="store_true", help="warnings also exit 1")
+    add_common(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from klpelf.cli._common import stdin_path
     from klpelf.operations.check import (
         CheckedModule,
         check,
@@ -51,14 +52,19 @@ def run(args: argparse.Namespace) -> int:
     )
 
     version = parse_release(args.kernel_release) if args.kernel_release is not None else None
-    kernel = check_kernel(args.kernel or (), static=args.static)
-    status = 0
+    failed: list[tuple[str, str]] = []
+    opened = open_modules(args.modules, failed)
+    status = 1 if failed else 0
+    # the kernel's symbols are not read for nothing
+    kernel = check_kernel([stdin_path(k) for k in args.kernel] if opened else [],
+                          static=args.static or not opened)  # fmt: skip
     checked: list[CheckedModule] = []
-    for path in args.modules:
+    for elf in opened:
+        path = elf.path or ""
         try:
-            res = check(path, version=version, kernel=kernel)
+            res = check(elf, version=version, kernel=kernel)
         except KlpError as e:
-            error(e, path)
+            failed_file(e, path, failed)
             status = 1
             continue
         if res.failed(strict=args.strict):
@@ -70,6 +76,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         import json  # lazily: a run without --json does not pay for it
 
-        json.dump(check_document(checked), sys.stdout, indent=2)
+        json.dump(check_document(checked, failed), sys.stdout, indent=2)
         print()
     return status

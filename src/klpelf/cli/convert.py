@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from klpelf.cli._common import SOURCE_KINDS, warning
+from klpelf.cli._common import add_common, add_kernel_option, stdin_path, warning
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,18 +19,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "export, and every symbol exported by a module (late module patching). The input is "
         "never modified; the output is written atomically.",
     )
-    p.add_argument("input", metavar="INPUT", help="module built by kbuild")
+    p.add_argument("input", metavar="INPUT", help="module built by kbuild, or - (stdin)")
     p.add_argument("-o", "--output", metavar="OUTPUT", help="livepatch module to write")
     p.add_argument("-n", "--dry-run", action="store_true",
                    help="say what would change; write nothing (no -o needed)")  # fmt: skip
-    p.add_argument(
-        "-k",
-        "--kernel",
-        action="append",
-        default=[],
-        metavar="SOURCE",
-        help="automatic mode: the target kernel's symbols (repeat for several): " + SOURCE_KINDS,
-    )
+    add_kernel_option(p, "automatic mode: the target kernel's symbols")
     p.add_argument(
         "--symvers",
         action="append",
@@ -45,6 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="OBJ:SYMBOL=N|FILE",
         help="automatic mode: the object and position of SYMBOL, by number or by source file",
     )
+    add_common(p)
     p.set_defaults(func=run)
 
 
@@ -57,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None and args.dry_run:
         raise UsageError("--dry-run writes nothing: -o OUTPUT is not used with it")
     # a KlpError names the file; cli.main() prints it (exit 1, 2 for a UsageError)
-    done = convert(args.input, args.output, kernel=[*args.kernel, *args.symvers],
+    done = convert(stdin_path(args.input), args.output,
+                   kernel=[stdin_path(k) for k in [*args.kernel, *args.symvers]],
                    sympos=args.sympos)  # fmt: skip
     for w in done.warnings:
         warning(f"{args.output or args.input}: {w}")

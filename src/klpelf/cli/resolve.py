@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from klpelf.cli._common import error
+from klpelf.cli._common import (
+    MODULE_HELP,
+    add_common,
+    add_kernel_option,
+    failed_file,
+    open_modules,
+)
 from klpelf.errors import KlpError
 
 
@@ -15,26 +21,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         allow_abbrev=False,
         help="resolve a livepatch module's symbols against a kernel",
         description="Resolve every .klp.sym.<obj>.<sym>,<pos> symbol as the kernel's "
-        "klp_find_object_symbol() would, against the kernel symbol sources given (kind "
-        "detected by content: /proc/kallsyms dump, System.map, vmlinux, module .ko, module "
-        "directory such as /lib/modules/<release>, Module.symvers; KIND:PATH forces a kind). "
+        "klp_find_object_symbol() would, against the kernel symbol sources given. "
         "Without --kernel, the running kernel (/proc/kallsyms and /lib/modules/$(uname -r)), "
-        "as modinfo and modprobe do. For an ambiguous or wrong sympos every candidate is "
-        "listed with its position. Exit status 1 when a symbol does not resolve (symbols of "
-        "modules that are not loaded do not count) or the module was built for another "
-        "release.",
+        "as modinfo and modprobe do; when it is not the release the module was built for, "
+        "its symbols are not used (as check does) and that is a warning. For an ambiguous "
+        "or wrong sympos every candidate is listed with its position. Exit status 1 when a "
+        "symbol does not resolve (symbols of modules that are not loaded do not count) or "
+        "the --kernel sources are of another release than the module's; with --strict, "
+        "also when the running kernel is.",
     )
-    p.add_argument("modules", nargs="+", metavar="MODULE", help="livepatch module (.ko)")
-    p.add_argument("-k", "--kernel", action="append", metavar="SOURCE", default=[],
-                   help="kernel symbol source (repeatable)")  # fmt: skip
+    p.add_argument("modules", nargs="+", metavar="MODULE", help=MODULE_HELP)
+    add_kernel_option(p, "kernel symbol source")
     p.add_argument("--no-kallsyms-all", dest="kallsyms_all", action="store_false",
                    help="the kernel lacks CONFIG_KALLSYMS_ALL: module kallsyms keep text "
                    "symbols only (every livepatch-capable kernel has it)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="JSON output (schema klpelf.resolve/1)")
+    p.add_argument("--strict", action="store_true",
+                   help="the running kernel of another release also exits 1")  # fmt: skip
+    add_common(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from klpelf.cli._common import stdin_path
     from klpelf.operations.resolve import (
         ResolvedModule,
         kernel_text,
@@ -43,23 +52,28 @@ def run(args: argparse.Namespace) -> int:
         resolve_kernel,
     )
 
-    ks = resolve_kernel(args.kernel, kallsyms_all=args.kallsyms_all)
-    status = 0
+    failed: list[tuple[str, str]] = []
+    opened = open_modules(args.modules, failed)
+    status = 1 if failed else 0
+    if not opened and not args.json:
+        return status  # the kernel's symbols are not read for nothing
+    ks = resolve_kernel([stdin_path(k) for k in args.kernel], kallsyms_all=args.kallsyms_all)
     resolved: list[ResolvedModule] = []
-    for path in args.modules:
+    for elf in opened:
+        path = elf.path or ""
         try:
-            rep = resolve(path, ks)
+            rep = resolve(elf, ks)
         except KlpError as e:
-            error(e, path)
+            failed_file(e, path, failed)
             status = 1
             continue
         resolved.append(rep)
-        if rep.verdict != "ok":
+        if rep.failed(strict=args.strict):
             status = 1
     if args.json:
         import json  # lazily: a run without --json does not pay for it
 
-        json.dump(resolve_document(ks, resolved), sys.stdout, indent=2)
+        json.dump(resolve_document(ks, resolved, failed), sys.stdout, indent=2)
         print()
         return status
     print(kernel_text(ks))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from klpelf.cli._common import error
+from klpelf.cli._common import MODULE_HELP, add_common, failed_file, module_arguments
 from klpelf.errors import KlpError
 
 
@@ -17,9 +17,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Show the module name, vermagic and livepatch flag, and per patched object "
         "its livepatch symbols and klp relocation sections.",
     )
-    p.add_argument("modules", nargs="+", metavar="MODULE", help=".ko file (xz/zstd/gzip too)")
+    p.add_argument("modules", nargs="+", metavar="MODULE", help=MODULE_HELP)
     p.add_argument("-r", "--relocs", action="store_true", help="list every klp relocation")
     p.add_argument("--json", action="store_true", help="JSON output (schema klpelf.show/1)")
+    add_common(p)
     p.set_defaults(func=run)
 
 
@@ -28,22 +29,27 @@ def run(args: argparse.Namespace) -> int:
 
     status = 0
     shown: list[ShownModule] = []
-    for i, path in enumerate(args.modules):
+    failed: list[tuple[str, str]] = []
+    first = True
+    for path, problem in module_arguments(args.modules):
         try:
+            if problem is not None:
+                raise problem
             m = show(path, relocs=args.relocs)
         except KlpError as e:
-            error(e, path)
+            failed_file(e, path, failed)
             status = 1
             continue
         if args.json:
             shown.append(m)
         else:
-            if i:
+            if not first:
                 print()
+            first = False
             print(m.to_text())
     if args.json:
         import json  # lazily: a run without --json does not pay for it
 
-        json.dump(show_document(shown), sys.stdout, indent=2)
+        json.dump(show_document(shown, failed), sys.stdout, indent=2)
         print()
     return status

@@ -79,6 +79,8 @@ def check_kernel(sources: Sequence[str] = (), *, static: bool = False) -> Kernel
 
     :raises KlpError: a source in ``sources`` cannot be read.
     """
+    if sources and static:
+        raise UsageError("--static resolves no symbols: it cannot be given with --kernel")
     if sources:
         from klpelf.symbols.sources import load_sources
 
@@ -95,22 +97,31 @@ def check_kernel(sources: Sequence[str] = (), *, static: bool = False) -> Kernel
         return KernelChoice(None, given=False, unavailable=why)
 
 
+def not_resolved_warning(ks: KernelSymbols, mismatch: str) -> str:
+    """What check and resolve both say when the running kernel (no ``--kernel``) is
+    not the release the module was built for: its symbols are not used."""
+    return (f"symbols not resolved: {mismatch} ({ks.description}); give the target "
+            "kernel's symbols with --kernel")  # fmt: skip
+
+
 def _kernel_notes(
     kernel: KernelChoice, vermagic: str | None
-) -> tuple[KernelSymbols | None, list[str]]:
+) -> tuple[KernelSymbols | None, list[Diagnostic]]:
     # the symbols to use for a module built for `vermagic`, and the notes that say so
     ks = kernel.symbols
     if ks is None:
-        return None, [kernel.unavailable] if kernel.unavailable else []
+        why = [kernel.unavailable] if kernel.unavailable else []
+        return None, [Diagnostic("note", "kernel-symbols", n) for n in why]
     from klpelf.symbols.resolve import release_mismatch
 
     mismatch = release_mismatch(ks, vermagic)
     if mismatch and not kernel.given:
-        return None, [f"symbols not resolved: {mismatch} ({ks.description}; use --kernel)"]
+        # a warning, as resolve says it: --strict makes both exit 1
+        return None, [Diagnostic("warning", "kernel-symbols", not_resolved_warning(ks, mismatch))]
     notes = [f"symbols resolved against {ks.description}"]
     if mismatch:
         notes.append(mismatch)
-    return ks, notes
+    return ks, [Diagnostic("note", "kernel-symbols", n) for n in notes]
 
 
 def check(
@@ -139,13 +150,16 @@ def check(
         mi = elf.modinfo
         use, notes = _kernel_notes(kernel, mi.get("vermagic") if mi else None)
         res = check_module(elf, version=version, kernel=use)
-    res.diagnostics[:0] = [Diagnostic("note", "kernel-symbols", n) for n in notes]
+    res.diagnostics[:0] = notes
     return CheckedModule(res)
 
 
-def check_document(checked: Sequence[CheckedModule]) -> CheckJson:
-    """The ``klpelf check --json`` document of several modules."""
-    return {"schema": SCHEMA, "modules": [c.to_json() for c in checked]}
+def check_document(checked: Sequence[CheckedModule],
+                   failed: Sequence[tuple[str, str]] = ()) -> CheckJson:  # fmt: skip
+    """The ``klpelf check --json`` document of several modules; ``failed``: (path,
+    error) of the files that could not be checked."""
+    return {"schema": SCHEMA, "modules": [c.to_json() for c in checked],
+            "failed": [{"path": p, "error": e} for p, e in failed]}  # fmt: skip
 
 
 _WHEN = {

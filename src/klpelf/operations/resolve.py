@@ -222,11 +222,12 @@ def _text(m: ResolveModuleJson) -> str:
 class ResolvedModule(FrozenRecord):
     """How every livepatch symbol of one module resolves (``klpelf resolve``)."""
 
-    _fields = ("path", "module", "symbols", "release_mismatch", "release_note")
+    _fields = ("path", "module", "symbols", "release_mismatch", "release_note", "running")
     __slots__ = _fields
 
     def __init__(self, path: str, module: KlpModule, symbols: list[SymbolResolution],
-                 release_mismatch: str | None, release_note: str | None) -> None:  # fmt: skip
+                 release_mismatch: str | None, release_note: str | None, *,
+                 running: bool = False) -> None:  # fmt: skip
         self.path: Final = path
         self.module: Final = module
         #: one per livepatch symbol, in symbol-table order
@@ -235,6 +236,17 @@ class ResolvedModule(FrozenRecord):
         self.release_mismatch: Final = release_mismatch
         #: the sources do not say which release they are, so it could not be compared
         self.release_note: Final = release_note
+        #: the symbols are the running kernel's (no --kernel given)
+        self.running: Final = running
+
+    def failed(self, *, strict: bool = False) -> bool:
+        """The exit status's rule: a symbol does not resolve, or the ``--kernel``
+        sources are of another release; the running kernel of another release (no
+        ``--kernel``) only with ``strict``, as ``klpelf check`` warns of it."""
+        verdict = self.verdict
+        if verdict == "no-verdict":
+            return strict or not self.running
+        return verdict == "fail"
 
     @property
     def verdict(self) -> Verdict:
@@ -285,10 +297,14 @@ def resolve(module: ModuleSource, kernel: KernelSymbols) -> ResolvedModule:
         note = (f"the kernel symbols do not say their release; the module was built for "
                 f"{built[0]}")  # fmt: skip
     path = elf.path or ""
-    return ResolvedModule(path, mod, results, release_mismatch(kernel, mod.vermagic), note)
+    return ResolvedModule(path, mod, results, release_mismatch(kernel, mod.vermagic), note,
+                          running=kernel.is_running)  # fmt: skip
 
 
-def resolve_document(kernel: KernelSymbols, resolved: Sequence[ResolvedModule]) -> ResolveJson:
-    """The ``klpelf resolve --json`` document of several modules."""
+def resolve_document(kernel: KernelSymbols, resolved: Sequence[ResolvedModule],
+                     failed: Sequence[tuple[str, str]] = ()) -> ResolveJson:  # fmt: skip
+    """The ``klpelf resolve --json`` document of several modules; ``failed``: (path,
+    error) of the files that could not be read."""
     return {"schema": SCHEMA, "kernel": kernel_json(kernel),
-            "modules": [r.to_json() for r in resolved]}  # fmt: skip
+            "modules": [r.to_json() for r in resolved],
+            "failed": [{"path": p, "error": e} for p, e in failed]}  # fmt: skip

@@ -93,6 +93,7 @@ class ShowJson(TypedDict):
 
     schema: Literal["klpelf.show/1"]
     modules: list[ShowModuleJson]
+    failed: list[FailedJson]
 
 
 # --- klpelf.check/1 --------------------------------------------------------------------
@@ -131,11 +132,19 @@ class CheckResultJson(TypedDict):
     diagnostics: list[DiagnosticJson]
 
 
+class FailedJson(TypedDict):
+    """A MODULE argument that could not be read: every schema's ``failed`` list."""
+
+    path: str
+    error: str
+
+
 class CheckJson(TypedDict):
     """The whole output of ``klpelf check --json``."""
 
     schema: Literal["klpelf.check/1"]
     modules: list[CheckResultJson]
+    failed: list[FailedJson]
 
 
 # --- klpelf.resolve/1 ------------------------------------------------------------------
@@ -197,6 +206,7 @@ class ResolveJson(TypedDict):
     schema: Literal["klpelf.resolve/1"]
     kernel: KernelJson
     modules: list[ResolveModuleJson]
+    failed: list[FailedJson]
 
 
 # --- klpelf.apply/1 ----------------------------------------------------------------------

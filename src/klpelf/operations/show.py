@@ -200,6 +200,9 @@ def show(module: ModuleSource, *, relocs: bool = False) -> ShownModule:
         return ShownModule(mod, show_module(mod, relocs=relocs))
 
 
-def show_document(shown: Sequence[ShownModule]) -> ShowJson:
-    """The ``klpelf show --json`` document of several modules."""
-    return {"schema": SCHEMA, "modules": [m.to_json() for m in shown]}
+def show_document(shown: Sequence[ShownModule],
+                  failed: Sequence[tuple[str, str]] = ()) -> ShowJson:  # fmt: skip
+    """The ``klpelf show --json`` document of several modules; ``failed``: (path,
+    error) of the files that could not be read."""
+    return {"schema": SCHEMA, "modules": [m.to_json() for m in shown],
+            "failed": [{"path": p, "error": e} for p, e in failed]}  # fmt: skip

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from klpelf.arch import ModuleLayout, arch_for, ppc64
-from klpelf.elf.constants import EM
+from klpelf.elf.constants import EM, SHN
+from klpelf.elf.reader import open_elf
 from klpelf.release import KernelRelease
 from ld_oracle import Linked, cross, link, twin
 from reloc_entries import relocation_table
@@ -167,9 +168,8 @@ def test_no_nop_after_a_call_and_ld_r2_again(tmp_path: Path) -> None:
     # the relocations applied once more (the target module loads again): the ld r2 the
     # first pass wrote is accepted since v6.3, refused before
     _, once = twin(linked, ".text", V612)
-    elf_bytes = bytearray(once)
     for release, stop in ((V612, None), (V63, None), (V61, 0), (V510, 0)):
-        facts = _apply_again(linked, elf_bytes, release)
+        facts = _apply_again(linked, bytearray(once), release)
         assert facts.stop == stop, release
         if stop is not None:
             assert facts.reason == "expected-nop"
@@ -181,18 +181,60 @@ def test_no_nop_after_a_call_and_ld_r2_again(tmp_path: Path) -> None:
     )
 
 
-def _apply_again(linked: Linked, data: bytearray, release: KernelRelease) -> WriteFacts:
-    from klpelf.elf.reader import open_elf
-
+def _apply_again(linked: Linked, data: bytearray, release: KernelRelease, *,
+                 livepatch: bool = False) -> WriteFacts:  # fmt: skip
+    """The twin over ``data`` as .text; ``livepatch``: ext_fn made an SHN_LIVEPATCH
+    symbol first, as in a livepatch module's klp relocation section."""
     elf = open_elf(linked.obj)
     text = elf.section_by_name(".text")
-    assert text is not None
+    symtab = elf.symtab
+    assert text is not None and symtab is not None
+    if livepatch:
+        index = symtab.names().index("ext_fn")
+        symtab.set_symbol(index, name=".klp.sym.vmlinux.ext_fn,0", st_shndx=SHN.LIVEPATCH)
     rela = next(s for s in elf.relocation_sections if s.sh_info == text.index)
     layout = ModuleLayout(elf, {s.index: linked.sections[s.name] for s in elf
                                 if s.name in linked.sections})  # fmt: skip
-    return ppc64.write_relocate_add(elf.relocations(rela), bytearray(data), release,
+    return ppc64.write_relocate_add(elf.relocations(rela), data, release,
                                     symbol_value=lambda i: SYMBOLS["ext_fn"], address=TEXT,
                                     layout=layout)  # fmt: skip
+
+
+def test_livepatch_symbol_goes_through_a_stub(tmp_path: Path) -> None:
+    # an SHN_LIVEPATCH symbol is external as an undefined one is: the branch goes to a
+    # stub and the nop after it must be there (kpatch/klp-build emit calls to klp
+    # symbols as global calls for this reason)
+    linked = _linked(tmp_path, ASM_STUB, {".text": TEXT, ".toc": TOC, ".stubs": STUBS})
+    text = bytearray(open_elf(linked.obj).section_by_name(".text").data)  # type: ignore[union-attr]
+    data = bytearray(text)
+    facts = _apply_again(linked, data, V612, livepatch=True)
+    assert facts.stop is None
+    assert int.from_bytes(data[0:4], "little") == 0x4800_0001 | (STUBS - TEXT)
+    assert int.from_bytes(data[4:8], "little") == ppc64.PPC_INST_LD_TOC
+    # the call compiled without the nop slot (a local call turned into a klp one): refused
+    data = bytearray(text)
+    data[4:8] = (0x6000_0001).to_bytes(4, "little")  # ori r0,r0,1: not a nop
+    facts = _apply_again(linked, data, V612, livepatch=True)
+    assert (facts.stop, facts.reason) == (0, "expected-nop")
+
+
+def test_toc16_checks(tmp_path: Path) -> None:
+    # TOC16_DS of a value not a multiple of 4, and TOC16 beyond +-32 KiB of the TOC
+    elf = open_elf(_linked(tmp_path).obj)
+    toc = elf.section_by_name(".toc")
+    assert toc is not None
+    layout = ModuleLayout(elf, {toc.index: TOC})
+    r2 = TOC + 0x8000
+    for r_type, s, message in (
+        (63, r2 + 6, "m: bad TOC16_DS relocation (0x6)"),
+        (47, r2 + 0x8000, "m: bad TOC16 relocation (0x8000)"),
+        (64, r2 - 2, f"m: bad TOC16_LO_DS relocation (0x{(-2) % (1 << 64):x})"),
+    ):
+        facts = ppc64.write_relocate_add(relocation_table([(0, 1, r_type, 0)]), bytearray(4),
+                                         V612, symbol_value={1: s}.get, address=TEXT,
+                                         layout=layout)  # fmt: skip
+        assert (facts.stop, facts.reason) == (0, "overflow"), r_type
+        assert ppc64.refusal(V612, "m", 2, facts) == ("ppc64-relocation-overflow", message)
 
 
 def test_unknown_and_out_of_range() -> None:
@@ -209,3 +251,18 @@ def test_unknown_and_out_of_range() -> None:
                                      symbol_value=lambda i: 1 << 33, address=0)  # fmt: skip
     assert (facts.stop, facts.reason) == (0, "overflow")
     assert ppc64.refusal(V612, "m", 2, facts)[1] == f"m: REL32 {1 << 33} out of range!"
+
+
+@pytest.mark.parametrize("name", ["ppc64le", "s390x"])
+def test_check_walks_the_relocations(name: str, tmp_path: Path) -> None:
+    # a modelled machine: klpelf check runs the twin (no "not modelled" note, and the
+    # small object's relocation types are all ones the kernel handles)
+    from klpelf.arch import NOT_MODELLED_RULE
+    from klpelf.klp.check import check_module
+    from toolchain import TARGETS, assemble
+
+    target = next(t for t in TARGETS if t.name == name)
+    res = check_module(open_elf(assemble(target, tmp_path / f"{name}.o")))
+    rules = [d.rule for d in res.diagnostics]
+    assert NOT_MODELLED_RULE not in rules
+    assert not [r for r in rules if r.startswith(("s390-", "ppc64-"))]

@@ -12,6 +12,7 @@ from klpelf.cli import main
 from klpelf.elf.reader import open_elf
 from klpelf.klp.layout import DEFAULT_BASE, PAGE_SIZE, layout_sections, place
 from klpelf.operations.apply import apply, section_file_name
+from klpelf.release import KernelRelease
 from klpelf.symbols.sources import load_sources
 from ld_oracle import cross, link
 from toolchain import TARGETS, assemble
@@ -223,3 +224,42 @@ f:  .byte 0xe8, 1, 2, 3, 4
     (r,) = res.refusals
     assert r.rule == "x86-nonzero-target" and r.entry == 0 and "nonzero" in r.message
     assert res.writes == []
+
+
+# --- check --kernel: the failures only an apply shows --------------------------------------
+
+OVERFLOW = """
+    .text
+f:  movl $".klp.sym.vmlinux.foo,0", %eax
+    movq $".klp.sym.vmlinux.foo,0", %rax
+    ret
+"""
+
+
+def test_check_kernel_shows_the_overflow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # R_X86_64_32 of a kernel address: val != (u32)val, the kernel stops the load; 32S fits
+    _, ko = _module(tmp_path, OVERFLOW, "overflow")
+    k = _kallsyms(tmp_path)
+    rel = "--kernel-release"
+    assert main(["check", rel, "6.19", "--static", str(ko)]) == 0  # no symbols: no value
+    capsys.readouterr()
+    assert main(["check", rel, "6.19", "--kernel", str(k), str(ko)]) == 1
+    out = capsys.readouterr().out
+    sec = open_elf(ko).section_by_name(".klp.rela.vmlinux.text")
+    assert sec is not None
+    message = (
+        f"overflow in relocation type 10 val {FOO:x} sec {sec.index} idx 0; "
+        "`overflow' likely not compiled with -mcmodel=kernel"
+    )
+    assert f"error: {message}" in out
+    res = apply(ko, load_sources([str(k)]), version=KernelRelease(6, 19))
+    assert [(r.rule, r.entry, r.message) for r in res.refusals] == [
+        ("x86-relocation-overflow", 0, message)
+    ]
+    # before v6.19 the message names neither section nor entry
+    assert main(["check", rel, "6.1", "--kernel", str(k), str(ko)]) == 1
+    assert (
+        f"overflow in relocation type 10 val {FOO:x}; `overflow' likely" in capsys.readouterr().out
+    )

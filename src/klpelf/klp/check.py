@@ -90,8 +90,24 @@ def check_module(
     if version.ksym_name_len != mod.ksym_name_len:
         mod = KlpModule(elf, ksym_name_len=version.ksym_name_len)
     res = CheckResult(elf.path or "", mod.name, version, source)
-    run_checks(LoadState(elf, mod, version, res.diagnostics, resolver=resolver, loaded=loaded))
+    state = LoadState(elf, mod, version, res.diagnostics, resolver=resolver, loaded=loaded)
+    if kernel is not None and state.arch is not None and elf.symtab is not None:
+        _place(state, kernel)
+    run_checks(state)
     return res
+
+
+def _place(state: LoadState, kernel: KernelSymbols) -> None:
+    """Give the twins what an apply needs: the sections placed as the loader would (at
+    klpelf's assumed addresses: a range check depends on the distance to the kernel,
+    not on where exactly in the module area the module is) and the symbol values."""
+    from klpelf.arch import ModuleLayout
+    from klpelf.klp.layout import place, symbol_values
+
+    addresses = {s.index: s.address for s in place(state.elf)}
+    values = symbol_values(state.elf, kernel, state.release, addresses)
+    state.module_layout = ModuleLayout(state.elf, addresses)
+    state.symbol_value = lambda i: values[i] if 0 <= i < len(values) else None
 
 
 def run_checks(state: LoadState) -> None:

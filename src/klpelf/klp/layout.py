@@ -35,11 +35,15 @@ addresses (``/sys/module/<name>/sections/<section>``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from klpelf.elf.constants import SHF, SHT
+from klpelf.elf.constants import SHF, SHN, SHT
 from klpelf.elf.file import ElfFile
 from klpelf.errors import UsageError
+
+if TYPE_CHECKING:
+    from klpelf.release import KernelRelease
+    from klpelf.symbols.sources import KernelSymbols
 
 #: the regions in the order of ``enum mod_mem_type`` (include/linux/module.h, v6.4+)
 REGIONS = ("text", "data", "rodata", "ro_after_init", "init_text", "init_data", "init_rodata")
@@ -160,3 +164,41 @@ def section_bytes(elf: ElfFile, index: int) -> bytearray:
     """The bytes the loader copies for section ``index``: the file's, zeros for NOBITS."""
     s = elf.sections[index]
     return bytearray(s.sh_size) if s.sh_type == SHT.NOBITS else bytearray(s.data)
+
+
+def symbol_values(elf: ElfFile, ks: KernelSymbols, release: KernelRelease,
+                   addresses: Mapping[int, int]) -> list[int | None]:  # fmt: skip
+    """st_value of every symbol once the kernel resolved it: a livepatch symbol by
+    ``klp_find_object_symbol()``, an undefined one by name (``simplify_symbols()``),
+    a defined one at its section's address (``addresses``: section index -> address);
+    None when not known.  What the arch/ twins get as ``symbol_value``."""
+    from klpelf.klp.module import klp_module
+    from klpelf.symbols.resolve import klp_find_object_symbol
+
+    tab = elf.symtab
+    assert tab is not None
+    shndx, st_value = tab.column("st_shndx"), tab.column("st_value")
+    names = tab.names()
+    out: list[int | None] = [None] * len(names)
+    mod = klp_module(elf, ksym_name_len=release.ksym_name_len)
+    undefined = [i for i, n in enumerate(shndx) if n == SHN.UNDEF and i and names[i]]
+    # one search per kallsyms for all the names (symbols/sources.py)
+    ks.prefetch([*(s.parsed.name for s in mod.symbols if s.parsed is not None),
+                 *(names[i] for i in undefined)])  # fmt: skip
+    for s in mod.symbols:
+        p = s.parsed
+        if p is not None and shndx[s.symbol.index] == SHN.LIVEPATCH:
+            r = klp_find_object_symbol(ks, p.objname, p.name, p.sympos)
+            ok = r.ok if r.coming_ok is None else r.ok or r.coming_ok
+            out[s.symbol.index] = r.address if ok else None
+    for i, n in enumerate(shndx):
+        if i == 0:
+            out[i] = 0
+        elif n == SHN.ABS:
+            out[i] = st_value[i]
+        elif n == SHN.UNDEF and names[i]:  # simplify_symbols(): by name
+            found = [c.address for c in ks.vmlinux_matches(names[i]) if c.address]
+            out[i] = found[0] if found else None
+        elif n < SHN.LORESERVE and n in addresses:
+            out[i] = addresses[n] + st_value[i]
+    return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from klpelf._record import Record
-from klpelf.arch import NOT_MODELLED_RULE, Arch, arch_for, not_modelled_message
+from klpelf.arch import NOT_MODELLED_RULE, Arch, ModuleLayout, arch_for, not_modelled_message
 from klpelf.elf.constants import ET, SHF, SHN, SHT, STB
 from klpelf.elf.file import ElfFile, Section
 from klpelf.klp.diagnostics import Diagnostic, Resolver, Severity, When
@@ -29,7 +29,7 @@ class LoadState(Record):
 
     _fields = ("elf", "mod", "release", "resolver", "loaded", "diagnostics", "written")
     __slots__ = (*_fields, "_arch", "_klp_by_index", "_last_reader", "_livepatch_symbols",
-                 "_not_modelled", "keep_written")  # fmt: skip
+                 "_not_modelled", "keep_written", "module_layout", "symbol_value")  # fmt: skip
 
     def __init__(self, elf: ElfFile, mod: KlpModule, release: KernelRelease,
                  diagnostics: list[Diagnostic] | None = None, *,
@@ -53,6 +53,12 @@ class LoadState(Record):
         self._klp_by_index = {k.section.index: k for k in mod.sections}
         self._not_modelled = False
         self._livepatch_symbols: set[int] | None = None
+        #: the symbol values as the kernel resolved them (symbol index -> st_value, None
+        #: unknown) and the placed sections (:func:`klpelf.klp.layout.place`): with
+        #: both, the arch twins compute every value and judge its range (an overflow
+        #: only an apply can show); None: the twins only judge the bytes
+        self.symbol_value: Callable[[int], int | None] | None = None
+        self.module_layout: ModuleLayout | None = None
 
     @property
     def arch(self) -> Arch | None:
@@ -221,7 +227,10 @@ def apply_relocate_add(state: LoadState, sec: Section, when: When) -> bool:
     # the kernel reads every section it applies as Elf_Rela: sh_size / sizeof(Elf_Rela)
     relocs = state.elf.relocations_as_rela(sec)
     keep = target is not None and when == "load" and state.read_later(sec)
-    facts = arch.write_relocate_add(relocs, place, state.release, keep=keep)
+    layout = state.module_layout
+    address = layout.addresses.get(target.index) if layout and target is not None else None
+    facts = arch.write_relocate_add(relocs, place, state.release, keep=keep, layout=layout,
+                                    symbol_value=state.symbol_value, address=address)  # fmt: skip
     if facts.stop is None:
         if keep and target is not None:
             state.written[target.index] = place

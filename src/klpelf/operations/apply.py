@@ -23,14 +23,13 @@ from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from klpelf._record import FrozenRecord
 from klpelf.arch import Arch, arch_for, not_modelled_message
-from klpelf.elf.constants import SHF, SHN, SHT
+from klpelf.elf.constants import SHF, SHT
 from klpelf.elf.file import ElfFile, Section
 from klpelf.errors import KlpError, OutputError, UnsupportedElfError
-from klpelf.klp.layout import PlacedSection, place, section_bytes
+from klpelf.klp.layout import PlacedSection, place, section_bytes, symbol_values
 from klpelf.klp.module import KlpRelaSection, klp_module
 from klpelf.operations import ModuleSource, naming, open_module
 from klpelf.release import DEFAULT_VERSION, KernelRelease
-from klpelf.symbols.resolve import klp_find_object_symbol
 from klpelf.symbols.sources import KernelSymbols
 
 if TYPE_CHECKING:
@@ -141,40 +140,6 @@ class AppliedModule(FrozenRecord):
         return "\n".join(lines)
 
 
-def _symbol_values(elf: ElfFile, ks: KernelSymbols, release: KernelRelease,
-                   addresses: Mapping[int, int]) -> list[int | None]:  # fmt: skip
-    """st_value of every symbol once the kernel resolved it: a livepatch symbol by
-    ``klp_find_object_symbol()``, an undefined one by name (``simplify_symbols()``),
-    a defined one at its section's address; None when not known."""
-    tab = elf.symtab
-    assert tab is not None
-    shndx, st_value = tab.column("st_shndx"), tab.column("st_value")
-    names = tab.names()
-    out: list[int | None] = [None] * len(names)
-    mod = klp_module(elf, ksym_name_len=release.ksym_name_len)
-    undefined = [i for i, n in enumerate(shndx) if n == SHN.UNDEF and i and names[i]]
-    # one search per kallsyms for all the names (symbols/sources.py)
-    ks.prefetch([*(s.parsed.name for s in mod.symbols if s.parsed is not None),
-                 *(names[i] for i in undefined)])  # fmt: skip
-    for s in mod.symbols:
-        p = s.parsed
-        if p is not None and shndx[s.symbol.index] == SHN.LIVEPATCH:
-            r = klp_find_object_symbol(ks, p.objname, p.name, p.sympos)
-            ok = r.ok if r.coming_ok is None else r.ok or r.coming_ok
-            out[s.symbol.index] = r.address if ok else None
-    for i, n in enumerate(shndx):
-        if i == 0:
-            out[i] = 0
-        elif n == SHN.ABS:
-            out[i] = st_value[i]
-        elif n == SHN.UNDEF and names[i]:  # simplify_symbols(): by name
-            found = [c.address for c in ks.vmlinux_matches(names[i]) if c.address]
-            out[i] = found[0] if found else None
-        elif n < SHN.LORESERVE and n in addresses:
-            out[i] = addresses[n] + st_value[i]
-    return out
-
-
 def _type_name(arch: Arch, r_type: int) -> str:
     t = arch.relocation_types.get(r_type)
     return t.name if t is not None else str(r_type)
@@ -260,7 +225,7 @@ def apply(module: ModuleSource, kernel: KernelSymbols, *,
                     version = KernelRelease.parse(mod.vermagic)
         placed = place(elf, bases)
         addresses = {s.index: s.address for s in placed}
-        values = _symbol_values(elf, kernel, version, addresses)
+        values = symbol_values(elf, kernel, version, addresses)
         walk = _Walk(elf, arch, version, mod.name, addresses=addresses, values=values)
         skipped = _apply_all(walk, mod.sections, kernel, objects)
     return AppliedModule(elf.path or "", mod.name, elf.machine_name, version, sections=placed,

@@ -263,3 +263,28 @@ def test_check_kernel_shows_the_overflow(
     assert (
         f"overflow in relocation type 10 val {FOO:x}; `overflow' likely" in capsys.readouterr().out
     )
+
+
+def test_check_kernel_judges_no_range_at_assumed_addresses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # s390x places modules next to the kernel's (randomised) text: at x86_64's module
+    # area a PC32DBL to the kernel would seem out of range, so check does not judge it
+    (target,) = [t for t in TARGETS if t.name == "s390x"]
+    obj = assemble(target, tmp_path / "s.o", """
+    .text
+f:  brasl %r14, ".klp.sym.vmlinux.foo,0"@PLT
+    larl %r1, ".klp.sym.vmlinux.foo,0"
+    br %r14
+""")  # fmt: skip
+    ko = tmp_path / "s.ko"
+    assert main(["convert", "-o", str(ko), str(obj)]) == 0
+    k = tmp_path / "ks"
+    k.write_text("000003ff81001000 T foo\n")
+    capsys.readouterr()
+    assert main(["check", "--kernel-release", "6.1", "--kernel", str(k), str(ko)]) == 0
+    assert "relocation error" not in capsys.readouterr().out
+    # apply at addresses given: values from the s390x twin
+    res = apply(ko, load_sources([str(k)]), bases={".text": 0x3FF_8000_1000})
+    assert [w.type for w in res.writes] == ["R_390_PLT32DBL", "R_390_PC32DBL"]
+    assert res.writes[1].value == (0x3FF_8100_1000 - (0x3FF_8000_1000 + 8) + 2) & (1 << 64) - 1

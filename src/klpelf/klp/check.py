@@ -98,13 +98,17 @@ def check_module(
 
 
 def _place(state: LoadState, kernel: KernelSymbols) -> None:
-    """Give the twins what an apply needs: the sections placed as the loader would (at
-    klpelf's assumed addresses: a range check depends on the distance to the kernel,
-    not on where exactly in the module area the module is) and the symbol values."""
+    """Give the twins what an apply needs: the symbol values, and on a machine whose
+    module area is fixed (:data:`klpelf.klp.layout.MODULE_AREA`) the sections placed
+    as the loader would there (a range then depends on the distance to the kernel,
+    not on where in the module area the module is)."""
     from klpelf.arch import ModuleLayout
-    from klpelf.klp.layout import place, symbol_values
+    from klpelf.klp.layout import MODULE_AREA, place, symbol_values
 
-    addresses = {s.index: s.address for s in place(state.elf)}
+    base = MODULE_AREA.get(state.elf.machine)
+    if base is None:
+        return
+    addresses = {s.index: s.address for s in place(state.elf, base=base)}
     values = symbol_values(state.elf, kernel, state.release, addresses)
     state.module_layout = ModuleLayout(state.elf, addresses)
     state.symbol_value = lambda i: values[i] if 0 <= i < len(values) else None

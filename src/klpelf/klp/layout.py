@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
-from klpelf.elf.constants import SHF, SHN, SHT
+from klpelf.elf.constants import EM, SHF, SHN, SHT
 from klpelf.elf.file import ElfFile
 from klpelf.errors import UsageError
 
@@ -69,6 +69,15 @@ RO_AFTER_INIT = frozenset({".data..ro_after_init", "__jump_table"})
 #: where :func:`place` starts without addresses from the caller: x86_64's
 #: MODULES_VADDR without KASLR (arch/x86/include/asm/pgtable_64_types.h); an assumption
 DEFAULT_BASE = 0xFFFF_FFFF_A000_0000
+
+#: e_machine -> the start of the area modules are loaded in, for the machines where it
+#: is fixed whatever KASLR does, so that a range a twin judges at :func:`place`'s
+#: addresses is the one the kernel judges: x86_64 loads modules in
+#: [MODULES_VADDR, MODULES_END) and the kernel's text is in the top 2 GiB too.  Other
+#: machines place modules relative to the kernel's own (randomised) address (arm64,
+#: s390x, loongarch64) or far from it through stubs (ppc64): ``check --kernel`` does
+#: not judge their ranges at assumed addresses (``apply --base`` does, at real ones).
+MODULE_AREA: dict[int, int] = {EM.X86_64: DEFAULT_BASE}
 PAGE_SIZE = 4096
 
 

@@ -83,13 +83,13 @@ class AppliedModule(FrozenRecord):
     """What :func:`apply` found for one module."""
 
     _fields = ("path", "name", "machine", "release", "sections", "writes", "refusals",
-               "skipped", "contents")  # fmt: skip
+               "skipped", "contents", "assumed")  # fmt: skip
     __slots__ = _fields
 
     def __init__(self, path: str, name: str, machine: str, release: KernelRelease, *,
                  sections: list[PlacedSection], writes: list[Write],
                  refusals: list[Refusal], skipped: list[str],
-                 contents: dict[int, bytearray]) -> None:  # fmt: skip
+                 contents: dict[int, bytearray], assumed: bool = False) -> None:  # fmt: skip
         self.path: Final = path
         self.name: Final = name
         self.machine: Final = machine
@@ -104,6 +104,8 @@ class AppliedModule(FrozenRecord):
         self.skipped: Final = skipped
         #: section index -> its bytes after every relocation applied
         self.contents: Final = contents
+        #: no section address was given: every address is klpelf's placement
+        self.assumed: Final = assumed
 
     def to_json(self) -> ApplyModuleJson:
         """The module as one ``Module`` object of the ``klpelf.apply/1`` schema."""
@@ -121,6 +123,7 @@ class AppliedModule(FrozenRecord):
                           "entry": r.entry, "rule": r.rule, "message": r.message}
                          for r in self.refusals],
             "skipped_objects": self.skipped,
+            "addresses_assumed": self.assumed,
         }  # fmt: skip
 
     def to_text(self) -> str:
@@ -136,6 +139,10 @@ class AppliedModule(FrozenRecord):
         lines += [f"  error: {r.rela_section} entry {r.entry}: {r.message}" for r in self.refusals]
         lines += [f"  note: {o}: not in the kernel symbols given, its klp relocations are "
                   "applied when it loads" for o in self.skipped]  # fmt: skip
+        if self.assumed and self.sections:
+            start = min(s.address for s in self.sections)
+            lines.append(f"  note: no --base: the sections are placed from {start:#x} "
+                         "(klpelf's assumption, not the kernel's addresses)")  # fmt: skip
         lines.append(f"  {len(self.writes)} values written by klp relocations")
         return "\n".join(lines)
 
@@ -230,7 +237,7 @@ def apply(module: ModuleSource, kernel: KernelSymbols, *,
         skipped = _apply_all(walk, mod.sections, kernel, objects)
     return AppliedModule(elf.path or "", mod.name, elf.machine_name, version, sections=placed,
                          writes=walk.writes, refusals=walk.refusals, skipped=skipped,
-                         contents=walk.contents)  # fmt: skip
+                         contents=walk.contents, assumed=not bases)  # fmt: skip
 
 
 def _apply_all(walk: _Walk, klp_sections: Sequence[KlpRelaSection], kernel: KernelSymbols,

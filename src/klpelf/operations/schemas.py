@@ -250,6 +250,7 @@ class ApplyModuleJson(TypedDict):
     writes: list[WriteJson]
     refusals: list[RefusalJson]
     skipped_objects: list[str]
+    addresses_assumed: bool
 
 
 class ApplyJson(TypedDict):

@@ -4,11 +4,15 @@ the values reported and the bytes written, with GNU ld as the oracle of the byte
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from klpelf.cli import main
+from klpelf.elf.constants import SHF, SHN, SHT
 from klpelf.elf.reader import open_elf
 from klpelf.klp.layout import DEFAULT_BASE, PAGE_SIZE, layout_sections, place
 from klpelf.operations.apply import apply, section_file_name
@@ -288,3 +292,62 @@ f:  brasl %r14, ".klp.sym.vmlinux.foo,0"@PLT
     res = apply(ko, load_sources([str(k)]), bases={".text": 0x3FF_8000_1000})
     assert [w.type for w in res.writes] == ["R_390_PLT32DBL", "R_390_PC32DBL"]
     assert res.writes[1].value == (0x3FF_8100_1000 - (0x3FF_8000_1000 + 8) + 2) & (1 << 64) - 1
+
+
+# --- --flatten: a module objdump reads ------------------------------------------------------
+
+
+def _objdump(tool: str, path: Path) -> str:
+    if shutil.which(tool) is None:
+        reason = f"{tool} not found (binutils of the architecture)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    proc = subprocess.run([tool, "-dr", str(path)], capture_output=True, text=True, check=False,
+                          env={**os.environ, "LC_ALL": "C"})  # fmt: skip
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    return proc.stdout
+
+
+def test_flatten_objdump_names_the_kernel_symbols(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, ko = _module(tmp_path)
+    k = _kallsyms(tmp_path)
+    flat = tmp_path / "flat.ko"
+    assert main(["apply", str(ko), "-k", str(k), "--flatten", "-o", str(flat)]) == 0
+    assert "2 livepatch symbols absolute, 0 left undefined" in capsys.readouterr().out
+    out = _objdump("objdump", flat)
+    assert "R_X86_64_PLT32\tfoo-0x4" in out and "R_X86_64_PC32\tfoo_var-0x4" in out
+    assert "R_X86_64_PLT32\tbar-0x4" in out  # the ordinary relocation stays
+    elf = open_elf(flat)
+    tab = elf.symtab
+    assert tab is not None
+    assert not tab.indices_where_shndx(SHN.LIVEPATCH)
+    names = tab.names()
+    values = dict(zip(names, tab.column("st_value"), strict=True))
+    assert values["foo"] == FOO and values["foo_var"] == FOO_VAR
+    assert not [s for s in elf.sections if s.sh_flags & SHF.RELA_LIVEPATCH]
+    targets = [s.sh_info for s in elf.sections if s.sh_type == SHT.RELA]
+    assert len(targets) == len(set(targets))  # one relocation section per target
+    # the input is never the output
+    assert main(["apply", str(ko), "-k", str(k), "--flatten", "-o", str(ko)]) == 1
+    assert main(["apply", str(ko), "-k", str(k), "--flatten"]) == 2
+
+
+@pytest.mark.parametrize("name", ["s390x"])
+def test_flatten_cross_objdump(name: str, tmp_path: Path) -> None:
+    (target,) = [t for t in TARGETS if t.name == name]
+    obj = assemble(target, tmp_path / "x.o", """
+    .text
+f:  brasl %r14, ".klp.sym.vmlinux.foo,0"@PLT
+    br %r14
+    .section .data.ptrs,"aw"
+    .quad ".klp.sym.vmlinux.foo,0"
+""")  # fmt: skip
+    ko, flat = tmp_path / "x.ko", tmp_path / "flat.ko"
+    assert main(["convert", "-o", str(ko), str(obj)]) == 0
+    k = _kallsyms(tmp_path)
+    assert main(["apply", str(ko), "-k", str(k), "--flatten", "-o", str(flat)]) == 0
+    out = _objdump(f"{cross(name).prefix}objdump", flat)
+    assert "R_390_PLT32DBL\tfoo+0x2" in out

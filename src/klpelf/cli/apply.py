@@ -44,7 +44,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "-o",
         "--output",
         metavar="DIR",
-        help="write each laid-out section's bytes as DIR/<section name>.bin",
+        help="write each laid-out section's bytes as DIR/<section name>.bin "
+        "(with --flatten: the flattened module)",
+    )
+    p.add_argument(
+        "--flatten",
+        action="store_true",
+        help="write to -o a module binutils reads: livepatch symbols absolute at "
+        "their kernel addresses under their kernel names, one relocation section "
+        "per target, no SHN_LIVEPATCH (for objdump -dr and gdb, not for loading)",
     )
     p.add_argument("--json", action="store_true", help="JSON output (schema klpelf.apply/1)")
     p.set_defaults(func=run)
@@ -70,7 +78,16 @@ def run(args: argparse.Namespace) -> int:
 
     bases = _bases(args.base)
     version = parse_release(args.kernel_release) if args.kernel_release else None
+    if args.flatten and not args.output:
+        raise UsageError("--flatten needs -o OUT.ko")
     ks = resolve_kernel(args.kernel)
+    if args.flatten:
+        from klpelf.operations.apply import flatten
+
+        done = flatten(args.module, ks, args.output, version=version)
+        print(f"{done.output}: {done.resolved} livepatch symbols absolute, {done.unresolved} "
+              f"left undefined, {done.merged} klp relocation sections merged")  # fmt: skip
+        return 0
     res = apply(args.module, ks, objects=args.objects, bases=bases, version=version)
     if args.output:
         write_sections(res, args.output)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from klpelf._record import FrozenRecord
 from klpelf.arch import Arch, arch_for, not_modelled_message
-from klpelf.elf.constants import SHF, SHT
+from klpelf.elf.constants import SHF, SHN, SHT
 from klpelf.elf.file import ElfFile, Section
 from klpelf.errors import KlpError, OutputError, UnsupportedElfError
 from klpelf.klp.layout import PlacedSection, place, section_bytes, symbol_values
@@ -226,10 +226,7 @@ def apply(module: ModuleSource, kernel: KernelSymbols, *,
             raise KlpError("module has no symbols (stripped?)")
         mod = klp_module(elf)
         if version is None:
-            version = DEFAULT_VERSION
-            with contextlib.suppress(ValueError):
-                if mod.vermagic:
-                    version = KernelRelease.parse(mod.vermagic)
+            version = _release_of(mod.vermagic)
         placed = place(elf, bases)
         addresses = {s.index: s.address for s in placed}
         values = symbol_values(elf, kernel, version, addresses)
@@ -302,3 +299,99 @@ def write_sections(applied: AppliedModule, directory: str | os.PathLike[str]) ->
         write_atomic(path, bytes(applied.contents[s.index]), overwrite=True)
         out.append(path)
     return out
+
+
+class Flattened(NamedTuple):
+    """What :func:`flatten` did."""
+
+    output: str
+    #: livepatch symbols made absolute at their kernel address (the rest left undefined)
+    resolved: int
+    unresolved: int
+    #: klp relocation sections folded into the target's one relocation section
+    merged: int
+
+
+def flatten(module: ModuleSource, kernel: KernelSymbols, output: str | os.PathLike[str], *,
+            version: KernelRelease | None = None) -> Flattened:  # fmt: skip
+    """Write a copy of ``module`` that binutils reads (binutils bug 24456): every
+    livepatch symbol renamed to its kernel name and made SHN_ABS at its resolved
+    address (left undefined when it does not resolve), every klp relocation section's
+    entries moved into the one relocation section of its target (the klp section
+    becomes that section when the target has no other; an emptied one becomes an empty
+    SHT_PROGBITS section, so no index moves).  ``objdump -dr`` then names each call and
+    load by its kernel symbol.  The output is for reading, not for loading.
+
+    :raises KlpError: the module cannot be read, or ``output`` is the input.
+    """
+    from klpelf.elf.reader import open_elf
+    from klpelf.elf.writer import save_elf
+
+    src = module if isinstance(module, ElfFile) else None
+    path = src.path if src is not None else os.fspath(module)  # type: ignore[arg-type]
+    if path is not None and os.path.exists(output) and os.path.samefile(path, output):
+        raise OutputError("output is the input file (refusing to overwrite it)",
+                          path=os.fspath(output))  # fmt: skip
+    elf = src if src is not None else open_elf(path)  # type: ignore[arg-type]
+    with naming(elf.path):
+        tab = elf.symtab
+        if tab is None:
+            raise KlpError("module has no symbols (stripped?)")
+        mod = klp_module(elf)
+        if version is None:
+            version = _release_of(mod.vermagic)
+        values = symbol_values(elf, kernel, version, {})
+        resolved = unresolved = 0
+        shndx = tab.column("st_shndx")
+        for s in mod.symbols:
+            i, p = s.symbol.index, s.parsed
+            if p is None or shndx[i] != SHN.LIVEPATCH:
+                continue
+            value = values[i]
+            if value is None:
+                tab.set_symbol(i, name=p.name, st_shndx=SHN.UNDEF, st_value=0)
+                unresolved += 1
+            else:
+                tab.set_symbol(i, name=p.name, st_shndx=SHN.ABS, st_value=value)
+                resolved += 1
+        merged = _merge_klp_sections(elf)
+        save_elf(elf, output, overwrite=True)
+    return Flattened(os.fspath(output), resolved, unresolved, merged)
+
+
+def _merge_klp_sections(elf: ElfFile) -> int:
+    """One relocation section per target: the klp sections' entries moved into it."""
+    by_target: dict[int, Section] = {}
+    for sec in elf.sections[1:]:
+        if sec.sh_type == SHT.RELA and not sec.sh_flags & SHF.RELA_LIVEPATCH:
+            by_target.setdefault(sec.sh_info, sec)
+    merged = 0
+    for sec in elf.sections[1:]:
+        if not sec.sh_flags & SHF.RELA_LIVEPATCH or sec.sh_type != SHT.RELA:
+            continue
+        target = sec.info_section
+        home = by_target.get(sec.sh_info)
+        if home is None:
+            # the klp section becomes the target's relocation section
+            sec.sh_flags &= ~(SHF.RELA_LIVEPATCH | SHF.ALLOC)
+            if target is not None:
+                elf.rename_section(sec, ".rela" + target.name)
+            by_target[sec.sh_info] = sec
+            elf.modified = True
+            continue
+        klp_relocs = elf.relocations(sec)
+        records = klp_relocs.take(range(len(klp_relocs)))
+        elf.relocations(home).extend(records)
+        sec.sh_type, sec.sh_flags, sec.sh_link, sec.sh_info = SHT.PROGBITS, 0, 0, 0
+        sec.sh_entsize = 0
+        sec.set_data(b"")
+        merged += 1
+    return merged
+
+
+def _release_of(vermagic: str | None) -> KernelRelease:
+    """The release of a module's vermagic, else klpelf's default."""
+    with contextlib.suppress(ValueError):
+        if vermagic:
+            return KernelRelease.parse(vermagic)
+    return DEFAULT_VERSION

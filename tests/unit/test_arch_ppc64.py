@@ -4,6 +4,7 @@ call through one), against its own formula."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -266,3 +267,45 @@ def test_check_walks_the_relocations(name: str, tmp_path: Path) -> None:
     rules = [d.rule for d in res.diagnostics]
     assert NOT_MODELLED_RULE not in rules
     assert not [r for r in rules if r.startswith(("s390-", "ppc64-"))]
+
+
+#: the ELFv2 large-code-model global entry, marked R_PPC64_ENTRY: within 2 GiB of
+#: .TOC. both the kernel and ld rewrite ld r2,x(r12); add r2,r2,r12 to addis/addi
+ASM_ENTRY = """
+    .abiversion 2
+    .text
+    .globl h
+h:
+0:  ld 2, 16(12)
+    add 2, 2, 12
+    .reloc 0b, R_PPC64_ENTRY
+    .localentry h, .-h
+    blr
+    .section .toc,"aw"
+    .quad 0
+"""
+
+
+def test_entry_prologue_rewritten_as_ld_does(tmp_path: Path) -> None:
+    linked = _linked(tmp_path, ASM_ENTRY, {".text": TEXT, ".toc": TOC})
+    facts, data = twin(linked, ".text", V612)
+    assert facts.stop is None and facts.types == [118]
+    assert data == linked.section(".text")
+    r2 = TOC + 0x8000
+    want = (0x3C4C_0000 | ((r2 - TEXT + 0x8000) >> 16), 0x3842_0000 | ((r2 - TEXT) & 0xFFFF))
+    assert (int.from_bytes(data[0:4], "little"), int.from_bytes(data[4:8], "little")) == want
+    # .TOC. more than 2 GiB away: the prologue stays as it is
+    far = dataclasses.replace(linked, sections={".text": TEXT, ".toc": TOC + (1 << 32)})
+    _, kept = twin(far, ".text", V612)
+    assert kept == bytes(open_elf(linked.obj).section_by_name(".text").data)  # type: ignore[union-attr]
+
+
+def test_rel24_out_of_range(tmp_path: Path) -> None:
+    # bl g with .text.g 64 MiB away: "REL24 <value> out of range!"
+    far = {**SECTIONS, ".text.g": TEXT + (64 << 20)}
+    linked = dataclasses.replace(_linked(tmp_path), sections=far)
+    facts, _ = twin(linked, ".text", V612)
+    assert facts.reason == "overflow" and facts.types[facts.stop or 0] == 10
+    assert ppc64.refusal(V612, "m", 2, facts) == (
+        "ppc64-relocation-overflow", f"m: REL24 {(64 << 20) + 8 - 8} out of range!"
+    )  # fmt: skip

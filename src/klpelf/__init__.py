@@ -5,24 +5,30 @@ them): the verbs of the command line as functions (:func:`show`, :func:`check`,
 :func:`resolve`, :func:`convert`, from :mod:`klpelf.operations`), the ELF model's
 :func:`open_elf` and :func:`save_elf`, the livepatch view :func:`klp_module`, the
 checker :func:`check_module`, the kernel symbol sources, :class:`KernelRelease` and
-the error types.  Each is imported on first use (module ``__getattr__``), so that
-``import klpelf`` costs nothing and the command line pays only for what it runs.
+the error types.  Every failure that input can cause is a :class:`KlpError` whose
+message names the file.
 
-No dataclasses on the import path of the commands: ``import dataclasses`` (inspect,
-ast, tokenize, dis) and the ``exec`` behind each ``@dataclass`` cost ~17 ms of a
-~65 ms ``klpelf check``.  Records are ``typing.NamedTuple`` classes, or plain
-``__slots__`` classes on :mod:`klpelf._record`'s bases.
+Example::
+
+    import klpelf
+    done = klpelf.convert("klp_sample.ko", "klp_sample_lp.ko")
+    print(klpelf.check("klp_sample_lp.ko").to_text())
 """
 
 from __future__ import annotations
 
+# Each name is imported on first use (module __getattr__), so that `import klpelf`
+# costs nothing and the command line pays only for what it runs.  No dataclasses on
+# the import path of the commands: `import dataclasses` (inspect, ast, tokenize, dis)
+# and the exec behind each @dataclass cost ~17 ms of a ~65 ms `klpelf check`; records
+# are typing.NamedTuple classes, or plain __slots__ classes on klpelf._record's bases.
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
 # The public name -> the module that defines it.  The facade names every layer; nothing
 # inside the package imports it (tests/unit/test_layering.py), except for __version__.
-_EXPORTS: dict[str, str] = {
+_EXPORTS = {
     # the verbs
     "show": "klpelf.operations.show",
     "show_document": "klpelf.operations.show",

@@ -190,9 +190,10 @@ class Arch(NamedTuple):
 
 
 def _registry() -> dict[int, Arch]:
-    from klpelf.arch import ppc64, s390x, x86_64
+    from klpelf.arch import aarch64, ppc64, s390x, x86_64
 
-    return {EM.X86_64: x86_64.ARCH, EM.S390: s390x.ARCH, EM.PPC64: ppc64.ARCH}
+    return {EM.X86_64: x86_64.ARCH, EM.S390: s390x.ARCH, EM.PPC64: ppc64.ARCH,
+            EM.AARCH64: aarch64.ARCH}  # fmt: skip
 
 
 _ARCHES: dict[int, Arch] | None = None

@@ -1,0 +1,268 @@
+"""arch/aarch64.py: the twin of arm64's apply_relocate_add() and its module PLTs,
+against GNU ld (binutils-aarch64-linux-gnu) and the kernel's own formulas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from klpelf.arch import ModuleLayout, WriteFacts, arch_for
+from klpelf.arch import aarch64 as a64
+from klpelf.elf.constants import EM
+from klpelf.release import KernelRelease
+from ld_oracle import cross, link, twin
+from reloc_entries import relocation_table
+
+V61, V612, V72 = KernelRelease(6, 1), KernelRelease(6, 12), KernelRelease(7, 2)
+TEXT, DATA, PLT = 0xFFFF8000_0800_0000, 0xFFFF8000_0810_0000, 0xFFFF8000_0820_0000
+
+#: every type the kernel computes and GNU ld computes the same way, each in range
+_TEXT_ASM = """
+    .text
+    .globl f
+f:  movz x0, #:abs_g0_nc:far
+    movk x0, #:abs_g1_nc:far
+    movk x0, #:abs_g2_nc:far
+    movk x0, #:abs_g3:far
+    movz x1, #:abs_g0:small16
+    movz x1, #:abs_g1:small32
+    movz x1, #:abs_g2:small48
+    movz x2, #:abs_g0_s:neg16
+    movz x2, #:abs_g1_s:neg32
+    movz x2, #:abs_g2_s:small48
+    movz x3, #:prel_g0:near16
+    movk x3, #:prel_g0_nc:near
+    movz x3, #:prel_g1:near
+    movk x3, #:prel_g1_nc:near
+    movz x3, #:prel_g2:near
+    movk x3, #:prel_g2_nc:near
+    movz x3, #:prel_g3:near
+    ldr x4, near_lit
+    adr x5, near
+    adrp x6, far_data
+    adrp x6, :pg_hi21_nc:far_data
+    add x6, x6, :lo12:far_data
+    ldrb w7, [x6, :lo12:far_data]
+    ldrh w7, [x6, :lo12:far_data2]
+    ldr w7, [x6, :lo12:far_data4]
+    ldr x7, [x6, :lo12:far_data8]
+    ldr q7, [x6, :lo12:far_data16]
+    tbz x8, #3, near_tb
+    b.eq near_tb
+    b near_fn
+    bl near_fn
+    bl near_fn + 16
+"""
+
+_DATA_ASM = """
+    .data
+    .xword far
+    .xword far + 8
+    .word small32
+    .hword small16
+    .hword 0
+    .xword near - .
+    .word near - .
+    .hword data16 - .
+    .hword 0
+"""
+
+_SYMBOLS = {
+    "far": 0xFFFF8000_1234_5678,
+    "small16": 0x1234,
+    "small32": 0x1234_5678,
+    "small48": 0x1234_5678_9ABC,
+    "neg16": (1 << 64) - 0x1234,
+    "neg32": (1 << 64) - 0x1234_5678,
+    "near": TEXT + 0x1_2344,
+    "near_lit": TEXT + 0x4_0000,
+    "near16": TEXT + 0x2000,
+    "data16": DATA + 0x100,
+    "near_tb": TEXT + 0x1000,
+    "near_fn": TEXT + 0x7F_0000,
+    "far_data": TEXT + 0x1234_5678,
+    "far_data2": TEXT + 0x1234_5676,
+    "far_data4": TEXT + 0x1234_5674,
+    "far_data8": TEXT + 0x1234_5670,
+    "far_data16": TEXT + 0x1234_5660,
+}
+
+
+def test_registry_and_table() -> None:
+    arch = arch_for(EM.AARCH64)
+    assert arch is not None and arch is a64.ARCH and arch.byteorder == "little"
+    t = a64.RELOCATION_TYPES
+    assert t[257].name == "R_AARCH64_ABS64" and t[257].width == 8
+    assert t[283].name == "R_AARCH64_CALL26" and t[283].width == 4
+    assert t[299].name == "R_AARCH64_LDST128_ABS_LO12_NC"
+    assert {0, 256} <= set(t) and 311 not in t  # ADR_GOT_PAGE: the kernel refuses it
+    compute = t[261].compute
+    assert compute is not None and compute(0x2000, 4, 0x1000) == 0x1004
+    in_range = t[262].in_range
+    assert in_range is not None and in_range(0x7FFF) and not in_range(0x8000)
+    assert in_range((1 << 64) - 0x8000) and not in_range((1 << 64) - 0x8001)
+    encode = t[283].encode
+    assert encode is not None
+    assert encode(bytes.fromhex("00000094"), 0x1000) == (0x94000400).to_bytes(4, "little")
+
+
+@pytest.mark.parametrize("section", [".text", ".data"])
+def test_same_bytes_as_gnu_ld(section: str, tmp_path: Path) -> None:
+    c = cross("aarch64")
+    linked = link(c, _TEXT_ASM + _DATA_ASM, tmp_path, sections={".text": TEXT, ".data": DATA},
+                  symbols=_SYMBOLS, ld_args=["--no-relax"])  # fmt: skip
+    facts, data = twin(linked, section, V612)
+    assert facts.stop is None, (facts.stop, facts.reason)
+    assert facts.values is not None and None not in facts.values
+    assert data == linked.section(section)
+
+
+def _plt_asm(calls: str) -> str:
+    return f"""
+    .text
+    .globl f
+f:  {calls}
+    .section .plt,"ax"
+    .space 48
+    .section .init.plt,"ax"
+    .space 12
+"""
+
+
+def test_call26_out_of_range_goes_through_the_module_plt(tmp_path: Path) -> None:
+    # ld links a call out of range with its own stub; the kernel uses the module's
+    # .plt instead (module_emit_plt_entry()): the twin is checked against that formula,
+    # and the slot's instructions against GNU ld's bytes for the same three lines
+    c = cross("aarch64")
+    far, other = 0xFFFF8000_9000_1234, 0xFFFF8000_A000_0010
+    asm = _plt_asm("bl far\n    bl far\n    b other\n    bl near")
+    linked = link(c, asm, tmp_path, sections={".text": TEXT, ".plt": PLT, ".init.plt": PLT + 0x100},
+                  symbols={"far": far, "other": other, "near": TEXT + 0x100})  # fmt: skip
+    layout_seen: list[ModuleLayout] = []
+    facts, data = twin(linked, ".text", V72, prepare=layout_seen.append)
+    assert facts.stop is None
+    words = [int.from_bytes(data[i : i + 4], "little") for i in range(0, 16, 4)]
+
+    def target(i: int, insn: int) -> int:
+        imm = insn & 0x3FFFFFF
+        return TEXT + 4 * i + ((imm - (1 << 26) if imm >> 25 else imm) << 2)
+
+    # JUMP26 (282) sorts before CALL26 (283): `b other` takes slot 0, both `bl far` slot 1
+    assert [target(i, w) for i, w in enumerate(words)] == [PLT + 12, PLT + 12, PLT, TEXT + 0x100]
+    assert words[0] >> 26 == 0x25 and words[2] >> 26 == 0x05  # bl, b kept
+    state = a64.plt_state(layout_seen[0])
+    assert state.core.num == 2 and state.init.num == 0
+    assert state.core.entries[0] == a64.plt_entry(other, PLT)
+    veneer = link(c, "\n".join(f"""
+    .section .p{i},"ax"
+    adrp x16, {name}
+    add x16, x16, :lo12:{name}
+    br x16""" for i, name in enumerate(("other", "far"))), tmp_path / "v",
+                  sections={".p0": PLT, ".p1": PLT + 12},
+                  symbols={"far": far, "other": other})  # fmt: skip
+    assert state.core.entries[0] == veneer.section(".p0")
+    assert state.core.entries[1] == veneer.section(".p1")
+
+
+def test_walk_order_partition() -> None:
+    # the kernel's partition: branch entries needing a PLT to the front (by swaps),
+    # sorted by (type, symbol, addend); the rest keep the partition's order
+    class Sym:
+        def __init__(self, shndx: int) -> None:
+            self.st_shndx = shndx
+
+    class Tab:
+        def __getitem__(self, i: int) -> Sym:
+            return Sym(1 if i == 9 else 0)  # symbol 9 is in the target section
+
+    class Target:
+        index, sh_flags, name = 1, 0x6, ".text"
+
+    class Elf:
+        symtab = Tab()
+
+    class R:
+        def __init__(self, entries: list[tuple[int, int, int, int]]) -> None:
+            self.t = relocation_table(entries)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.t, name)
+
+        @property
+        def target(self) -> Target:
+            return Target()
+
+    entries = [(0, 1, 257, 0), (4, 3, 283, 0), (8, 9, 283, 0), (12, 2, 283, 0), (16, 2, 282, 0)]
+    order = a64.walk_order(R(entries), Elf())  # type: ignore[arg-type]
+    assert order == [4, 3, 1, 2, 0]
+
+
+def _walk(entries: list[tuple[int, int, int, int]], data: bytes, release: KernelRelease,
+          values: dict[int, int] | None = None) -> tuple[WriteFacts, bytearray]:  # fmt: skip
+    place = bytearray(data)
+    facts = a64.write_relocate_add(relocation_table(entries), place, release,
+                                   symbol_value=None if values is None else values.get,
+                                   address=None if values is None else 0x1000)  # fmt: skip
+    return facts, place
+
+
+def test_overflow_stops_with_the_kernels_message() -> None:
+    entries = [(0, 1, 258, 0), (4, 2, 259, 0), (8, 1, 258, 0)]
+    facts, after = _walk(entries, bytes(12), V612, {1: 0x10, 2: 0x1_0000})
+    assert (facts.stop, facts.reason, len(facts)) == (1, "overflow", 2)
+    assert after[:4] == (0x10).to_bytes(4, "little") and after[4:6] == b"\0\0"  # written, cut
+    assert after[8:] == bytes(4)  # never reached
+    assert a64.refusal(V612, "m", 3, facts) == (
+        "arm64-relocation-overflow", "Modules: module m: overflow in relocation type 259 val 10000"
+    )  # fmt: skip
+    assert a64.refusal(V61, "m", 3, facts)[1] == (
+        "module m: overflow in relocation type 259 val 10000"
+    )
+    # the _NC forms and ABS64 are not checked
+    facts, _ = _walk([(0, 2, 264, 0), (4, 2, 257, 0)], bytes(12), V612, {2: 1 << 40})
+    assert facts.stop is None
+
+
+def test_unknown_type_and_no_values() -> None:
+    facts, after = _walk([(0, 1, 275, 0), (4, 1, 311, 0), (8, 1, 9999, 0)], bytes(12), V61)
+    assert (facts.stop, facts.reason, facts.values) == (1, "unknown-type", None)
+    assert not facts[1].known and facts[1].width == 0
+    assert after == bytes(12)  # no values: nothing written, nothing checked
+    assert a64.refusal(V61, "m", 3, facts) == (
+        "arm64-unknown-relocation", "module m: unsupported RELA relocation: 311"
+    )  # fmt: skip
+    assert (
+        a64.unknown_message(V72, "m", 311) == "Modules: module m: unsupported RELA relocation: 311"
+    )
+
+
+def test_signed_movw_picks_movn_or_movz() -> None:
+    # reloc_insn_movw() MOVNZ: opcode bits 29..30 set by the sign, the immediate inverted
+    movz = (0xD2800000).to_bytes(4, "little")
+    facts, after = _walk([(0, 1, 270, 0), (4, 2, 270, 0)], movz * 2, V612,
+                         {1: 0x1234, 2: (1 << 64) - 0x1234})  # fmt: skip
+    assert facts.stop is None
+    assert int.from_bytes(after[:4], "little") == 0xD2800000 | (0x1234 << 5)
+    assert int.from_bytes(after[4:], "little") == 0x92800000 | (0x1233 << 5)
+    facts, _ = _walk([(0, 1, 270, 0)], movz, V612, {1: 0x1_0000})
+    assert facts.reason == "overflow"
+
+
+def test_erratum_843419_adrp_becomes_adr() -> None:
+    # at page offset 0xff8 with the workaround, an ADRP in ADR range becomes an ADR of
+    # the page (reloc_insn_adrp()); without it, an ordinary ADRP
+    layout = ModuleLayout(None, {})  # type: ignore[arg-type]
+    layout.arch_state["aarch64"] = a64.PltState(None, None, erratum_843419=True)
+    adrp = (0x90000000).to_bytes(4, "little")
+    place = bytearray(adrp)
+    facts = a64.write_relocate_add(relocation_table([(0, 1, 275, 0)]), place, V612,
+                                   symbol_value={1: 0x5123}.get, address=0x4FF8,
+                                   layout=layout)  # fmt: skip
+    assert facts.stop is None
+    insn = int.from_bytes(place, "little")
+    assert insn >> 31 == 0 and (insn >> 24) & 0x1F == 0x10  # ADR
+    imm = ((insn >> 29) & 3) | (((insn >> 5) & 0x7FFFF) << 2)
+    assert imm == 0x5000 - 0x4FF8
+    _, plain = _walk([(0, 1, 275, 0)], adrp, V612, {1: 0x5123})
+    assert int.from_bytes(plain, "little") >> 31 == 1

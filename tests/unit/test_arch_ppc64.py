@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from klpelf.arch import ModuleLayout, arch_for, ppc64
-from klpelf.elf.constants import EM, SHN
+from klpelf.elf.constants import EM, SHN, SHT
 from klpelf.elf.reader import open_elf
 from klpelf.release import KernelRelease
 from ld_oracle import Linked, cross, link, twin
@@ -309,3 +309,35 @@ def test_rel24_out_of_range(tmp_path: Path) -> None:
     assert ppc64.refusal(V612, "m", 2, facts) == (
         "ppc64-relocation-overflow", f"m: REL24 {(64 << 20) + 8 - 8} out of range!"
     )  # fmt: skip
+
+
+@pytest.mark.corpus
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "machine"), [("ppc64el", EM.PPC64), ("s390x", EM.S390)])
+def test_debian_modules_walk_through(arch: str, machine: int) -> None:
+    # Debian's modules load on Debian's kernels: the twin walks every relocation section
+    # of each without stopping (no type the kernel refuses; on ppc64 every call through
+    # a stub has its nop, which becomes ld r2,24(r1))
+    from corpus.test_corpus import _modules
+
+    twin_of = arch_for(machine)
+    assert twin_of is not None
+    restored = 0
+    paths = _modules(arch)
+    for path in paths[:: max(len(paths) // 150, 1)]:
+        elf = open_elf(path)
+        for sec in elf.sections_of_type(SHT.RELA):
+            target = sec.info_section
+            if target is None or target.sh_type == SHT.NOBITS:
+                continue
+            data = bytearray(target.data)
+            facts = twin_of.write_relocate_add(elf.relocations_as_rela(sec), data, V61)
+            assert facts.stop is None, (path, sec.name, facts.reason)
+            if machine == EM.PPC64:
+                before = bytes(target.data)
+                ld_toc = ppc64.PPC_INST_LD_TOC.to_bytes(4, "little")
+                restored += sum(
+                    data[i : i + 4] == ld_toc and before[i : i + 4] != ld_toc
+                    for i in range(0, len(data) - 3, 4)
+                )
+    assert machine != EM.PPC64 or restored > 1000

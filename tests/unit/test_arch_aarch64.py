@@ -266,3 +266,45 @@ def test_erratum_843419_adrp_becomes_adr() -> None:
     assert imm == 0x5000 - 0x4FF8
     _, plain = _walk([(0, 1, 275, 0)], adrp, V612, {1: 0x5123})
     assert int.from_bytes(plain, "little") >> 31 == 1
+
+
+def test_init_sections_use_the_init_plt_and_slots_carry_across_sections(tmp_path: Path) -> None:
+    # within_module_init(): a place in an .init section takes its slot from .init.plt;
+    # mod->arch.core/init live across the sections of one module, so a later
+    # section's call to the target of the slot last emitted reuses it
+    c = cross("aarch64")
+    far = 0xFFFF8000_9000_1234
+    asm = """
+    .text
+f:  bl far
+    .section .text.unlikely,"ax"
+g:  bl far
+    .section .init.text,"ax"
+h:  bl far
+    .section .plt,"ax"
+    .space 24
+    .section .init.plt,"ax"
+    .space 24
+"""
+    init_text, unlikely = TEXT + 0x10_0000, TEXT + 0x30_0000
+    sections = {".text": TEXT, ".text.unlikely": unlikely, ".init.text": init_text,
+                ".plt": PLT, ".init.plt": PLT + 0x100}  # fmt: skip
+    linked = link(c, asm, tmp_path, sections=sections, symbols={"far": far})
+    layouts: list[ModuleLayout] = []
+    twin(linked, ".text", V72, prepare=layouts.append)
+    state = a64.plt_state(layouts[0])
+
+    def share(layout: ModuleLayout) -> None:
+        layout.arch_state["aarch64"] = state
+
+    _, unlikely_bytes = twin(linked, ".text.unlikely", V72, prepare=share)
+    _, init_bytes = twin(linked, ".init.text", V72, prepare=share)
+    assert state.core.num == 1 and state.init.num == 1
+    assert state.init.entries[0] == a64.plt_entry(far, PLT + 0x100)
+
+    def branch_target(at: int, word: bytes) -> int:
+        imm = int.from_bytes(word, "little") & 0x3FFFFFF
+        return at + ((imm - (1 << 26) if imm >> 25 else imm) << 2)
+
+    assert branch_target(unlikely, unlikely_bytes[:4]) == PLT
+    assert branch_target(init_text, init_bytes[:4]) == PLT + 0x100

@@ -341,3 +341,11 @@ def test_debian_modules_walk_through(arch: str, machine: int) -> None:
                     for i in range(0, len(data) - 3, 4)
                 )
     assert machine != EM.PPC64 or restored > 1000
+
+
+def test_stubs_size(tmp_path: Path) -> None:
+    # ASM_STUB: REL24 to ext_fn+0 (twice), ext_fn+8 and (b) ext_fn+0 again: two distinct
+    # (symbol, addend) pairs, plus the terminating slot and the two ftrace stubs
+    elf = open_elf(_linked(tmp_path, ASM_STUB, {".text": TEXT, ".toc": TOC, ".stubs": STUBS}).obj)
+    assert ppc64.stubs_size(elf) == (1 + 2 + 2) * 40
+    assert ppc64.stubs_size(elf, ftrace_stubs=0) == 3 * 40

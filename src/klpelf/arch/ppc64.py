@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from klpelf.arch import Arch, ModuleLayout, RelocType, StopReason, WriteFacts
-from klpelf.elf.constants import EM, SHN
+from klpelf.elf.constants import EM, SHN, SHT
 
 if TYPE_CHECKING:
     from klpelf.elf.file import ElfFile
@@ -202,6 +202,26 @@ class ModuleStubs:
         if addr not in self.targets:
             self.targets.append(addr)
         return self.stubs_addr + STUB_SIZE * self.targets.index(addr)
+
+
+def stubs_size(elf: ElfFile, *, ftrace_stubs: int = 2) -> int:
+    """The size ``module_frob_arch_sections()`` gives .stubs (``get_stubs_size()``),
+    which the loader then lays out: one slot, one per distinct (symbol, addend) of
+    the R_PPC_REL24 entries of each SHT_RELA section (klp ones included; the kernel
+    sorts each section and counts changes from (0, 0)), and ``ftrace_stubs`` (one each
+    for CONFIG_DYNAMIC_FTRACE and CONFIG_DYNAMIC_FTRACE_WITH_REGS, both on in Debian's
+    configuration)."""
+    slots = 1 + ftrace_stubs
+    for section in elf.sections_of_type(SHT.RELA):
+        relocs = elf.relocations_as_rela(section)
+        addends = relocs.addends() or [0] * len(relocs)
+        pairs = {
+            (sym, addend & _U64)
+            for sym, r_type, addend in zip(relocs.syms(), relocs.types(), addends, strict=True)
+            if r_type == R_PPC64_REL24
+        }
+        slots += len(pairs - {(0, 0)})
+    return slots * STUB_SIZE
 
 
 def my_r2(layout: ModuleLayout, release: KernelRelease) -> int | None:

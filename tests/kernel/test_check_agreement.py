@@ -74,7 +74,7 @@ def check_json(cmd: list[str], kallsyms: Path, module: Path, release: str | None
             f"{res.stdout[-2000:]}{res.stderr[-2000:]}",
             pytrace=False,
         )
-    assert doc.get("schema") == "klpelf.check/1", doc.get("schema")
+    assert doc.get("schema") == "klpelf.check/2", doc.get("schema")
     mods = doc["modules"]
     assert len(mods) == 1, mods
     out: dict[str, Any] = mods[0]

@@ -314,7 +314,7 @@ def test_cli_json_and_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[
     bad.write_bytes(write_elf(elf))
     assert main(["check", "--json", str(SAMPLE), str(bad)]) == 1
     doc = json.loads(capsys.readouterr().out)
-    assert doc["schema"] == "klpelf.check/1"
+    assert doc["schema"] == "klpelf.check/2"
     good, broken = doc["modules"]
     assert (good["verdict"], good["errors"], good["kernel_message"]) == ("accept", 0, None)
     assert broken["verdict"] == "refuse" and broken["errno"] == 22

@@ -35,9 +35,9 @@ def inputs(tmp_path: Path) -> list[str]:
     [
         (["show", "--json"], "klpelf.show/1", j.ShowJson),
         (["show", "-r", "--json"], "klpelf.show/1", j.ShowJson),
-        (["check", "--json", "--kernel-release", "6.1"], "klpelf.check/1", j.CheckJson),
-        (["check", "--json"], "klpelf.check/1", j.CheckJson),
-        (["resolve", "--json"], "klpelf.resolve/1", j.ResolveJson),
+        (["check", "--json", "--kernel-release", "6.1"], "klpelf.check/2", j.CheckJson),
+        (["check", "--json"], "klpelf.check/2", j.CheckJson),
+        (["resolve", "--json"], "klpelf.resolve/2", j.ResolveJson),
     ],
 )
 def test_json_output_validates(
@@ -64,10 +64,10 @@ def test_apply_json_validates(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_the_validator_finds_problems() -> None:
-    bad = {"schema": "klpelf.check/1", "modules": [{"path": 1}], "extra": True}
+    bad = {"schema": "klpelf.check/2", "modules": [{"path": 1}], "extra": True}
     found = problems(bad, j.CheckJson)
     assert "$: unexpected key 'extra'" in found and "$: missing key 'failed'" in found
     assert "$.modules[0].path: 1, expected str" in found
     assert "$.modules[0]: missing key 'verdict'" in found
-    assert problems({"schema": "klpelf.check/2", "modules": [], "failed": []}, j.CheckJson)
+    assert problems({"schema": "klpelf.check/1", "modules": [], "failed": []}, j.CheckJson)
     assert problems(True, int) and not problems(None, int | None)

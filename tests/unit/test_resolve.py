@@ -306,7 +306,7 @@ def test_cli_release_mismatch_gives_no_verdict(
     k = _release_kallsyms(tmp_path, None)
     assert main(["resolve", str(SAMPLE), "-k", str(k), "-k", str(ko), "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
-    assert doc["schema"] == "klpelf.resolve/1"
+    assert doc["schema"] == "klpelf.resolve/2"
     (m,) = doc["modules"]
     assert m["verdict"] == "no-verdict" and "6.1.0-56-amd64" in m["release_mismatch"]
     assert doc["kernel"]["release"] == "6.1.0-test" and not doc["kernel"]["running"]
@@ -318,11 +318,12 @@ def test_cli_json_candidates(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     lp = _livepatch(tmp_path, [".klp.sym.vmlinux.dup,7"])
     assert main(["resolve", str(lp), "-k", str(_release_kallsyms(tmp_path, None)), "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
-    sym = next(s for s in doc["modules"][0]["symbols"] if s["name"] == "dup")
+    sym = next(s for s in doc["modules"][0]["symbols"] if s["symbol"] == "dup")
     assert sym["error"] == "symbol position 7 for symbol 'dup' in object 'vmlinux' not found"
     assert [c["position"] for c in sym["candidates"]] == [1, 2, 3]
+    # hex strings: jq and JavaScript round JSON numbers above 2**53 (klpelf.resolve/2)
     assert [c["address"] for c in sym["candidates"]] == [
-        0xFFFFFFFF81000100, 0xFFFFFFFF81000200, 0xFFFFFFFF81000300,
+        "0xffffffff81000100", "0xffffffff81000200", "0xffffffff81000300",
     ]  # fmt: skip
 
 

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_kernel_option(p, "the target kernel's symbols; default: the running kernel's, when "
                       "it is the release the module was built for")  # fmt: skip
     p.add_argument("--static", action="store_true", help="do not resolve symbols in any kernel")
-    p.add_argument("--json", action="store_true", help="JSON output (schema klpelf.check/1)")
+    p.add_argument("--json", action="store_true", help="JSON output (schema klpelf.check/2)")
     p.add_argument("--strict", action="store_true", help="warnings also exit 1")
     add_common(p)
     p.set_defaults(func=run)

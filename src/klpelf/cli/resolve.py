@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-kallsyms-all", dest="kallsyms_all", action="store_false",
                    help="the kernel lacks CONFIG_KALLSYMS_ALL: module kallsyms keep text "
                    "symbols only (every livepatch-capable kernel has it)")  # fmt: skip
-    p.add_argument("--json", action="store_true", help="JSON output (schema klpelf.resolve/1)")
+    p.add_argument("--json", action="store_true", help="JSON output (schema klpelf.resolve/2)")
     p.add_argument("--strict", action="store_true",
                    help="the running kernel of another release also exits 1")  # fmt: skip
     add_common(p)

@@ -3,7 +3,7 @@
 :func:`check` is the verb: :func:`klpelf.klp.check.check_module` over the module,
 with the kernel symbols chosen as the command line chooses them
 (:func:`check_kernel`) and a note saying what they were.  Its result,
-:class:`CheckedModule`, gives one ``Result`` of the ``klpelf.check/1`` schema
+:class:`CheckedModule`, gives one ``Result`` of the ``klpelf.check/2`` schema
 (docs/json.md; :class:`~klpelf.operations.schemas.CheckJson`) and the lines ``klpelf check``
 prints.
 """
@@ -35,7 +35,7 @@ __all__ = [
     "parse_release",
 ]
 
-SCHEMA: Literal["klpelf.check/1"] = "klpelf.check/1"
+SCHEMA: Literal["klpelf.check/2"] = "klpelf.check/2"
 
 
 # A release as `uname -r` prints it: major.minor, then nothing or a separator and the rest
@@ -208,11 +208,11 @@ class CheckedModule(FrozenRecord):
         return bool(res.errors or (strict and res.warnings))
 
     def to_json(self) -> CheckResultJson:
-        """The module as one ``Result`` object of the ``klpelf.check/1`` schema."""
+        """The module as one ``Result`` object of the ``klpelf.check/2`` schema."""
         res = self.result
         first = res.first_kernel_error
         return {
-            "path": res.path, "module": res.module, "kernel_release": str(res.version),
+            "path": res.path, "name": res.module, "kernel_release": str(res.version),
             "release_source": res.version_source, "verdict": res.kernel_verdict,
             "kernel_message": f"{first.dmesg_prefix}{first.message}"
             if first and first.logged else None,

@@ -3,11 +3,11 @@
 :func:`resolve` is the verb: every livepatch symbol of the module (the klp/ view)
 looked up in the kernel symbols (symbols/) as ``klp_find_object_symbol()`` would
 (:func:`resolve_module`).  Its result, :class:`ResolvedModule`, gives one ``Module``
-of the ``klpelf.resolve/1`` schema (docs/json.md;
+of the ``klpelf.resolve/2`` schema (docs/json.md;
 :class:`~klpelf.operations.schemas.ResolveJson`) and the table ``klpelf resolve`` prints.
 
-Addresses are integers or null (unknown: kallsyms addresses hidden, or the module is
-not loaded).  Keys are only ever added.
+Addresses are hex strings or null (unknown: kallsyms addresses hidden, or the module
+is not loaded).  Within a version keys are only ever added.
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ __all__ = [
     "resolve_module",
 ]
 
-SCHEMA: Literal["klpelf.resolve/1"] = "klpelf.resolve/1"
+SCHEMA: Literal["klpelf.resolve/2"] = "klpelf.resolve/2"
 
 
 def kernel_json(ks: KernelSymbols) -> KernelJson:
-    """The ``kernel`` object of the ``klpelf.resolve/1`` schema."""
+    """The ``kernel`` object of the ``klpelf.resolve/2`` schema."""
     return {"description": ks.description, "release": ks.release, "running": ks.is_running}
 
 
@@ -111,9 +111,14 @@ def kernel_messages(results: list[SymbolResolution]) -> list[str]:
     return msgs
 
 
+def _hex(address: int | None) -> str | None:
+    return None if address is None else f"{address:#x}"
+
+
 def _candidate_json(c: Candidate, chosen: bool, coming_chosen: bool) -> CandidateJson:
     return {
-        "position": c.position, "coming_position": c.coming_position, "address": c.address,
+        "position": c.position, "coming_position": c.coming_position,
+        "address": _hex(c.address),
         "type": c.type, "section": c.section, "offset": c.offset,
         "source_file": c.source_file, "chosen": chosen, "coming_chosen": coming_chosen,
     }  # fmt: skip
@@ -123,15 +128,15 @@ def _symbol_json(r: SymbolResolution) -> ResolveSymbolJson:
     s, res = r.symbol, r.resolution
     p = s.parsed
     out: ResolveSymbolJson = {
-        "index": s.symbol.index, "symbol": s.symbol.name,
-        "objname": p.objname if p else None, "name": p.name if p else None,
+        "index": s.symbol.index, "name": s.symbol.name,
+        "objname": p.objname if p else None, "symbol": p.name if p else None,
         "sympos": p.sympos if p else None, "ok": r.ok, "not_loaded": r.not_loaded,
         "address": None, "error": r.error, "note": None, "coming_differs": False,
         "coming_ok": None, "coming_error": None, "source": None, "candidates": [],
     }  # fmt: skip
     if res is not None:
         out.update({
-            "address": res.address, "error": res.error, "note": res.note,
+            "address": _hex(res.address), "error": res.error, "note": res.note,
             "coming_differs": res.coming_differs, "coming_ok": res.coming_ok,
             "coming_error": res.coming_error, "source": res.source or None,
             "candidates": [_candidate_json(c, i == res.chosen, i == res.coming_chosen)
@@ -145,7 +150,7 @@ def _symbol_json(r: SymbolResolution) -> ResolveSymbolJson:
 
 def _address(sym: ResolveSymbolJson) -> str:
     if sym["address"] is not None:
-        return f"{sym['address']:x}"
+        return sym["address"].removeprefix("0x")
     if not sym["ok"]:
         return "-"
     chosen = [c for c in sym["candidates"] if c["chosen"]]
@@ -169,7 +174,7 @@ def _result(sym: ResolveSymbolJson) -> str:
 
 def _candidate_line(c: CandidateJson, indent: int, modules: bool) -> str:
     pos = str(c["position"]) if c["position"] is not None else "-"
-    addr = f"{c['address']:x}" if c["address"] is not None else "?"
+    addr = c["address"].removeprefix("0x") if c["address"] is not None else "?"
     where = c["section"] or ""
     if where and c["offset"] is not None:
         where += f"+{c['offset']:#x}"
@@ -196,7 +201,7 @@ def _text(m: ResolveModuleJson) -> str:
     if not syms:
         lines.append("  no livepatch symbols")
         return join_lines(lines)
-    rows = [(f"[{s['index']}]", s["objname"] or "?", s["name"] or s["symbol"],
+    rows = [(f"[{s['index']}]", s["objname"] or "?", s["symbol"] or s["name"],
              "" if s["sympos"] is None else str(s["sympos"]), _address(s), _result(s))
             for s in syms]  # fmt: skip
     head = ("INDEX", "OBJECT", "SYMBOL", "POS", "ADDRESS", "RESULT")
@@ -256,7 +261,7 @@ class ResolvedModule(FrozenRecord):
         return "no-verdict" if self.release_mismatch else "fail" if failed else "ok"
 
     def to_json(self) -> ResolveModuleJson:
-        """The module as one ``Module`` object of the ``klpelf.resolve/1`` schema."""
+        """The module as one ``Module`` object of the ``klpelf.resolve/2`` schema."""
         m = self.module
         return {
             "path": self.path, "name": m.name, "vermagic": m.vermagic,

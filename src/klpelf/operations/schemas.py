@@ -1,7 +1,7 @@
 """The JSON schemas of klpelf's output, as TypedDicts: one set per schema of docs/json.md.
 
-``klpelf.show/1`` (:class:`ShowJson`), ``klpelf.check/1`` (:class:`CheckJson`),
-``klpelf.resolve/1`` (:class:`ResolveJson`) and ``klpelf.apply/1`` (:class:`ApplyJson`),
+``klpelf.show/1`` (:class:`ShowJson`), ``klpelf.check/2`` (:class:`CheckJson`),
+``klpelf.resolve/2`` (:class:`ResolveJson`) and ``klpelf.apply/1`` (:class:`ApplyJson`),
 key for key as docs/json.md documents them (tests/unit/test_api.py compares the two).  A
 schema only grows by new keys.
 
@@ -96,7 +96,7 @@ class ShowJson(TypedDict):
     failed: list[FailedJson]
 
 
-# --- klpelf.check/1 --------------------------------------------------------------------
+# --- klpelf.check/2 --------------------------------------------------------------------
 
 
 class RefJson(TypedDict):
@@ -121,7 +121,8 @@ class DiagnosticJson(TypedDict):
 
 class CheckResultJson(TypedDict):
     path: str
-    module: str
+    #: the module name (``module`` in klpelf.check/1; ``name`` as in show and resolve)
+    name: str
     kernel_release: str
     release_source: str
     verdict: Literal["accept", "refuse"]
@@ -142,18 +143,19 @@ class FailedJson(TypedDict):
 class CheckJson(TypedDict):
     """The whole output of ``klpelf check --json``."""
 
-    schema: Literal["klpelf.check/1"]
+    schema: Literal["klpelf.check/2"]
     modules: list[CheckResultJson]
     failed: list[FailedJson]
 
 
-# --- klpelf.resolve/1 ------------------------------------------------------------------
+# --- klpelf.resolve/2 ------------------------------------------------------------------
 
 
 class CandidateJson(TypedDict):
     position: int | None
     coming_position: int | None
-    address: int | None
+    #: a hex string ("0xffffffff81000000"): JSON numbers above 2**53 are rounded by jq
+    address: str | None
     type: str
     section: str | None
     offset: int | None
@@ -164,13 +166,14 @@ class CandidateJson(TypedDict):
 
 class ResolveSymbolJson(TypedDict):
     index: int
-    symbol: str
+    #: the full .klp.sym. name, and the parsed symbol name, as in show (swapped in /1)
+    name: str
     objname: str | None
-    name: str | None
+    symbol: str | None
     sympos: int | None
     ok: bool
     not_loaded: bool
-    address: int | None
+    address: str | None
     error: str | None
     note: str | None
     coming_differs: bool
@@ -203,7 +206,7 @@ class KernelJson(TypedDict):
 class ResolveJson(TypedDict):
     """The whole output of ``klpelf resolve --json``."""
 
-    schema: Literal["klpelf.resolve/1"]
+    schema: Literal["klpelf.resolve/2"]
     kernel: KernelJson
     modules: list[ResolveModuleJson]
     failed: list[FailedJson]

@@ -25,7 +25,8 @@ EXPECTED_DIR = Path(__file__).resolve().parent.parent / "expected"
 @dataclass(frozen=True)
 class Step:
     #: "load" (module name), "unload" (module name), "read" (path), "kallsyms" (-),
-    #: "disable" (livepatch module name: disable the patch, wait until it is freed)
+    #: "disable" (livepatch module name: disable the patch, wait until it is freed),
+    #: "sections" (module name: its section addresses and bytes, :func:`sections`)
     op: str
     arg: str = ""
     #: a non-verdict step that may fail without making the case's setup invalid
@@ -49,6 +50,12 @@ def read(path: str, *, may_fail: bool = False, after_accept: bool = False) -> St
 
 def disable(mod: str, *, after_accept: bool = False) -> Step:
     return Step("disable", mod, after_accept=after_accept)
+
+
+def sections(mod: str) -> Step:
+    """Save module ``mod``'s section addresses (/sys/module/<mod>/sections/) and the
+    bytes there now (/proc/kcore): what the kernel wrote, for ``klpelf apply``."""
+    return Step("sections", mod)
 
 
 KALLSYMS = Step("kallsyms")
@@ -97,6 +104,7 @@ CASES: tuple[Case, ...] = (
             read(CMDLINE),
             read(IDLE_PARAM),
             read(ACPI_PARAM, may_fail=True),
+            sections("klpt_vmlinux"),
         ),
         1,
         "klpt_vmlinux",
@@ -105,7 +113,13 @@ CASES: tuple[Case, ...] = (
         "late_module_patch",
         "(b) livepatch of klpt_target loaded BEFORE it; its .klp.rela.klpt_target.text is "
         "applied when klpt_target loads",
-        (load("klpt_late"), load("klpt_target"), read(TARGET_PROC), KALLSYMS),
+        (
+            load("klpt_late"),
+            load("klpt_target"),
+            read(TARGET_PROC),
+            KALLSYMS,
+            sections("klpt_late"),
+        ),
         1,
         "klpt_late",
     ),
@@ -239,6 +253,16 @@ step_read() {
     record read "$1" $?
 }
 step_kallsyms() { cat /proc/kallsyms > "$D/kallsyms"; record kallsyms - $?; }
+step_sections() {
+    # each section's address (sysfs, kptr_restrict lifted) and its bytes (/proc/kcore)
+    S="$D/sections$N"; mkdir -p "$S"; rc=0
+    while read -r name size; do
+        addr=$(cat "/sys/module/$1/sections/$name") || { rc=2; continue; }
+        echo "$name $addr" >> "$S/addresses"
+        /bin/klpt_mod peek "$addr" "$size" > "$S/$name.bin" 2>> "$D/stderr" || rc=$?
+    done < "/klpt/mods/$1.sections"
+    record sections "$1" $rc
+}
 step_disable() {
     # disable the patch, then wait until it is freed and its module unreferenced
     p=/sys/kernel/livepatch/$1
@@ -282,6 +306,22 @@ def _sh_quote(s: str) -> str:
 
 def modules_needed(cases: list[Case]) -> list[str]:
     return sorted({s.arg for c in cases for s in c.steps if s.op == "load"})
+
+
+def section_lists(cases: list[Case], modules: dict[str, Path]) -> dict[str, bytes]:
+    """The files a ``sections`` step reads: ``mods/<mod>.sections``, one "name size"
+    line per core section the module loader allocates (klpelf.klp.layout; the init
+    ones are freed once the module's init returns)."""
+    from klpelf.elf.reader import open_elf
+    from klpelf.klp.layout import place
+
+    out = {}
+    for mod in sorted({s.arg for c in cases for s in c.steps if s.op == "sections"}):
+        placed = place(open_elf(modules[mod]))
+        lines = [f"{p.name} {p.size}\n" for p in placed
+                 if p.size and not p.region.startswith("init")]  # fmt: skip
+        out[f"mods/{mod}.sections"] = "".join(lines).encode()
+    return out
 
 
 # --- results --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from kernel.klpvm.cases import (
     guest_script,
     modules_needed,
     parse_case,
+    section_lists,
 )
 from kernel.klpvm.vm import BootResult, KernelSpec, VmError, boot, cache_root, write_atomic
 
@@ -135,6 +136,7 @@ def run_suite(spec: KernelSpec, workdir: Path, cases: tuple[Case, ...] = CASES) 
     res.build_seconds = time.monotonic() - t1
     for i, group in enumerate(boot_groups(cases)):
         files = {f"mods/{m}.ko": res.modules.modules[m].read_bytes() for m in modules_needed(group)}
+        files.update(section_lists(group, res.modules.modules))
         try:
             b = boot(spec, workdir / f"boot{i}", guest_script(group), files, cmdline=BOOT_CMDLINE)
         except VmError as e:

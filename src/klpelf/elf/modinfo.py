@@ -87,7 +87,7 @@ class Modinfo:
         """Replace the first ``key`` entry (others with the same key are blanked), or add it."""
         raw = encode_name(f"{key}={value}")
         if self._parsed is None and self.get(key) is None:
-            self._data += raw + b"\0"  # a new key: nothing to replace
+            self._append(raw)  # a new key: nothing to replace
             self._commit()
             return
         first = True
@@ -99,13 +99,20 @@ class Modinfo:
             else:
                 self._data[e.offset : e.offset + e.length] = b"\0" * e.length
         if raw:
-            self._data += raw + b"\0"
+            self._append(raw)
         self._commit()
 
     def add(self, key: str, value: str) -> None:
         """Append an entry, keeping existing ones (for keys that repeat: alias, depends...)."""
-        self._data += encode_name(f"{key}={value}") + b"\0"
+        self._append(encode_name(f"{key}={value}"))
         self._commit()
+
+    def _append(self, raw: bytes) -> None:
+        # a last entry without its NUL would run into the new one ("vermagic=...livepatch=Y")
+        if self._data and self._data[-1] != 0:
+            self._data += b"\0"
+        self._data += raw + b"\0"
+        self._parsed = None
 
     @property
     def _entries(self) -> list[ModinfoEntry]:

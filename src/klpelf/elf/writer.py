@@ -225,13 +225,18 @@ def _place(elf: ElfFile, items: list[_Item]) -> int:
 def _gaps(elf: ElfFile, items: list[_Item]) -> list[tuple[int, memoryview]]:
     # Reproduce the bytes between structures (usually zero padding) where the input
     # had a gap before the same structure.
+    # New sections take part in the walk only as room taken in the output: the bytes
+    # before the next structure go after them, never over them (the input's bytes
+    # before its section header table, nonzero, were written over the sections added
+    # in front of the table).
     buf = memoryview(elf.buf)
-    placed = sorted((it for it in items if it.orig_offset is not None and it.size),
-                    key=lambda it: it.start)  # fmt: skip
+    placed = sorted((it for it in items if it.size), key=lambda it: it.start)
     out = []
     prev_orig_end, prev_new_end = elf.layout.ehdr_size, elf.layout.ehdr_size
     for it in placed:
-        assert it.orig_offset is not None
+        if it.orig_offset is None:
+            prev_new_end = it.start + it.size
+            continue
         n = min(it.orig_offset - prev_orig_end, it.start - prev_new_end)
         if n > 0 and any(buf[prev_orig_end : prev_orig_end + n]):
             out.append((prev_new_end, buf[prev_orig_end : prev_orig_end + n]))

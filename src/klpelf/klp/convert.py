@@ -64,6 +64,7 @@ def convert_annotations(elf: ElfFile) -> ConvertReport:
     :raises KlpFormatError: a malformed annotation, or a relocation that a klp
         section cannot carry (SHT_REL: the kernel reads klp sections as Elf_Rela).
     """
+    refuse_unloadable(elf)
     report = ConvertReport()
     tab = elf.symtab
     if tab is None:
@@ -89,6 +90,16 @@ def convert_annotations(elf: ElfFile) -> ConvertReport:
     if objname_of:
         _move_relocations(elf, objname_of, report)
     mi = elf.modinfo
+    info = elf.section_by_name(".modinfo")
+    if mi is None and info is not None:
+        # elf.modinfo is None for an SHT_NOBITS .modinfo: adding a second one would
+        # leave the kernel reading the first (find_sec), or refusing both since v6.4
+        # ("Only one .modinfo section must exist.")
+        raise KlpFormatError(
+            f"section {info} is {_sh_type_name(info.sh_type)}, not a data section: "
+            "livepatch=Y cannot be added to it",
+            path=elf.path,
+        )
     if mi is None:
         # a plain object (lp.o) too: its .modinfo is merged into the module's when
         # kbuild links the .ko; the caller says that it is not a module yet
@@ -102,6 +113,33 @@ def convert_annotations(elf: ElfFile) -> ConvertReport:
         elf.strip_signature()
         report.signature_dropped = True
     return report
+
+
+def refuse_unloadable(elf: ElfFile) -> None:
+    """Refuse an input that no convert can make loadable, rather than write an output
+    that ``klpelf check`` and ``show`` then reject: every table must read (what show
+    reads), and the kernel's ELF validity checks (ELF type, section 0, the symbol
+    table; :func:`klpelf.klp.load.elf_validity`) must pass.
+
+    :raises KlpError: the first problem, as check or show would say it.
+    """
+    from klpelf.klp.load import LoadState, elf_validity
+    from klpelf.klp.module import klp_module
+    from klpelf.release import DEFAULT_VERSION
+
+    elf.decode_all()
+    state = LoadState(elf, klp_module(elf), DEFAULT_VERSION)
+    if not elf_validity(state):
+        problem = next(d for d in state.diagnostics if d.severity == "error")
+        raise KlpFormatError(f"the kernel would refuse this module: {problem.message}",
+                             path=elf.path)  # fmt: skip
+
+
+def _sh_type_name(sh_type: int) -> str:
+    try:
+        return f"SHT_{SHT(sh_type).name}"
+    except ValueError:
+        return f"sh_type {sh_type:#x}"
 
 
 def _move_relocations(elf: ElfFile, objname_of: dict[int, str], report: ConvertReport) -> None:

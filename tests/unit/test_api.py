@@ -92,7 +92,8 @@ def _keys(typed_dict: type) -> set[str]:
     [
         ("klpelf.show/1", [j.ShowJson, j.ShowModuleJson, j.ShowSymbolJson, j.RelaSectionJson,
                            j.RelocJson, j.ObjectJson, j.OddityJson, j.SectionRefJson,
-                           j.FailedJson]),
+                           j.FailedJson, j.PatchJson, j.PatchObjectJson, j.PatchFuncJson,
+                           j.PatchStateJson, j.NewFuncJson]),
         ("klpelf.check/2", [j.CheckJson, j.CheckResultJson, j.DiagnosticJson, j.RefJson]),
         ("klpelf.resolve/2", [j.ResolveJson, j.ResolveModuleJson, j.ResolveSymbolJson,
                               j.CandidateJson, j.KernelJson]),
@@ -117,7 +118,9 @@ def test_schemas_cover_every_typeddict() -> None:
               "ObjectJson", "OddityJson", "SectionRefJson", "CheckJson", "CheckResultJson",
               "DiagnosticJson", "RefJson", "ResolveJson", "ResolveModuleJson",
               "ResolveSymbolJson", "CandidateJson", "KernelJson", "ApplyJson", "FailedJson",
-              "ApplyModuleJson", "PlacedSectionJson", "WriteJson", "RefusalJson"}  # fmt: skip
+              "ApplyModuleJson", "PlacedSectionJson", "WriteJson", "RefusalJson",
+              "PatchJson", "PatchObjectJson", "PatchFuncJson", "PatchStateJson",
+              "NewFuncJson"}  # fmt: skip
     assert defined == listed
 
 

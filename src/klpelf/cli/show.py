@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         allow_abbrev=False,
         help="show a module's livepatch content",
         description="Show the module name, vermagic and livepatch flag, and per patched object "
-        "its livepatch symbols and klp relocation sections.",
+        "its livepatch symbols and klp relocation sections, and what the patch replaces "
+        "(per object: old_name,sympos -> replacement, callbacks, states, replace).",
     )
     p.add_argument("modules", nargs="+", metavar="MODULE", help=MODULE_HELP)
     p.add_argument("-r", "--relocs", action="store_true", help="list every klp relocation")

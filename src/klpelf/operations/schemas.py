@@ -72,6 +72,39 @@ class OddityJson(TypedDict):
     note: str
 
 
+class NewFuncJson(TypedDict):
+    name: str
+    size: int
+
+
+class PatchFuncJson(TypedDict):
+    old_name: str | None
+    old_sympos: int
+    new_func: NewFuncJson | None
+    where: str
+
+
+class PatchObjectJson(TypedDict):
+    name: str | None
+    objname: str
+    funcs: list[PatchFuncJson]
+    callbacks: dict[str, str]
+
+
+class PatchStateJson(TypedDict):
+    id: int
+    version: int
+
+
+class PatchJson(TypedDict):
+    style: str
+    where: str
+    objects: list[PatchObjectJson]
+    states: list[PatchStateJson] | None
+    replace: bool | None
+    notes: list[str]
+
+
 class ShowModuleJson(TypedDict):
     path: str
     name: str
@@ -86,6 +119,8 @@ class ShowModuleJson(TypedDict):
     unparsed_symbols: list[ShowSymbolJson]
     unparsed_sections: list[RelaSectionJson]
     oddities: list[OddityJson]
+    #: what the module patches, decoded from its data (klp_patch, kpatch, klp-build)
+    patches: list[PatchJson]
 
 
 class ShowJson(TypedDict):

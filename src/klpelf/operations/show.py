@@ -17,12 +17,14 @@ from klpelf.elf.constants import SHF
 from klpelf.elf.describe import section_flags, symbol_bind, symbol_shndx, symbol_type
 from klpelf.elf.reloc_types import reloc_type_display
 from klpelf.klp.module import KlpModule, KlpRelaSection, LivepatchSymbol, klp_module
+from klpelf.klp.patch import KlpPatch, decode_patches
 from klpelf.operations import ModuleSource, naming, open_module
 from klpelf.text import join_lines
 
 if TYPE_CHECKING:
     from klpelf.operations.schemas import (
         ObjectJson,
+        PatchJson,
         RelaSectionJson,
         RelocJson,
         ShowJson,
@@ -74,6 +76,27 @@ def _section_json(mod: KlpModule, k: KlpRelaSection, relocs: bool) -> RelaSectio
     }  # fmt: skip
 
 
+def _patch_json(p: KlpPatch) -> PatchJson:
+    return {
+        "style": p.style, "where": p.where,
+        "objects": [
+            {
+                "name": o.name, "objname": o.objname, "callbacks": dict(o.callbacks),
+                "funcs": [
+                    {"old_name": f.old_name, "old_sympos": f.old_sympos, "where": f.where,
+                     "new_func": {"name": f.new_func.name, "size": f.new_func.size}
+                     if f.new_func else None}
+                    for f in o.funcs
+                ],
+            }
+            for o in p.objects
+        ],
+        "states": [{"id": s.id, "version": s.version} for s in p.states]
+        if p.states is not None else None,
+        "replace": p.replace, "notes": list(p.notes),
+    }  # fmt: skip
+
+
 def show_module(mod: KlpModule, *, relocs: bool = False) -> ShowModuleJson:
     """Describe ``mod`` as the ``klpelf.show/1`` JSON object of one module."""
     elf = mod.elf
@@ -94,6 +117,7 @@ def show_module(mod: KlpModule, *, relocs: bool = False) -> ShowModuleJson:
         "unparsed_sections": [_section_json(mod, k, relocs) for k in mod.sections
                               if k.parsed is None],
         "oddities": [{"kind": o.kind, "what": o.what, "note": o.note} for o in mod.oddities],
+        "patches": [_patch_json(p) for p in decode_patches(elf)],
     }  # fmt: skip
 
 
@@ -160,7 +184,32 @@ def _text(m: ShowModuleJson) -> str:
             _render_section(k, lines)
     for od in m["oddities"]:
         lines.append(f"  note: {od['what']}: {od['note']}")
+    for p in m["patches"]:
+        _render_patch(p, lines)
     return join_lines(lines)
+
+
+def _yes_no(value: bool | None) -> str:
+    return "unknown" if value is None else ("yes" if value else "no")
+
+
+def _render_patch(p: PatchJson, lines: list[str]) -> None:
+    lines.append(f"  {p['style']} {p['where']}: replace {_yes_no(p['replace'])}")
+    for o in p["objects"]:
+        n = len(o["funcs"])
+        lines.append(f"    object {o['objname']}: {n} function{'s' if n != 1 else ''}")
+        for f in o["funcs"]:
+            new = f["new_func"]
+            target = f"{new['name']} ({new['size']} bytes)" if new else "(no new_func)"
+            old = f["old_name"] if f["old_name"] is not None else "(no old_name)"
+            lines.append(f"      {old},{f['old_sympos']} -> {target}")
+        for member, fn in o["callbacks"].items():
+            lines.append(f"      callback {member}: {fn}")
+    if p["states"]:
+        states = ", ".join(f"id {s['id']} version {s['version']}" for s in p["states"])
+        lines.append(f"    states: {states}")
+    for note in p["notes"]:
+        lines.append(f"    note: {note}")
 
 
 class ShownModule(FrozenRecord):

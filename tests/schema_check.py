@@ -1,7 +1,7 @@
 """A small validator: does a JSON value match a TypedDict of klpelf.operations.schemas?
 
 Exactly the keys of the TypedDict, each of its type: int (not bool), str, bool, None,
-float, Literal[...], list[X], unions (``X | None``) and nested TypedDicts.  It returns
+float, Literal[...], list[X], dict[K, V], unions (``X | None``) and nested TypedDicts.  It returns
 the problems, each naming the path of the value (``modules[0].symbols[3].sympos``).
 """
 
@@ -28,6 +28,12 @@ def problems(value: object, expected: Any, where: str = "$") -> list[str]:
             return [f"{where}: {type(value).__name__}, expected a list"]
         (item,) = typing.get_args(expected)
         return [p for i, v in enumerate(value) for p in problems(v, item, f"{where}[{i}]")]
+    if origin is dict:
+        if not isinstance(value, dict):
+            return [f"{where}: {type(value).__name__}, expected an object"]
+        key_type, value_type = typing.get_args(expected)
+        out = [p for k in value for p in problems(k, key_type, f"{where} key {k!r}")]
+        return out + [p for k, v in value.items() for p in problems(v, value_type, f"{where}.{k}")]
     if expected is type(None):
         return [] if value is None else [f"{where}: {value!r}, expected null"]
     if isinstance(expected, type) and typing.is_typeddict(expected):

@@ -17,6 +17,7 @@ SAMPLE = Path(__file__).parents[2] / "samples" / "klp_sample" / "klp_sample_lp.k
 KALLSYMS = (
     "ffffffff81000000 T _stext\nffffffff81000600 D max_cstate\nffffffff81000700 D total_forks\n"
     "ffffffff81000800 D nr_threads\nffffffff81000900 d max_cstate\n"
+    "ffffffff81001000 t cmdline_proc_show\n"
 )
 
 

@@ -31,8 +31,9 @@ def warning(text: str) -> None:
 SOURCE_KINDS = (
     "a /proc/kallsyms dump, System.map, vmlinux ELF, module .ko (xz/zstd/gzip too), "
     "module tree (/lib/modules/RELEASE, with its build/Module.symvers), Module.symvers, "
-    "or - for stdin; the kind is found by content, KIND:PATH forces it, KIND one of "
-    "kallsyms, system.map, vmlinux, module, modules, symvers"
+    "/sys/kernel/tracing/available_filter_functions (ftrace locations), or - for stdin; "
+    "the kind is found by content, KIND:PATH forces it, KIND one of "
+    "kallsyms, system.map, vmlinux, module, modules, symvers, ftrace"
 )
 
 

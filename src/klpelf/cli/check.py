@@ -34,6 +34,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_kernel_option(p, "the target kernel's symbols; default: the running kernel's, when "
                       "it is the release the module was built for")  # fmt: skip
+    p.add_argument("--loaded", action="append", default=[], metavar="LP.ko",
+                   help="a livepatch module already enabled on the target (repeat for "
+                   "several, in the order they were loaded): its states decide whether "
+                   "the kernel accepts this patch")  # fmt: skip
     p.add_argument("--static", action="store_true", help="do not resolve symbols in any kernel")
     p.add_argument("--json", action="store_true", help="JSON output (schema klpelf.check/2)")
     p.add_argument("--strict", action="store_true", help="warnings also exit 1")
@@ -48,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         check,
         check_document,
         check_kernel,
+        loaded_patches,
         parse_release,
     )
 
@@ -59,10 +64,15 @@ def run(args: argparse.Namespace) -> int:
     kernel = check_kernel([stdin_path(k) for k in args.kernel] if opened else [],
                           static=args.static or not opened)  # fmt: skip
     checked: list[CheckedModule] = []
+    try:
+        loaded = loaded_patches(args.loaded)
+    except KlpError as e:
+        failed_file(e, e.path or "", failed)
+        opened, status = [], 1
     for elf in opened:
         path = elf.path or ""
         try:
-            res = check(elf, version=version, kernel=kernel)
+            res = check(elf, version=version, kernel=kernel, loaded=loaded)
         except KlpError as e:
             failed_file(e, path, failed)
             status = 1

@@ -6,9 +6,14 @@ when the module loader could not resolve it at load time:
 
 * it is not exported at all: the kernel has it (a static or non-exported symbol of
   vmlinux, found by name in vmlinux's kallsyms), so livepatch must resolve it;
-* it is exported by a module other than vmlinux: a livepatch must not depend on that
-  module being loaded first, so the relocation waits for the module (late module
-  patching, as kpatch and klp-build do).
+* it is exported by a module other than vmlinux that the patch patches (its decoded
+  ``struct klp_patch`` declares a ``klp_object`` for it, :mod:`klpelf.klp.patch`): a
+  livepatch must not depend on that module being loaded first, so the relocation waits
+  for the module (late module patching, as kpatch and klp-build do).  Livepatch applies
+  the relocations of the declared objects only, so a symbol exported by a module the
+  patch does not patch stays an ordinary reference: the loader resolves it, and
+  modpost's ``depends=`` makes modprobe load that module first.  Without a decoded
+  patch every module export waits for its module, as before the decode.
 
 Symbols exported by vmlinux stay ordinary undefined symbols.  The sympos follows the
 resolver (klp_find_object_symbol()'s order); a name with several candidates is an
@@ -152,12 +157,16 @@ def plan_klp_symbols(
         raise UsageError(f"--sympos {c.objname}:{c.name}: the module uses no undefined "
                          f"symbol {c.name}")  # fmt: skip
     plan: dict[int, KlpSymbolName] = {}
+    patched = _patched_objects(elf)
     for i, where in used.items():
         name = names[i]
         choice = by_name.get(name)
         export = ks.exports.get(name)
         if choice is None and export is not None and export.objname == "vmlinux":
             continue  # resolved by the module loader, as for any module
+        if choice is None and export is not None and patched is not None and (
+                export.objname not in patched):  # fmt: skip
+            continue  # not patched: the loader resolves it once depends= loaded the module
         ctx = f"symbol {name} ({where})"
         if choice is not None:
             plan[i] = _chosen(ks, choice, ctx)
@@ -169,7 +178,26 @@ def plan_klp_symbols(
             plan[i] = KlpSymbolName(export.objname, name, 0)
         else:
             plan[i] = _in_vmlinux(ks, name, ctx)
+        obj = plan[i].objname
+        if patched is not None and obj != "vmlinux" and obj not in patched:
+            raise KlpFormatError(
+                f"{ctx}: in module {obj}, which the patch does not patch (it declares no "
+                f"klp_object '{obj}'): livepatch would never resolve it"
+            )
     return plan
+
+
+def _patched_objects(elf: ElfFile) -> set[str] | None:
+    """The objects the module's one decoded patch declares; None without one."""
+    from klpelf.klp.patch import decode_patches
+
+    try:
+        patches = decode_patches(elf)
+    except KlpError:
+        return None
+    if len(patches) != 1 or not patches[0].objects:
+        return None
+    return {o.objname for o in patches[0].objects}
 
 
 def _in_vmlinux(ks: KernelSymbols, name: str, ctx: str) -> KlpSymbolName:

@@ -38,6 +38,7 @@ from klpelf.klp.diagnostics import (
     Severity,
     When,
 )
+from klpelf.klp.enable import LoadedPatch, patch_rules
 from klpelf.klp.lint import module_rules
 from klpelf.klp.load import LoadState, apply_relocations, elf_validity, simplify_symbols
 from klpelf.klp.module import KlpModule, klp_module
@@ -66,6 +67,7 @@ def check_module(
     resolver: Resolver | None = None,
     loaded: Callable[[str], bool] | None = None,
     kernel: KernelSymbols | None = None,
+    loaded_patches: list[LoadedPatch] | None = None,
 ) -> CheckResult:
     """Check ``elf`` against the rules of kernel ``version`` (default: from vermagic).
 
@@ -76,6 +78,8 @@ def check_module(
     :param kernel: the target kernel's symbols: sets ``resolver`` and ``loaded`` with
         :func:`kernel_resolver`, after looking every livepatch symbol's name up at once
         (one pass over a kallsyms file instead of one per name).
+    :param loaded_patches: the livepatches already enabled on the target, for
+        klp_is_patch_compatible() (states and replace).
     """
     mod = klp_module(elf)
     if kernel is not None:
@@ -91,6 +95,7 @@ def check_module(
         mod = KlpModule(elf, ksym_name_len=version.ksym_name_len)
     res = CheckResult(elf.path or "", mod.name, version, source)
     state = LoadState(elf, mod, version, res.diagnostics, resolver=resolver, loaded=loaded)
+    state.kernel, state.loaded_patches = kernel, list(loaded_patches or [])
     if kernel is not None and state.arch is not None and elf.symtab is not None:
         _place(state, kernel)
     run_checks(state)
@@ -122,6 +127,7 @@ def run_checks(state: LoadState) -> None:
     simplify_symbols(state)
     apply_relocations(state)
     klp_enable_patch(state)
+    patch_rules(state)
     module_rules(state)
 
 

@@ -140,6 +140,12 @@ def klp_enable_patch(state: LoadState) -> None:
         if k.has_livepatch_flag and k.parsed is None:
             _bad_section_name(state, k, "enable")
             return
+    from klpelf.klp.enable import enabled_patch, klp_enable_decoded
+
+    patch = enabled_patch(state)
+    if patch is not None:  # the objects the patch declares, in its order
+        klp_enable_decoded(state, patch)
+        return
     for obj in mod.objects.values():
         if obj.is_vmlinux and v.vmlinux_relocs_at_load:
             continue

@@ -13,6 +13,7 @@ stops.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from klpelf._record import Record
 from klpelf.arch import NOT_MODELLED_RULE, Arch, ModuleLayout, arch_for, not_modelled_message
@@ -23,13 +24,19 @@ from klpelf.klp.module import KlpModule, KlpRelaSection
 from klpelf.klp.names import KLP_SYM_PREFIX
 from klpelf.release import ENOENT, ENOEXEC, KernelRelease
 
+if TYPE_CHECKING:
+    from klpelf.klp.enable import LoadedPatch
+    from klpelf.klp.patch import KlpPatch
+    from klpelf.symbols.sources import KernelSymbols
+
 
 class LoadState(Record):
     """What one prediction of the load and enable path carries from step to step."""
 
     _fields = ("elf", "mod", "release", "resolver", "loaded", "diagnostics", "written")
     __slots__ = (*_fields, "_arch", "_klp_by_index", "_last_reader", "_livepatch_symbols",
-                 "_not_modelled", "keep_written", "module_layout", "symbol_value")  # fmt: skip
+                 "_not_modelled", "keep_written", "module_layout", "symbol_value",
+                 "kernel", "loaded_patches", "decoded")  # fmt: skip
 
     def __init__(self, elf: ElfFile, mod: KlpModule, release: KernelRelease,
                  diagnostics: list[Diagnostic] | None = None, *,
@@ -59,6 +66,12 @@ class LoadState(Record):
         #: only an apply can show); None: the twins only judge the bytes
         self.symbol_value: Callable[[int], int | None] | None = None
         self.module_layout: ModuleLayout | None = None
+        #: the enable path (:mod:`klpelf.klp.enable`): the target's symbols (ftrace
+        #: locations, lookups of the replaced functions), the livepatches already
+        #: loaded there, the decoded patch (a 1-tuple once decoded)
+        self.kernel: KernelSymbols | None = None
+        self.loaded_patches: list[LoadedPatch] = []
+        self.decoded: tuple[KlpPatch | None] | None = None
 
     @property
     def arch(self) -> Arch | None:

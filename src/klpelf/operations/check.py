@@ -22,6 +22,7 @@ from klpelf.release import KernelRelease
 from klpelf.text import join_lines
 
 if TYPE_CHECKING:
+    from klpelf.klp.enable import LoadedPatch
     from klpelf.operations.schemas import CheckJson, CheckResultJson, DiagnosticJson
     from klpelf.symbols.sources import KernelSymbols
 
@@ -32,6 +33,7 @@ __all__ = [
     "check",
     "check_document",
     "check_kernel",
+    "loaded_patches",
     "parse_release",
 ]
 
@@ -129,6 +131,7 @@ def check(
     *,
     version: KernelRelease | str | None = None,
     kernel: KernelChoice | KernelSymbols | None = None,
+    loaded: Sequence[LoadedPatch] = (),
 ) -> CheckedModule:
     """Check ``module`` (a path or an ElfFile) as the kernel would load and enable it.
 
@@ -138,6 +141,9 @@ def check(
         :class:`KernelChoice` of :func:`check_kernel`); every livepatch symbol is then
         resolved, and a ``kernel-symbols`` note says against what.  Default: not
         resolved.
+    :param loaded: the livepatches already enabled on the target (``--loaded``, read
+        by :func:`loaded_patches`): their states and the new patch's ``replace``
+        decide klp_is_patch_compatible().
     :raises KlpError: the module cannot be read (the message names the file).
     :raises UsageError: ``version`` is not a kernel release.
     """
@@ -149,9 +155,31 @@ def check(
     with naming(elf.path):
         mi = elf.modinfo
         use, notes = _kernel_notes(kernel, mi.get("vermagic") if mi else None)
-        res = check_module(elf, version=version, kernel=use)
+        res = check_module(elf, version=version, kernel=use,
+                           loaded_patches=list(loaded))  # fmt: skip
     res.diagnostics[:0] = notes
     return CheckedModule(res)
+
+
+def loaded_patches(modules: Sequence[ModuleSource]) -> list[LoadedPatch]:
+    """The decoded patches of livepatch modules already enabled on the target.
+
+    :raises KlpError: a module that cannot be read, or in which no patch is decoded
+        (the message names the file).
+    """
+    from klpelf.elf.modinfo import module_name
+    from klpelf.klp.enable import LoadedPatch
+    from klpelf.klp.patch import decode_patches
+
+    out = []
+    for m in modules:
+        elf = open_module(m)
+        patches = decode_patches(elf)
+        if len(patches) != 1:
+            raise KlpError(f"--loaded: {len(patches)} livepatches decoded in the module, "
+                           "expected one", path=elf.path)  # fmt: skip
+        out.append(LoadedPatch(module_name(elf), patches[0]))
+    return out
 
 
 def check_document(checked: Sequence[CheckedModule],

@@ -8,10 +8,12 @@ A source is any of:
 * a vmlinux ELF file (its ``.symtab``; STT_FILE symbols give source-file hints);
 * a module file, ``.ko`` or compressed (``.ko.xz``, ``.ko.zst``, ``.ko.gz``);
 * a module tree such as ``/lib/modules/<release>``;
-* a ``Module.symvers`` (who exports what).
+* a ``Module.symvers`` (who exports what);
+* ``/sys/kernel/tracing/available_filter_functions`` (or ``..._addrs``): which
+  functions have an ftrace location (:mod:`klpelf.symbols.ftrace`).
 
 The kind is read from the content, never from the name; ``KIND:PATH`` (``kallsyms:``,
-``system.map:``, ``vmlinux:``, ``module:``, ``modules:``, ``symvers:``) forces it.
+``system.map:``, ``vmlinux:``, ``module:``, ``modules:``, ``symvers:``, ``ftrace:``) forces it.
 Which source answers for an object: for vmlinux, kallsyms, else System.map, else the
 vmlinux ELF (which still adds source files and sections to the others' answers); for
 a module, a kallsyms dump that lists it (it is loaded), else a module file given by
@@ -30,6 +32,7 @@ from klpelf.elf.reader import read_elf
 from klpelf.errors import InputError, KlpError, SymbolSourceError
 from klpelf.io import Buffer, read_input
 from klpelf.symbols.candidate import Candidate
+from klpelf.symbols.ftrace import FilterFunctions, looks_like_filter_functions
 from klpelf.symbols.modtree import ModuleTree, is_module_tree, normalize
 from klpelf.symbols.symtext import (
     PSEUDO_MODULES,
@@ -50,12 +53,12 @@ __all__ = ["KernelSymbols", "load_sources"]
 
 _FORCED = {
     "kallsyms": "kallsyms", "system.map": "System.map", "vmlinux": "vmlinux",
-    "module": "module", "modules": "modules", "symvers": "symvers",
+    "module": "module", "modules": "modules", "symvers": "symvers", "ftrace": "ftrace",
 }  # fmt: skip
 
 _NOT_A_SOURCE = (
     "not a kernel symbol source (expected /proc/kallsyms, System.map, Module.symvers, "
-    "a vmlinux or module ELF file, or a module directory)"
+    "available_filter_functions, a vmlinux or module ELF file, or a module directory)"
 )
 
 
@@ -86,6 +89,8 @@ class KernelSymbols:
         self.modules: dict[str, ModuleFile] = {}
         self.trees: list[ModuleTree] = []
         self.exports: dict[str, Export] = {}
+        #: the target's available_filter_functions, when given
+        self.ftrace: FilterFunctions | None = None
         #: the kernel running here, with no source named by the user
         self.is_running = False
         self._release: str | None = None
@@ -267,6 +272,11 @@ class KernelSymbols:
             for name, e in exports.items():
                 self.exports.setdefault(name, e)
             self._parts.append(f"{path}: Module.symvers, {len(exports)} exports")
+        elif kind == "ftrace" or (kind is None and looks_like_filter_functions(bytes(data[:4096]))):
+            ff = FilterFunctions(data, path)
+            if self.ftrace is None:
+                self.ftrace = ff
+            self._parts.append(f"{path}: available_filter_functions, {len(ff)} functions")
         elif kind in ("kallsyms", "System.map", None):
             self._add_text(path, data, kind)  # type: ignore[arg-type]
         else:

@@ -21,7 +21,9 @@ of ld's, its own GOT, the TOC pointer of the module's .toc): a test documents ea
 such case and checks the twin against the kernel's formula there instead.
 
 Missing cross binutils skip the test with the package to install, and fail it
-under ``CI=true`` (.ci/run installs them).
+under ``CI=true`` (.ci/run installs them).  loongarch64's come from a cached trixie
+chroot (tests/cross_chroot.py; bookworm has none), which .ci/run prepares and the
+tools run in, on the same files (the working directory is bind-mounted).
 """
 
 from __future__ import annotations
@@ -55,13 +57,41 @@ class Cross:
     as_flags: tuple[str, ...] = ()
     #: ld's emulation (``-m``)
     emulation: str = ""
+    #: the tools run in this chroot toolchain (tests/cross_chroot.py), not the host's
+    chroot: str | None = None
 
     def tool(self, name: str) -> str:
         return self.prefix + name
 
+    def root(self) -> Path | None:
+        """The prepared chroot of a chroot toolchain (None: not prepared)."""
+        if self.chroot is None:
+            return None
+        from cross_chroot import TOOLCHAINS, ready
+
+        tc = TOOLCHAINS[self.chroot]
+        return tc.root if ready(tc) else None
+
     def missing(self) -> list[str]:
-        """The tools of this architecture that are not on PATH."""
-        return [t for t in ("as", "ld", "objcopy") if shutil.which(self.tool(t)) is None]
+        """The tools of this architecture that are not on PATH (or in its chroot)."""
+        tools = ("as", "ld", "objcopy")
+        if self.chroot is not None:
+            root = self.root()
+            if root is None:
+                return list(tools)
+            bindir = str(root / "usr" / "bin")
+            return [t for t in tools if shutil.which(self.tool(t), path=bindir) is None]
+        return [t for t in tools if shutil.which(self.tool(t)) is None]
+
+    def run(self, cmd: Sequence[str], cwd: Path) -> None:
+        """``cmd`` (paths relative to ``cwd``) on the host or in the chroot."""
+        argv = list(cmd)
+        root = self.root()
+        if root is not None:
+            from cross_chroot import chroot_argv
+
+            argv = chroot_argv(root, cwd, argv)
+        _run(argv, cwd)
 
 
 CROSS: dict[str, Cross] = {
@@ -77,6 +107,10 @@ CROSS: dict[str, Cross] = {
             "elf64lppc",
         ),
         Cross("aarch64", "aarch64-linux-gnu-", "binutils-aarch64-linux-gnu", (), "aarch64linux"),
+        Cross("loongarch64", "loongarch64-linux-gnu-",
+              "binutils-loongarch64-linux-gnu (trixie): .ci/run prepares the chroot, or "
+              "PYTHONPATH=tests python -m cross_chroot loongarch64",
+              ("-mabi=lp64d", "-mno-relax"), "elf64loongarch", chroot="loongarch64"),
     )
 }
 
@@ -94,9 +128,9 @@ def cross(name: str) -> Cross:
     return c
 
 
-def _run(cmd: Sequence[str]) -> None:
+def _run(cmd: Sequence[str], cwd: Path) -> None:
     env = {**os.environ, "LC_ALL": "C"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=cwd)
     if proc.returncode:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
 
@@ -116,7 +150,8 @@ class Linked:
         """The bytes of output section ``name`` as ld wrote them (read by objcopy)."""
         if name not in self._bytes:
             out = self.exe.with_name(f"{self.exe.name}{name.replace('/', '_')}.bin")
-            _run([self.cross.tool("objcopy"), "-O", "binary", "-j", name, str(self.exe), str(out)])
+            self.cross.run([self.cross.tool("objcopy"), "-O", "binary", "-j", name,
+                            self.exe.name, out.name], self.exe.parent)  # fmt: skip
             self._bytes[name] = out.read_bytes()
         return self._bytes[name]
 
@@ -139,18 +174,18 @@ def link(
     workdir.mkdir(parents=True, exist_ok=True)
     src, obj, exe = workdir / f"{name}.s", workdir / f"{name}.o", workdir / f"{name}.exe"
     src.write_text(asm)
-    _run([c.tool("as"), *c.as_flags, "-o", str(obj), str(src)])
+    c.run([c.tool("as"), *c.as_flags, "-o", obj.name, src.name], workdir)
     # each section of ``sections`` its own output section of the same name (the default
     # script would merge .data.foo into .data); --section-start places them
     script = workdir / f"{name}.ld"
     script.write_text(
         "SECTIONS {\n" + "".join(f"  {sec} : {{ *({sec}) }}\n" for sec in sections) + "}\n"
     )
-    cmd = [c.tool("ld"), "-m", c.emulation, "-static", "-nostdlib", "--entry=0", "-o", str(exe)]
-    cmd += ["-T", str(script)]
+    cmd = [c.tool("ld"), "-m", c.emulation, "-static", "-nostdlib", "--entry=0", "-o", exe.name]
+    cmd += ["-T", script.name]
     cmd += [f"--section-start={sec}={addr:#x}" for sec, addr in sections.items()]
     cmd += [f"--defsym={sym}={value:#x}" for sym, value in symbols.items()]
-    _run([*cmd, *ld_args, str(obj)])
+    c.run([*cmd, *ld_args, obj.name], workdir)
     return Linked(c, obj, exe, sections, symbols)
 
 
@@ -180,6 +215,8 @@ def twin(
 
     def symbol_value(index: int) -> int | None:
         sym = symtab[index]
+        if index == 0:  # the null symbol: value 0 (a stack relocation's operand)
+            return 0
         if sym.st_shndx == SHN.UNDEF:
             return linked.symbols.get(sym.name)
         if sym.st_shndx == SHN.ABS:

@@ -55,3 +55,21 @@ def test_missing_cross_binutils_skip_or_fail(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="nowhere-linux-gnu-as, nowhere-linux-gnu-ld"):
         cross("nowhere")
+
+
+def test_chroot_toolchain_not_prepared_skips_or_fails(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # a chroot toolchain (tests/cross_chroot.py) that is not prepared: every tool missing
+    from cross_chroot import TOOLCHAINS, ChrootToolchain
+
+    monkeypatch.setenv("KLPELF_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setitem(TOOLCHAINS, "nowhere", ChrootToolchain("nowhere", "trixie", ("x",)))
+    monkeypatch.setitem(CROSS, "nowhere", Cross("nowhere", "nowhere-linux-gnu-", "x (trixie)",
+                                                chroot="nowhere"))  # fmt: skip
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"nowhere-linux-gnu-as.*install x"):
+        cross("nowhere")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception):
+        cross("nowhere")

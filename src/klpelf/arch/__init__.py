@@ -38,9 +38,9 @@ if TYPE_CHECKING:
 NOT_MODELLED_RULE = "relocations-not-modelled"
 
 #: why a twin stopped where the kernel stops: an unknown type, a value out of the
-#: type's range, target bytes that are not zero, or (ppc64) no nop after a call
-#: through a stub
-StopReason = Literal["unknown-type", "overflow", "nonzero", "expected-nop"]
+#: type's range, target bytes that are not zero, (ppc64) no nop after a call through a
+#: stub, or (loongarch64) the relocation stack full or empty
+StopReason = Literal["unknown-type", "overflow", "nonzero", "expected-nop", "rela-stack"]
 
 
 class RelocType(NamedTuple):
@@ -190,10 +190,10 @@ class Arch(NamedTuple):
 
 
 def _registry() -> dict[int, Arch]:
-    from klpelf.arch import aarch64, ppc64, s390x, x86_64
+    from klpelf.arch import aarch64, loongarch64, ppc64, s390x, x86_64
 
     return {EM.X86_64: x86_64.ARCH, EM.S390: s390x.ARCH, EM.PPC64: ppc64.ARCH,
-            EM.AARCH64: aarch64.ARCH}  # fmt: skip
+            EM.AARCH64: aarch64.ARCH, EM.LOONGARCH: loongarch64.ARCH}  # fmt: skip
 
 
 _ARCHES: dict[int, Arch] | None = None

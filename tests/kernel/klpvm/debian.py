@@ -411,6 +411,22 @@ def _saved_packages(kdir: Path, release: str) -> ReleasePackages:
 # --- chroots/<release>: the build environment ----------------------------------------------
 
 
+def debootstrap(suite: str, target: Path, packages: list[str] | tuple[str, ...]) -> None:
+    """``debootstrap --variant=minbase`` of ``suite`` into ``target`` with ``packages``,
+    its downloads kept in the shared ``debootstrap/<suite>`` cache."""
+    debs_cache = cache_root() / "debootstrap" / suite
+    debs_cache.mkdir(parents=True, exist_ok=True)
+    # in its own mount namespace: the /proc and /sys debootstrap mounts in the target
+    # cannot outlive it, whatever happens
+    _run(
+        ["unshare", "--mount", "--propagation", "private", "--fork", "--",
+         "debootstrap", "--variant=minbase", f"--keyring={KEYRING}",
+         f"--cache-dir={debs_cache}", f"--include={','.join(packages)}",
+         suite, str(target), mirror()],
+        f"debootstrap {suite}", timeout=1200,
+    )  # fmt: skip
+
+
 def chroot_command(root: Path, argv: list[str]) -> list[str]:
     """``argv`` run in the chroot ``root`` with /proc mounted, in a private mount
     namespace (the mount ends with the command), with a clean environment."""
@@ -433,17 +449,7 @@ def prepare_chroot(pk: ReleasePackages, kdir: Path) -> Path:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{pk.release}."))
         try:
-            debs_cache = cache_root() / "debootstrap" / pk.suite
-            debs_cache.mkdir(parents=True, exist_ok=True)
-            # in its own mount namespace: the /proc and /sys debootstrap mounts in the
-            # target cannot outlive it, whatever happens
-            _run(
-                ["unshare", "--mount", "--propagation", "private", "--fork", "--",
-                 "debootstrap", "--variant=minbase", f"--keyring={KEYRING}",
-                 f"--cache-dir={debs_cache}", f"--include={','.join(pk.toolchain)}",
-                 pk.suite, str(tmp), mirror()],
-                f"debootstrap {pk.suite}", timeout=1200,
-            )  # fmt: skip
+            debootstrap(pk.suite, tmp, pk.toolchain)
             inside = tmp / "tmp" / "klpelf-debs"
             inside.mkdir(parents=True)
             for deb in sorted((kdir / "debs").glob("*.deb")):

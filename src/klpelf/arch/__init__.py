@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 from klpelf.elf.constants import EM
 
 if TYPE_CHECKING:
+    from klpelf.arch._vector import Entries, VectorWrites
     from klpelf.elf.file import ElfFile
     from klpelf.elf.relocs import RelocationTable
     from klpelf.release import KernelRelease
@@ -168,6 +169,22 @@ class WriteRelocateAdd(Protocol):
                  layout: ModuleLayout | None = None) -> WriteFacts: ...  # fmt: skip
 
 
+class VectorRelocateAdd(Protocol):
+    """The twin of ``apply_relocate_add()`` for a whole section at once, with numpy, in
+    the common case where no entry can stop (see :mod:`klpelf.arch._vector`).
+
+    ``entries``: the section's columns with S of every entry; ``address``: the
+    target's address.  Returns what was written, ``target`` left as
+    :class:`WriteRelocateAdd` would leave it; or None, ``target`` untouched, when
+    the entry-by-entry twin must walk the section (it then finds the same bytes, or
+    where the kernel stops and why).
+    """
+
+    def __call__(self, relocs: RelocationTable, target: bytearray, release: KernelRelease, *,
+                 entries: Entries, address: int,
+                 layout: ModuleLayout | None = None) -> VectorWrites | None: ...  # fmt: skip
+
+
 class Arch(NamedTuple):
     """One machine's relocation code (``arch/<name>/kernel/module.c``)."""
 
@@ -187,6 +204,8 @@ class Arch(NamedTuple):
     #: (release, relocation section index, entry, type) -> what the kernel prints when
     #: a place to write is not zero; None: this machine does not check
     nonzero_message: Callable[[KernelRelease, int, int, int], str] | None = None
+    #: the common case of a whole section at once (numpy); None: walk every section
+    vector_relocate_add: VectorRelocateAdd | None = None
 
 
 def _registry() -> dict[int, Arch]:

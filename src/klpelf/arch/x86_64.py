@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
+from functools import cache
 from itertools import compress, islice, repeat
 from operator import add, gt
 from typing import TYPE_CHECKING
@@ -24,6 +25,10 @@ from klpelf.arch import Arch, ModuleLayout, RelocType, StopReason, WriteFacts
 from klpelf.elf.constants import EM
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from klpelf.arch._vector import Entries, VectorWrites
     from klpelf.elf.relocs import RelocationTable
     from klpelf.release import KernelRelease
 
@@ -237,6 +242,84 @@ def _overflows(r_type: int, value: int | None) -> bool | None:
     return check is not None and not check(value)
 
 
+# --- the whole section at once -------------------------------------------------------
+
+
+def _u32_ok(val: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+    return val <= 0xFFFF_FFFF  # val == (u32)val
+
+
+def _s32_ok(val: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+    return (val < 0x8000_0000) | (val >= _U64 + 1 - 0x8000_0000)  # (s64)val == (s32)val
+
+
+#: the types the vector twin computes, as RELOCATION_TYPES has them: type -> (bytes
+#: written, PC-relative, the range check as a test of an array of values); the two that
+#: write nothing (NONE, the unmodelled REX_GOTPCRELX) too.  An unknown type is left to
+#: the entry-by-entry walk.
+_Check = Callable[["npt.NDArray[np.uint64]"], "npt.NDArray[np.bool_]"]
+_VECTOR: dict[int, tuple[int, bool, _Check | None]] = {
+    0: (0, False, None), 1: (8, False, None), 2: (4, True, None), 4: (4, True, None),
+    10: (4, False, _u32_ok), 11: (4, False, _s32_ok), 24: (8, True, None), 42: (0, False, None),
+}  # fmt: skip
+
+
+@cache
+def _vector_tables() -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """_VECTOR as lookup tables by type number: width, PC-relative, known."""
+    import numpy as np
+
+    size = max(_VECTOR) + 1
+    width = np.zeros(size, dtype=np.uint8)
+    pc, known = np.zeros(size, dtype=bool), np.zeros(size, dtype=bool)
+    for t, (w, rel, _) in _VECTOR.items():
+        width[t], pc[t], known[t] = w, rel, True
+    return width, pc, known
+
+
+def vector_relocate_add(
+    relocs: RelocationTable,
+    target: bytearray,
+    release: KernelRelease,
+    *,
+    entries: Entries,
+    address: int,
+    layout: ModuleLayout | None = None,
+) -> VectorWrites | None:
+    """:func:`write_relocate_add` of a whole section at once when no entry can stop
+    (see :mod:`klpelf.arch._vector`): ``target`` is left as the walk leaves it, or
+    untouched and None when the entry-by-entry walk must decide."""
+    import numpy as np
+
+    from klpelf.arch._vector import VectorWrites, places_free, scatter
+
+    e = entries
+    width_of, pc_of, known_type = _vector_tables()
+    if len(e.types) and int(e.types.max()) >= len(known_type):
+        return None
+    index = e.types.astype(np.intp)
+    if not bool(known_type[index].all()):
+        return None
+    widths = width_of[index]
+    if not bool(e.known[widths > 0].all()):
+        return None  # the walk writes marker bytes where S is not known
+    values = e.values + e.addends
+    pc = pc_of[index]
+    if bool(pc.any()):
+        values -= np.where(pc, e.offsets + np.uint64(address), np.uint64(0))
+    for t, (_, _, ok) in _VECTOR.items():
+        if ok is not None:
+            sel = e.types == t
+            if bool(sel.any()) and not bool(ok(values[sel]).all()):
+                return None
+    if not places_free(target, e.offsets, widths, zero=True):
+        return None
+    for width in (4, 8):
+        sel = widths == width
+        scatter(target, e.offsets[sel], values[sel], width, "little")
+    return VectorWrites(e.offsets, e.types, e.syms, widths, values)
+
+
 # --- the kernel's messages --------------------------------------------------------------
 
 
@@ -297,4 +380,5 @@ ARCH = Arch(
     write_relocate_add=write_relocate_add,
     refusal=refusal,
     nonzero_message=nonzero_message,
+    vector_relocate_add=vector_relocate_add,
 )

@@ -54,7 +54,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "their kernel addresses under their kernel names, one relocation section "
         "per target, no SHN_LIVEPATCH (for objdump -dr and gdb, not for loading)",
     )
-    p.add_argument("--json", action="store_true", help="JSON output (schema klpelf.apply/1)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="JSON output (schema klpelf.apply/1)")
+    out.add_argument("--summary", action="store_true",
+                     help="print the summary lines, not each value written (with -o DIR: "
+                     "the bytes only)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -97,5 +101,5 @@ def run(args: argparse.Namespace) -> int:
         json.dump(apply_document([res]), sys.stdout, indent=2)
         print()
     else:
-        print(res.to_text())
+        print(res.to_text(summary=args.summary))
     return 1 if res.refusals else 0

@@ -261,8 +261,9 @@ class RecordTable:
     def _row(self, index: int) -> dict[str, int]:
         """Every field of record ``index`` (in range)."""
         if self._array is not None:
-            r = self._array[index]
-            return {name: int(r[name]) for name, _ in self.record.fields}
+            # one conversion of the whole record (a tuple of ints), not one per field
+            values = self._array[index].item()
+            return {name: v for (name, _), v in zip(self.record.fields, values, strict=True)}
         rec = self.record
         values = rec.codec.unpack_from(self._records(), index * rec.size)
         return {name: v for (name, _), v in zip(rec.fields, values, strict=True)}

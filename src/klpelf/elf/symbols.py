@@ -9,7 +9,7 @@ because relocations name symbols by index.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from klpelf.elf.arrays import (
@@ -256,6 +256,24 @@ class SymbolTable(RecordTable):
         if self._names is None:
             self._names = _decode_names(bytes(self.strtab.data), self.column("st_name"))
         return self._names
+
+    def symbols_at(self, indices: Sequence[int]) -> list[Symbol]:
+        """``[self[i] for i in indices]`` (in range), for many: from the decoded
+        columns, where one record at a time costs a conversion per field."""
+        if len(indices) < 64:
+            return [self[i] for i in indices]
+        cols = [self.column(name) for name in
+                ("st_name", "st_info", "st_other", "st_shndx", "st_value", "st_size")]  # fmt: skip
+        st_name, st_info, st_other, st_shndx, st_value, st_size = cols
+        xindex = self._xindex_values() if SHN.XINDEX in st_shndx else None
+        names = self.names()
+        out = []
+        for i in indices:
+            n = st_shndx[i]
+            shndx = xindex[i] if xindex is not None and n == SHN.XINDEX else n
+            out.append(Symbol(i, names[i], st_name[i], st_info[i], st_other[i], n,
+                              st_value[i], st_size[i], shndx))  # fmt: skip
+        return out
 
     def __getitem__(self, index: int) -> Symbol:
         n = len(self)

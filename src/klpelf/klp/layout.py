@@ -42,6 +42,7 @@ from klpelf.elf.file import ElfFile
 from klpelf.errors import UsageError
 
 if TYPE_CHECKING:
+    from klpelf.klp.module import KlpModule
     from klpelf.release import KernelRelease
     from klpelf.symbols.sources import KernelSymbols
 
@@ -176,11 +177,15 @@ def section_bytes(elf: ElfFile, index: int) -> bytearray:
 
 
 def symbol_values(elf: ElfFile, ks: KernelSymbols, release: KernelRelease,
-                   addresses: Mapping[int, int]) -> list[int | None]:  # fmt: skip
+                  addresses: Mapping[int, int], *,
+                  module: KlpModule | None = None) -> list[int | None]:  # fmt: skip
     """st_value of every symbol once the kernel resolved it: a livepatch symbol by
     ``klp_find_object_symbol()``, an undefined one by name (``simplify_symbols()``),
     a defined one at its section's address (``addresses``: section index -> address);
-    None when not known.  What the arch/ twins get as ``symbol_value``."""
+    None when not known.  What the arch/ twins get as ``symbol_value``.
+
+    ``module``: the module's :func:`~klpelf.klp.module.klp_module` view, when the
+    caller has it (with ``release``'s KSYM_NAME_LEN)."""
     from klpelf.klp.module import klp_module
     from klpelf.symbols.resolve import klp_find_object_symbol
 
@@ -189,8 +194,10 @@ def symbol_values(elf: ElfFile, ks: KernelSymbols, release: KernelRelease,
     shndx, st_value = tab.column("st_shndx"), tab.column("st_value")
     names = tab.names()
     out: list[int | None] = [None] * len(names)
-    mod = klp_module(elf, ksym_name_len=release.ksym_name_len)
-    undefined = [i for i, n in enumerate(shndx) if n == SHN.UNDEF and i and names[i]]
+    mod = module
+    if mod is None or mod.ksym_name_len != release.ksym_name_len:
+        mod = klp_module(elf, ksym_name_len=release.ksym_name_len)
+    undefined = [i for i, n in enumerate(shndx) if not n and i and names[i]]  # SHN_UNDEF
     # one search per kallsyms for all the names (symbols/sources.py)
     ks.prefetch([*(s.parsed.name for s in mod.symbols if s.parsed is not None),
                  *(names[i] for i in undefined)])  # fmt: skip
@@ -200,14 +207,17 @@ def symbol_values(elf: ElfFile, ks: KernelSymbols, release: KernelRelease,
             r = klp_find_object_symbol(ks, p.objname, p.name, p.sympos)
             ok = r.ok if r.coming_ok is None else r.ok or r.coming_ok
             out[s.symbol.index] = r.address if ok else None
-    for i, n in enumerate(shndx):
-        if i == 0:
-            out[i] = 0
-        elif n == SHN.ABS:
-            out[i] = st_value[i]
-        elif n == SHN.UNDEF and names[i]:  # simplify_symbols(): by name
-            found = [c.address for c in ks.vmlinux_matches(names[i]) if c.address]
-            out[i] = found[0] if found else None
-        elif n < SHN.LORESERVE and n in addresses:
-            out[i] = addresses[n] + st_value[i]
+    for i in undefined:  # simplify_symbols(): by name
+        found = [c.address for c in ks.vmlinux_matches(names[i]) if c.address]
+        out[i] = found[0] if found else None
+    abs_, reserved, where = int(SHN.ABS), int(SHN.LORESERVE), addresses.get
+    for i, (n, value) in enumerate(zip(shndx, st_value, strict=True)):
+        if n and n < reserved:
+            base = where(n)
+            if base is not None:
+                out[i] = base + value
+        elif n == abs_:
+            out[i] = value
+    if out:
+        out[0] = 0
     return out

@@ -129,8 +129,8 @@ class KlpModule:
         if tab is None:
             return
         lp = set(tab.indices_where_shndx(SHN.LIVEPATCH))
-        for i in sorted(lp | set(tab.indices_with_prefix(KLP_SYM_PREFIX))):
-            sym = tab[i]
+        indices = sorted(lp | set(tab.indices_with_prefix(KLP_SYM_PREFIX)))
+        for i, sym in zip(indices, tab.symbols_at(indices), strict=True):
             name = sym.name
             kind = classify_symbol_name(name)
             if kind == "annotation":

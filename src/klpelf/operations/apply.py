@@ -33,6 +33,11 @@ from klpelf.release import DEFAULT_VERSION, KernelRelease
 from klpelf.symbols.sources import KernelSymbols
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from klpelf.arch._vector import VectorWrites
+    from klpelf.elf.relocs import RelocationTable
     from klpelf.operations.schemas import ApplyJson, ApplyModuleJson
 
 __all__ = [
@@ -40,6 +45,7 @@ __all__ = [
     "AppliedModule",
     "Refusal",
     "Write",
+    "WriteLog",
     "apply",
     "apply_document",
     "section_file_name",
@@ -84,10 +90,11 @@ class AppliedModule(FrozenRecord):
 
     _fields = ("path", "name", "machine", "release", "sections", "writes", "refusals",
                "skipped", "contents", "assumed")  # fmt: skip
-    __slots__ = _fields
+    __slots__ = ("_log", "_writes", "assumed", "contents", "machine", "name", "path",
+                 "refusals", "release", "sections", "skipped")  # fmt: skip
 
     def __init__(self, path: str, name: str, machine: str, release: KernelRelease, *,
-                 sections: list[PlacedSection], writes: list[Write],
+                 sections: list[PlacedSection], writes: list[Write] | WriteLog,
                  refusals: list[Refusal], skipped: list[str],
                  contents: dict[int, bytearray], assumed: bool = False) -> None:  # fmt: skip
         self.path: Final = path
@@ -96,8 +103,10 @@ class AppliedModule(FrozenRecord):
         self.release: Final = release
         #: every section the loader allocates, with its address
         self.sections: Final = sections
-        #: every value written by a klp relocation, in the order the kernel writes
-        self.writes: Final = writes
+        # the writes as the walk logged them, made into Write tuples on first use:
+        # 300,000 of them take longer to build than the walk takes
+        self._log: Final = writes if isinstance(writes, WriteLog) else WriteLog(writes)
+        self._writes: list[Write] | None = None
         #: the relocation sections where the kernel stops
         self.refusals: Final = refusals
         #: objects with klp sections that are not applied (not present in the sources)
@@ -106,6 +115,19 @@ class AppliedModule(FrozenRecord):
         self.contents: Final = contents
         #: no section address was given: every address is klpelf's placement
         self.assumed: Final = assumed
+
+    @property
+    def writes(self) -> list[Write]:
+        """Every value written by a klp relocation, in the order the kernel writes."""
+        if self._writes is None:
+            object.__setattr__(self, "_writes", self._log.writes())
+        assert self._writes is not None
+        return self._writes
+
+    @property
+    def write_count(self) -> int:
+        """``len(writes)``, without building them."""
+        return len(self._log)
 
     def to_json(self) -> ApplyModuleJson:
         """The module as one ``Module`` object of the ``klpelf.apply/1`` schema."""
@@ -126,16 +148,12 @@ class AppliedModule(FrozenRecord):
             "addresses_assumed": self.assumed,
         }  # fmt: skip
 
-    def to_text(self) -> str:
-        """The table ``klpelf apply`` prints (no final newline)."""
+    def to_text(self, *, summary: bool = False) -> str:
+        """The table ``klpelf apply`` prints (no final newline); with ``summary``, only
+        the lines around it (the module, errors, notes, the count)."""
         lines = [f"{self.path}: module {self.name}, {self.machine}, kernel {self.release}"]
-        rows = [(w.object, w.section, f"{w.offset:#x}", w.type, w.symbol,
-                 "?" if w.value is None else f"{w.value:#x}") for w in self.writes]  # fmt: skip
-        head = ("OBJECT", "SECTION", "OFFSET", "TYPE", "SYMBOL", "VALUE")
-        if rows:
-            w = [max(len(r[i]) for r in [head, *rows]) for i in range(6)]
-            lines += ["  " + "  ".join(f"{v:<{w[i]}}" for i, v in enumerate(r)).rstrip()
-                      for r in [head, *rows]]  # fmt: skip
+        if not summary and self.write_count:
+            lines += _table(self.writes)
         lines += [f"  error: {r.rela_section} entry {r.entry}: {r.message}" for r in self.refusals]
         lines += [f"  note: {o}: not in the kernel symbols given, its klp relocations are "
                   "applied when it loads" for o in self.skipped]  # fmt: skip
@@ -143,8 +161,23 @@ class AppliedModule(FrozenRecord):
             start = min(s.address for s in self.sections)
             lines.append(f"  note: no --base: the sections are placed from {start:#x} "
                          "(klpelf's assumption, not the kernel's addresses)")  # fmt: skip
-        lines.append(f"  {len(self.writes)} values written by klp relocations")
+        lines.append(f"  {self.write_count} values written by klp relocations")
         return "\n".join(lines)
+
+
+def _table(writes: Sequence[Write]) -> list[str]:
+    """The rows of the table of ``writes``, head first, columns padded to the widest."""
+    head = ("OBJECT", "SECTION", "OFFSET", "TYPE", "SYMBOL", "VALUE")
+    cols = [
+        [w.object for w in writes], [w.section for w in writes],
+        [f"{w.offset:#x}" for w in writes], [w.type for w in writes],
+        [w.symbol for w in writes],
+        ["?" if w.value is None else f"{w.value:#x}" for w in writes],
+    ]  # fmt: skip
+    widths = [max(len(h), *map(len, set(c))) for h, c in zip(head, cols, strict=True)]
+    # the last column is not padded (lines end without spaces)
+    fmt = "  " + "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
+    return [fmt.format(*head).rstrip()] + [fmt.format(*r).rstrip() for r in zip(*cols, strict=True)]
 
 
 def _type_name(arch: Arch, r_type: int) -> str:
@@ -152,20 +185,78 @@ def _type_name(arch: Arch, r_type: int) -> str:
     return t.name if t is not None else str(r_type)
 
 
+class _VectorBlock(NamedTuple):
+    """The writes of one klp section applied whole (:mod:`klpelf.arch._vector`)."""
+
+    objname: str
+    rela_section: str
+    section: str
+    address: int
+    written: VectorWrites
+    #: the entries that wrote (width > 0)
+    written_count: int
+
+
+class WriteLog:
+    """The writes of an apply as the walk found them: :class:`Write` lists from the
+    entry-by-entry walk, numpy columns from the vector one; :meth:`writes` makes the
+    one list of :class:`Write`, in order."""
+
+    __slots__ = ("_arch", "_blocks", "_count", "_names")
+
+    def __init__(self, writes: list[Write] | None = None, *, arch: Arch | None = None,
+                 names: list[str] | None = None) -> None:  # fmt: skip
+        self._blocks: list[list[Write] | _VectorBlock] = [writes] if writes else []
+        self._count = len(writes) if writes else 0
+        self._arch, self._names = arch, names
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, block: list[Write] | _VectorBlock) -> None:
+        self._blocks.append(block)
+        self._count += block.written_count if isinstance(block, _VectorBlock) else len(block)
+
+    def writes(self) -> list[Write]:
+        out: list[Write] = []
+        for b in self._blocks:
+            out += self._made(b) if isinstance(b, _VectorBlock) else b
+        return out
+
+    def _made(self, b: _VectorBlock) -> list[Write]:
+        import numpy as np
+
+        assert self._arch is not None and self._names is not None
+        w, names, arch = b.written, self._names, self._arch
+        live = np.flatnonzero(w.widths)
+        offsets = w.offsets[live].tolist()
+        types = w.types[live].tolist()
+        type_names = {t: _type_name(arch, t) for t in set(types)}
+        n = len(names)
+        syms = [names[s] if s < n else f"#{s}" for s in w.syms[live].tolist()]
+        base, obj, rela, sec = b.address, b.objname, b.rela_section, b.section
+        return [Write(obj, rela, i, sec, off, type_names[t], sym, v, base + off)
+                for i, off, t, sym, v in zip(live.tolist(), offsets, types, syms,
+                                             w.values[live].tolist(), strict=True)]  # fmt: skip
+
+
 class _Walk:
     """The state of one apply: the bytes of every placed section, and what was found."""
 
     def __init__(self, elf: ElfFile, arch: Arch, release: KernelRelease, name: str, *,
                  addresses: Mapping[int, int], values: list[int | None]) -> None:  # fmt: skip
+        from klpelf.arch import ModuleLayout
+
         self.elf, self.arch, self.release, self.name = elf, arch, release, name
         self.addresses = addresses
         self.values = values
         self.contents = {i: section_bytes(elf, i) for i in addresses}
-        self.writes: list[Write] = []
+        tab = elf.symtab
+        assert tab is not None
+        self.log = WriteLog(arch=arch, names=tab.names())
         self.refusals: list[Refusal] = []
-        from klpelf.arch import ModuleLayout
-
         self.layout = ModuleLayout(elf, addresses)
+        self._columns: tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]] | None = None
 
     def section(self, sec: Section, objname: str | None) -> bool:
         """Apply relocation section ``sec`` (``objname``: of a klp section, whose
@@ -175,31 +266,47 @@ class _Walk:
             return True
         relocs = self.elf.relocations_as_rela(sec)
         place = self.contents[target.index]
+        base = self.addresses[target.index]
+        if self.arch.vector_relocate_add is not None and relocs.vector:
+            written = self._vector(relocs, place, base)
+            if written is not None:
+                if objname is not None:
+                    count = int((written.widths > 0).sum())
+                    self.log.add(_VectorBlock(objname, sec.name, target.name, base, written,
+                                              count))  # fmt: skip
+                return True
         before = bytes(place)
         value: Callable[[int], int | None] = self._value
         facts = self.arch.write_relocate_add(relocs, place, self.release, symbol_value=value,
-                                             address=self.addresses[target.index],
-                                             layout=self.layout)  # fmt: skip
+                                             address=base, layout=self.layout)  # fmt: skip
         if objname is not None:
-            tab = self.elf.symtab
-            assert tab is not None
-            names, syms = tab.names(), relocs.syms()
-            base = self.addresses[target.index]
+            names, syms = self.log._names or [], relocs.syms()
             vals = facts.values or [None] * len(facts)
-            for i in range(len(facts)):
-                if facts.widths[i] and i != facts.stop:
-                    r_sym = syms[i]
-                    self.writes.append(Write(
-                        objname, sec.name, i, target.name, facts.offsets[i],
-                        _type_name(self.arch, facts.types[i]),
-                        names[r_sym] if r_sym < len(names) else f"#{r_sym}", vals[i],
-                        base + facts.offsets[i]))  # fmt: skip
+            self.log.add([
+                Write(objname, sec.name, i, target.name, facts.offsets[i],
+                      _type_name(self.arch, facts.types[i]),
+                      names[syms[i]] if syms[i] < len(names) else f"#{syms[i]}", vals[i],
+                      base + facts.offsets[i])
+                for i in range(len(facts)) if facts.widths[i] and i != facts.stop
+            ])  # fmt: skip
         if facts.stop is None:
             return True
         place[:] = before  # the kernel stops: what this section wrote stays unknown here
         rule, message = self.arch.refusal(self.release, self.name, sec.index, facts)
         self.refusals.append(Refusal(objname or "", sec.name, facts.stop, rule, message))
         return False
+
+    def _vector(self, relocs: RelocationTable, place: bytearray,
+                address: int) -> VectorWrites | None:  # fmt: skip
+        from klpelf.arch._vector import entries, symbol_columns
+
+        twin = self.arch.vector_relocate_add
+        assert twin is not None
+        if self._columns is None:
+            self._columns = symbol_columns(self.values)
+        cols = entries(relocs, *self._columns)
+        return twin(relocs, place, self.release, entries=cols, address=address,
+                    layout=self.layout)  # fmt: skip
 
     def _value(self, i: int) -> int | None:
         return self.values[i] if 0 <= i < len(self.values) else None
@@ -224,16 +331,17 @@ def apply(module: ModuleSource, kernel: KernelSymbols, *,
             raise UnsupportedElfError(not_modelled_message(elf.machine_name))
         if elf.symtab is None:
             raise KlpError("module has no symbols (stripped?)")
-        mod = klp_module(elf)
         if version is None:
-            version = _release_of(mod.vermagic)
+            mi = elf.modinfo
+            version = _release_of(mi.get("vermagic") if mi else None)
+        mod = klp_module(elf, ksym_name_len=version.ksym_name_len)
         placed = place(elf, bases)
         addresses = {s.index: s.address for s in placed}
-        values = symbol_values(elf, kernel, version, addresses)
+        values = symbol_values(elf, kernel, version, addresses, module=mod)
         walk = _Walk(elf, arch, version, mod.name, addresses=addresses, values=values)
         skipped = _apply_all(walk, mod.sections, kernel, objects)
     return AppliedModule(elf.path or "", mod.name, elf.machine_name, version, sections=placed,
-                         writes=walk.writes, refusals=walk.refusals, skipped=skipped,
+                         writes=walk.log, refusals=walk.refusals, skipped=skipped,
                          contents=walk.contents, assumed=not bases)  # fmt: skip
 
 

@@ -69,7 +69,7 @@ class SymbolText(Record):
     """
 
     _fields = ("path", "kind", "buf", "index", "address", "type", "module", "modules", "zeroed")
-    __slots__ = (*_fields, "_cache")
+    __slots__ = (*_fields, "_cache", "_vmlinux_count")
 
     path: str
     kind: SymbolTextKind
@@ -91,13 +91,17 @@ class SymbolText(Record):
         self.path, self.kind, self.buf, self.index = path, kind, buf, index
         self.address, self.type, self.module = address, type, module
         self.modules, self.zeroed, self._cache = modules, zeroed, {}
+        self._vmlinux_count: int | None = None
 
     def __len__(self) -> int:
         return len(self.address)
 
     @property
     def vmlinux_count(self) -> int:
-        return int(np.count_nonzero(self.module == -1))
+        # counted once: every lookup of a vmlinux name asks (KernelSymbols.has_vmlinux)
+        if self._vmlinux_count is None:
+            self._vmlinux_count = int(np.count_nonzero(self.module == -1))
+        return self._vmlinux_count
 
     @property
     def has_vmlinux(self) -> bool:

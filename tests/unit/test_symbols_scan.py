@@ -155,6 +155,7 @@ def test_cli_with_large_kallsyms_does_not_import_numpy(tmp_path: Path, command: 
     extra = (
         "ffffffff82b9f480 b max_cstate\nffffffff82b9f490 d max_cstate\n"
         "ffffffff82a00000 D total_forks\nffffffff82a00010 D nr_threads\n"
+        "ffffffff81400000 t cmdline_proc_show\n"
     )
     p = tmp_path / "kallsyms"
     p.write_bytes(extra.encode() + _kallsyms(40_000))

@@ -99,6 +99,8 @@ def _keys(typed_dict: type) -> set[str]:
                               j.CandidateJson, j.KernelJson]),
         ("klpelf.apply/1", [j.ApplyJson, j.ApplyModuleJson, j.PlacedSectionJson, j.WriteJson,
                             j.RefusalJson]),
+        ("klpelf.diff/1", [j.DiffJson, j.DiffItemJson, j.RenamedJson, j.DiffReferenceJson,
+                           j.DiffExternJson]),
     ],
 )  # fmt: skip
 def test_json_schemas_are_the_documented_ones(schema: str, types: list[type]) -> None:
@@ -120,7 +122,8 @@ def test_schemas_cover_every_typeddict() -> None:
               "ResolveSymbolJson", "CandidateJson", "KernelJson", "ApplyJson", "FailedJson",
               "ApplyModuleJson", "PlacedSectionJson", "WriteJson", "RefusalJson",
               "PatchJson", "PatchObjectJson", "PatchFuncJson", "PatchStateJson",
-              "NewFuncJson"}  # fmt: skip
+              "NewFuncJson", "DiffJson", "DiffItemJson", "RenamedJson", "DiffReferenceJson",
+              "DiffExternJson"}  # fmt: skip
     assert defined == listed
 
 

@@ -293,3 +293,37 @@ def _pieces(plan: _Plan, src: int | None) -> Iterator[Piece]:
         pos = off + len(data)
     if plan.size > pos:
         yield bytes(plan.size - pos)
+
+
+def new_relocatable(like: ElfFile) -> ElfFile:
+    """An empty relocatable object of ``like``'s class, byte order, OS ABI, machine and
+    e_flags: the null section, ``.shstrtab``, ``.strtab`` and a ``.symtab`` holding the
+    null symbol.  Sections, symbols and relocations are added with the model's edits."""
+    from klpelf.elf.constants import ET
+    from klpelf.elf.reader import read_elf
+
+    lay = like.layout
+    shstr = b"\0.shstrtab\0.strtab\0.symtab\0"
+    strtab = b"\0"
+    symtab = bytes(lay.sym_size)
+    body = lay.ehdr_size
+    off_shstr = body
+    off_str = off_shstr + len(shstr)
+    off_sym = _align_up(off_str + len(strtab), lay.word_align)
+    shoff = _align_up(off_sym + len(symtab), lay.word_align)
+    shdrs = [
+        lay.shdr.pack(0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        lay.shdr.pack(1, SHT.STRTAB, 0, 0, off_shstr, len(shstr), 0, 0, 1, 0),
+        lay.shdr.pack(11, SHT.STRTAB, 0, 0, off_str, len(strtab), 0, 0, 1, 0),
+        lay.shdr.pack(19, SHT.SYMTAB, 0, 0, off_sym, len(symtab), 2, 1, lay.word_align,
+                      lay.sym_size),
+    ]  # fmt: skip
+    h = like.header
+    ehdr = lay.ehdr.pack(ET.REL, h.e_machine, 1, 0, 0, shoff, h.e_flags, lay.ehdr_size, 0, 0,
+                         lay.shdr.size, len(shdrs), 1)  # fmt: skip
+    ident = like.ident[:9] + bytes(EI_NIDENT - 9)  # magic, class, data, version, OS ABI
+    out = bytearray(ident + ehdr)
+    out += shstr + strtab
+    out += bytes(off_sym - len(out)) + symtab
+    out += bytes(shoff - len(out)) + b"".join(shdrs)
+    return read_elf(bytes(out), path=None)

@@ -93,7 +93,7 @@ def _used_undefined(elf: ElfFile) -> dict[int, str]:
     return where
 
 
-def _describe(cands: list[Candidate]) -> str:
+def describe_candidates(cands: list[Candidate]) -> str:
     parts = []
     for c in cands:
         pos = c.position if c.position is not None else "?"
@@ -174,7 +174,7 @@ def plan_klp_symbols(
             # late module patching: the exporting module may load after the livepatch
             r = klp_find_object_symbol(ks, export.objname, name, 0)
             if isinstance(r.exception(), AmbiguousSymbolError):
-                raise KlpFormatError(f"{ctx}: {r.error}: {_describe(r.candidates)}")
+                raise KlpFormatError(f"{ctx}: {r.error}: {describe_candidates(r.candidates)}")
             plan[i] = KlpSymbolName(export.objname, name, 0)
         else:
             plan[i] = _in_vmlinux(ks, name, ctx)
@@ -209,8 +209,9 @@ def _in_vmlinux(ks: KernelSymbols, name: str, ctx: str) -> KlpSymbolName:
     if len(cands) == 1:
         return KlpSymbolName("vmlinux", name, 0)
     raise KlpFormatError(
-        f"{ctx}: {len(cands)} symbols of that name in vmlinux ({_describe(cands)}); choose "
-        f"one with --sympos vmlinux:{name}=N or --sympos vmlinux:{name}=path/to/file.c "
+        f"{ctx}: {len(cands)} symbols of that name in vmlinux "
+        f"({describe_candidates(cands)}); choose one with --sympos vmlinux:{name}=N or "
+        f"--sympos vmlinux:{name}=path/to/file.c "
         "(file names need a vmlinux ELF among --kernel)"
     )
 
@@ -225,7 +226,7 @@ def _in_one_module(ks: KernelSymbols, name: str, ctx: str) -> KlpSymbolName:
             return KlpSymbolName(objname, name, 0)
         raise KlpFormatError(
             f"{ctx}: {len(cands)} symbols of that name in module {objname} "
-            f"({_describe(cands)}); choose one with --sympos {objname}:{name}=N"
+            f"({describe_candidates(cands)}); choose one with --sympos {objname}:{name}=N"
         )
     if found:
         mods = ", ".join(m for m, _ in found[:8]) + (", ..." if len(found) > 8 else "")
@@ -251,8 +252,8 @@ def _check_position(ks: KernelSymbols, choice: SymposChoice, pos: int, ctx: str)
     r = klp_find_object_symbol(ks, objname, name, pos)
     if r.ok or r.not_loaded:
         return
-    raise KlpFormatError(f"{ctx}: --sympos {spec}: {r.error or r.note}"
-                         f" (candidates: {_describe(r.candidates) or 'none'})")  # fmt: skip
+    cands = describe_candidates(r.candidates) or "none"
+    raise KlpFormatError(f"{ctx}: --sympos {spec}: {r.error or r.note} (candidates: {cands})")
 
 
 def _chosen(ks: KernelSymbols, choice: SymposChoice, ctx: str) -> KlpSymbolName:
@@ -277,7 +278,7 @@ def _chosen(ks: KernelSymbols, choice: SymposChoice, ctx: str) -> KlpSymbolName:
     if len(hits) != 1 or hits[0].position is None:
         raise KlpFormatError(
             f"{ctx}: --sympos {obj}:{name}={hint} matches {len(hits)} of "
-            f"the candidates ({_describe(cands) or 'none'})"
+            f"the candidates ({describe_candidates(cands) or 'none'})"
         )
     pos = hits[0].position if len(cands) > 1 else 0
     return KlpSymbolName(obj, name, pos)

@@ -296,3 +296,48 @@ class ApplyJson(TypedDict):
 
     schema: Literal["klpelf.apply/1"]
     modules: list[ApplyModuleJson]
+
+
+# --- klpelf.diff/1 -----------------------------------------------------------------------
+
+
+class DiffItemJson(TypedDict):
+    name: str
+    why: str
+
+
+class RenamedJson(TypedDict):
+    orig: str
+    patched: str
+
+
+class DiffReferenceJson(TypedDict):
+    name: str
+    symbol: str
+    kind: Literal["exported", "klp"]
+    note: str | None
+
+
+class DiffExternJson(TypedDict):
+    name: str
+    symbol: str
+
+
+class DiffJson(TypedDict):
+    """The whole output of ``klpelf diff --json``."""
+
+    schema: Literal["klpelf.diff/1"]
+    orig: str
+    patched: str
+    output: str | None
+    object: str
+    functions: list[DiffItemJson]
+    data: list[DiffItemJson]
+    line_only: list[str]
+    removed: list[str]
+    renamed: list[RenamedJson]
+    references: list[DiffReferenceJson]
+    externs: list[DiffExternJson]
+    entries: dict[str, int]
+    notes: list[str]
+    refusals: list[str]

@@ -1,0 +1,5 @@
+#include "kernel_like.h"
+
+int limits[] = { 10, 20, 30 };
+
+int limit_of(int i) { return limits[i]; }

@@ -1,0 +1,5 @@
+#include "kernel_like.h"
+
+asm(".pushsection .klpelf_test_table,\"a\"\n.long 2\n.popsection");
+
+int plain(int x) { return x; }

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from klpelf.elf.reader import open_elf
+
 
 @dataclass(frozen=True)
 class Target:
@@ -143,3 +145,27 @@ def readelf(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         env={"LC_ALL": "C"},
         check=False,
     )
+
+
+def readelf_clean(path: Path) -> str:
+    """``readelf -a -W`` of ``path``, asserting it says nothing on stderr."""
+    r = subprocess.run(["readelf", "-a", "-W", str(path)], capture_output=True, text=True,
+                       env={"LC_ALL": "C"}, check=False)  # fmt: skip
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    return r.stdout
+
+
+def relocations(path: Path) -> dict[str, list[tuple[int, str, int]]]:
+    """Target section -> (offset, symbol name, addend), read back with klpelf."""
+    elf = open_elf(path)
+    elf.decode_all()
+    tab = elf.symtab
+    assert tab is not None
+    out: dict[str, list[tuple[int, str, int]]] = {}
+    for rs in elf.relocation_sections:
+        target = rs.info_section
+        assert target is not None
+        for r in elf.relocations(rs):
+            name = tab.name(r.sym) or elf.section(tab[r.sym].shndx).name
+            out.setdefault(target.name, []).append((r.r_offset, name, r.r_addend or 0))
+    return out

@@ -45,6 +45,8 @@ _EXPORTS = {
     "ResolvedModule": "klpelf.operations.resolve",
     "convert": "klpelf.operations.convert",
     "ConvertedModule": "klpelf.operations.convert",
+    "diff": "klpelf.operations.diff",
+    "DiffResult": "klpelf.operations.diff",
     # the layers below
     "open_elf": "klpelf.elf.reader",
     "read_elf": "klpelf.elf.reader",
@@ -86,6 +88,7 @@ __all__ = [
     "CheckedModule",
     "ConvertedModule",
     "Diagnostic",
+    "DiffResult",
     "ElfEditError",
     "ElfError",
     "ElfFile",
@@ -114,6 +117,7 @@ __all__ = [
     "check_module",
     "convert",
     "convert_annotations",
+    "diff",
     "klp_find_object_symbol",
     "klp_module",
     "load_sources",
@@ -162,6 +166,7 @@ if TYPE_CHECKING:  # what mypy and editors see; at run time __getattr__ imports 
         parse_release,
     )
     from klpelf.operations.convert import ConvertedModule, convert
+    from klpelf.operations.diff import DiffResult, diff
     from klpelf.operations.resolve import (
         ResolvedModule,
         resolve,

@@ -22,6 +22,7 @@ from klpelf.errors import KlpFormatError
 from klpelf.operations import schemas as j
 from klpelf.operations.diff import DiffResult, diff
 from schema_check import problems
+from toolchain import readelf_clean, relocations
 
 CASES = Path(__file__).parent / "diff_cases"
 #: x86_64 kernel code generation (arch/x86/Makefile, scripts/Makefile.lib, CONFIG_FTRACE)
@@ -65,29 +66,6 @@ def run_diff(name: str, tmp: Path, **kw: object) -> tuple[DiffResult, Path]:
     o, p = build(name, tmp)
     out = tmp / f"{name}.diff.o"
     return diff(o, p, out, **kw), out  # type: ignore[arg-type]
-
-
-def readelf_clean(path: Path) -> str:
-    r = subprocess.run(["readelf", "-a", "-W", str(path)], capture_output=True, text=True,
-                       env={"LC_ALL": "C"}, check=False)  # fmt: skip
-    assert r.returncode == 0 and r.stderr == "", r.stderr
-    return r.stdout
-
-
-def relocations(path: Path) -> dict[str, list[tuple[int, str, int]]]:
-    """Target section -> (offset, symbol name, addend), read back with klpelf."""
-    elf = open_elf(path)
-    elf.decode_all()
-    tab = elf.symtab
-    assert tab is not None
-    out: dict[str, list[tuple[int, str, int]]] = {}
-    for rs in elf.relocation_sections:
-        target = rs.info_section
-        assert target is not None
-        for r in elf.relocations(rs):
-            name = tab.name(r.sym) or elf.section(tab[r.sym].shndx).name
-            out.setdefault(target.name, []).append((r.r_offset, name, r.r_addend or 0))
-    return out
 
 
 def test_unchanged_unit_has_nothing(tmp_path: Path) -> None:

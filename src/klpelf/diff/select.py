@@ -62,6 +62,14 @@ def _is_string(unit: Unit, e: Entity) -> bool:
     return bool(unit.section(e.section).sh_flags & SHF.STRINGS)
 
 
+def _shares_code_section(unit: Unit, e: Entity) -> bool:
+    # gcc without -ffunction-sections: the assembler resolves a call or jump to another
+    # function of the same section itself, and the copy would jump to the wrong place
+    if _init(unit, e):
+        return False  # refused on its own
+    return sum(x.kind == "func" for x in unit.by_section.get(e.section, ())) > 1
+
+
 def _users(unit: Unit) -> dict[Entity, list[Entity]]:
     # entity -> the functions and data whose relocations refer to it
     out: dict[Entity, list[Entity]] = {}
@@ -118,6 +126,13 @@ def select(c: Correlation) -> Selection:
                     funcs[u] = f"uses {p.name}, which changed ({why})"
     _parents(patched, funcs)
     for p, why in funcs.items():
+        if _shares_code_section(patched, p):
+            sec = patched.section(p.section).name
+            sel.refusals.append(
+                f"function {p.name} shares section {sec} with other functions: calls and jumps "
+                "inside a section have no relocations, so its code cannot be moved; build "
+                "with -ffunction-sections -fdata-sections (kbuild: KCFLAGS=...)")  # fmt: skip
+            continue
         if _init(patched, p):
             what = "new init code" if why == "new" else f"init code changed ({why})"
             sel.refusals.append(f"function {p.name}: {what}: init code has run and is freed; "

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from klpelf.cli import main
-from klpelf.elf.constants import SHN
+from klpelf.elf.constants import SHN, STB, STT
 from klpelf.elf.reader import open_elf
+from klpelf.elf.symbols import st_info
+from klpelf.elf.writer import save_elf
 from klpelf.errors import KlpFormatError
 from klpelf.operations import schemas as j
 from klpelf.operations.diff import DiffResult, diff
@@ -45,7 +47,7 @@ def _gcc() -> str:
 ORIG_OF = {"unchanged": "changed"}
 
 
-def build(name: str, tmp: Path) -> tuple[Path, Path]:
+def build(name: str, tmp: Path, flags: list[str] = KERNEL_FLAGS) -> tuple[Path, Path]:
     """ORIG.o and PATCHED.o of case ``name``."""
     gcc = _gcc()
     out = []
@@ -56,7 +58,7 @@ def build(name: str, tmp: Path) -> tuple[Path, Path]:
         src = ORIG_OF.get(name, name) if side == "orig" else name
         shutil.copy(CASES / f"{src}.{side}.c", d / f"{name}.c")
         obj = tmp / f"{name}.{side}.o"
-        subprocess.run([gcc, *KERNEL_FLAGS, "-c", f"{name}.c", "-o", str(obj)], cwd=d,
+        subprocess.run([gcc, *flags, "-c", f"{name}.c", "-o", str(obj)], cwd=d,
                        check=True, capture_output=True)  # fmt: skip
         out.append(obj)
     return out[0], out[1]
@@ -226,3 +228,58 @@ def test_cli_refusal_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert {f["name"] for f in doc["functions"]} >= {"entry_a", "entry_a.cold", "entry_b"}
     assert main(["diff", str(o), str(tmp_path / "missing.o"), "-o", str(tmp_path / "z.o")]) == 1
     assert "missing.o" in capsys.readouterr().err
+
+
+def test_special_sections_keep_the_entries_of_included_functions(tmp_path: Path) -> None:
+    done, out = run_diff("special", tmp_path)
+    assert {f for f, _ in done.functions} == {"alt_b", "load_b", "named"}
+    # one __ex_table entry (load_b's, not load_a's), one .altinstructions entry (alt_b's)
+    # with the replacement code it points to; none of locked()'s .smp_locks
+    assert done.entries == {"__ex_table": 1, ".altinstructions": 1, "__mcount_loc": 3}
+    data = dict(done.data)
+    assert data[".altinstr_replacement"] == "used by alt_b"
+    # __func__ is copied, not looked up among the kernel's many __func__.N
+    assert data["__func__.0"] == "read-only bytes, copied for named"
+    readelf_clean(out)
+    rel = relocations(out)
+    assert [n for _, n, _ in rel["__ex_table"]] == [".text.load_b", ".text.load_b"]
+    assert [n for _, n, _ in rel[".altinstructions"]] == [".text.alt_b", ".altinstr_replacement"]
+    elf = open_elf(out)
+    mi = elf.section_by_name(".modinfo")
+    assert mi is not None and bytes(mi.data) == b"import_ns=KLPELF_TEST\0"
+
+
+def _add_prefix_symbols(path: Path) -> None:
+    # what objtool does with CONFIG_CALL_PADDING (v6.2+): __pfx_<func> over the padding
+    elf = open_elf(path)
+    tab = elf.symtab
+    assert tab is not None
+    for s in [s for s in tab if s.type == STT.FUNC and s.st_value == 16]:
+        tab.add_symbol(f"__pfx_{s.name}", st_info=st_info(STB.LOCAL, STT.FUNC),
+                       st_shndx=s.st_shndx, st_value=0, st_size=16)  # fmt: skip
+    tmp = path.with_suffix(".pfx.o")
+    save_elf(elf, tmp)
+    tmp.replace(path)
+
+
+def test_prefix_symbols_and_patchable_entries(tmp_path: Path) -> None:
+    flags = [f for f in KERNEL_FLAGS if f not in ("-pg", "-mfentry", "-mrecord-mcount")]
+    o, p = build("changed", tmp_path, [*flags, "-fpatchable-function-entry=16,16"])
+    for obj in (o, p):
+        _add_prefix_symbols(obj)
+    out = tmp_path / "pfx.diff.o"
+    done = diff(o, p, out)
+    assert [f for f, _ in done.functions] == ["compute"]
+    assert done.entries == {"__patchable_function_entries": 1}
+    readelf_clean(out)
+    elf = open_elf(out)
+    tab = elf.symtab
+    assert tab is not None
+    by_name = {s.name: s for s in tab}
+    text = elf.section(by_name["compute"].shndx)
+    assert (by_name["compute"].st_value, by_name["__pfx_compute"].st_value) == (16, 0)
+    assert by_name["__pfx_compute"].shndx == text.index
+    # the padding comes along: the entry points at the function's first byte of padding
+    pfe = elf.section_by_name("__patchable_function_entries")
+    assert pfe is not None and pfe.sh_link == text.index
+    assert relocations(out)["__patchable_function_entries"] == [(0, text.name, 0)]

@@ -4,7 +4,8 @@ Included: every function that changed or is new; a part gcc split off (``.cold``
 ``.part.N``) pulls in its parent when it changed, and comes with its parent; a
 function that uses an anonymous section (a jump table, ``.rodata`` without a symbol)
 whose contents changed is changed.  Then what the included code needs and the kernel
-does not have: new data objects and the anonymous sections it refers to.
+does not have: new data objects and the anonymous sections it refers to, and copies
+of the read-only statics without pointers it uses (``__func__.N``, constant tables).
 
 Refused, each with a reason naming the symbol: a data object that changed (its
 contents, size or what its pointers point to) or was removed while code of the
@@ -199,6 +200,16 @@ def _orphans(c: Correlation, o_orphans: list[tuple[Section, Entry]],
                                 "(a change only in a section no function owns)")  # fmt: skip
 
 
+def _constant_bytes(unit: Unit, e: Entity) -> bool:
+    # A static of .rodata without pointers (``__func__.N``, a string or number table) is
+    # copied, not referred to: its bytes never change, and a reference would need a
+    # sympos among the kernel's many same-named ``__func__.N``.  One with relocations
+    # (a const struct of pointers) stays the kernel's: its address may be compared.
+    sec = unit.section(e.section)
+    return (e.kind == "data" and e.bind == STB.LOCAL and not sec.sh_flags & SHF.WRITE
+            and sec.sh_type != SHT.NOBITS and not unit.relocs_in(e.section, e.start, e.end))
+
+
 def _needed(unit: Unit, c: Correlation, sel: Selection) -> None:
     # new data and anonymous sections the included code refers to, to a fixed point
     machine = unit.elf.machine
@@ -217,6 +228,8 @@ def _needed(unit: Unit, c: Correlation, sel: Selection) -> None:
                 why = f"used by {e.name}"
             elif t not in c.to_orig:
                 why = f"new, used by {e.name}"
+            elif _constant_bytes(unit, t):
+                why = f"read-only bytes, copied for {e.name}"
             else:
                 continue  # the kernel has it: a reference
             if _init(unit, t):

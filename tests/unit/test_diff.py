@@ -283,3 +283,12 @@ def test_prefix_symbols_and_patchable_entries(tmp_path: Path) -> None:
     pfe = elf.section_by_name("__patchable_function_entries")
     assert pfe is not None and pfe.sh_link == text.index
     assert relocations(out)["__patchable_function_entries"] == [(0, text.name, 0)]
+
+
+def test_the_facade_names_the_verb() -> None:
+    # the steps live in klpelf.objdiff: a subpackage named diff would replace the
+    # facade's klpelf.diff function with itself once imported
+    import klpelf
+    import klpelf.objdiff.emit
+
+    assert klpelf.diff is diff

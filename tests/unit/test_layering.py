@@ -23,7 +23,7 @@ LAYERS: dict[str, int] = {
     "__main__": 4,
     "operations": 3,
     "klp": 2,
-    "diff": 2,
+    "objdiff": 2,
     "symbols": 2,
     "arch": 2,
     "elf": 1,
@@ -41,8 +41,8 @@ LAYERS: dict[str, int] = {
 #: modules import each other, __main__ imports cli)
 ROOMS = 2
 #: imports between the packages of the ROOMS layer that are allowed (importer, imported)
-PEERS = {("klp", "symbols"), ("klp", "arch"), ("symbols", "arch"), ("diff", "klp"),
-         ("diff", "symbols"), ("diff", "arch")}
+PEERS = {("klp", "symbols"), ("klp", "arch"), ("symbols", "arch"), ("objdiff", "klp"),
+         ("objdiff", "symbols"), ("objdiff", "arch")}
 
 
 def _modules() -> list[Path]:

@@ -1,6 +1,6 @@
 """``klpelf diff``: from two builds of one translation unit, the object that holds what changed.
 
-:func:`diff` runs every step (:mod:`klpelf.diff`): read both objects, correlate,
+:func:`diff` runs every step (:mod:`klpelf.objdiff`): read both objects, correlate,
 compare and select, then, when nothing is refused, emit and write the output
 atomically.  Its result, :class:`DiffResult`, says function by function what
 changed and why each thing is in the output (text and JSON, schema
@@ -128,13 +128,13 @@ def diff(orig: ModuleSource, patched: ModuleSource, output: str | os.PathLike[st
     :raises KlpError: an input that cannot be read, a reference that cannot be placed
         (naming the file); refusals are in the result, not raised.
     """
-    from klpelf.diff.correlate import correlate
-    from klpelf.diff.emit import emit
-    from klpelf.diff.objects import read_unit
-    from klpelf.diff.select import select
     from klpelf.elf.writer import save_elf
     from klpelf.klp.autoconvert import SymposChoice
     from klpelf.klp.names import KlpSymbolName
+    from klpelf.objdiff.correlate import correlate
+    from klpelf.objdiff.emit import emit
+    from klpelf.objdiff.objects import read_unit
+    from klpelf.objdiff.select import select
 
     try:
         KlpSymbolName(objname, "x", 0)

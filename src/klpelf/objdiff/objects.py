@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
-from klpelf.diff.special import is_special_section
 from klpelf.elf.constants import SHF, SHN, SHT, STT
 from klpelf.elf.file import ElfFile, Section
 from klpelf.elf.symbols import Symbol
 from klpelf.errors import KlpFormatError
+from klpelf.objdiff.special import is_special_section
 
 __all__ = ["Entity", "Reloc", "Unit", "read_unit"]
 

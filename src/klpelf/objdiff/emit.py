@@ -6,7 +6,7 @@ section to itself, else ``<section>.<name>``), with its symbol and its
 ``__pfx_``/``__cfi_`` symbols; each special section of the patched build keeps, in
 order, the entries of the included functions.  Relocations are rewritten: to an
 included entity, against the output section's symbol; to the kernel's copy, against
-the reference :func:`klpelf.diff.refs.place` gives (by the original's name); to an
+the reference :func:`klpelf.objdiff.refs.place` gives (by the original's name); to an
 undefined symbol, against the same name, which the convert machinery then decides.
 """
 
@@ -14,11 +14,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from klpelf.diff.correlate import Correlation
-from klpelf.diff.objects import FUNCTION_PREFIXES, Entity, Reloc
-from klpelf.diff.refs import Reference, place
-from klpelf.diff.select import Selection
-from klpelf.diff.special import Entry, code_bias
 from klpelf.elf.arrays import rel_record
 from klpelf.elf.constants import SHF, SHN, SHT, STB, STT
 from klpelf.elf.file import ElfFile, Section
@@ -28,6 +23,11 @@ from klpelf.errors import KlpFormatError
 from klpelf.klp.autoconvert import SymposChoice, apply_plan, plan_klp_symbols
 from klpelf.klp.diagnostics import UNSAFE_LATE_SECTIONS
 from klpelf.klp.names import KLP_SYM_PREFIX, KlpSymbolName
+from klpelf.objdiff.correlate import Correlation
+from klpelf.objdiff.objects import FUNCTION_PREFIXES, Entity, Reloc
+from klpelf.objdiff.refs import Reference, place
+from klpelf.objdiff.select import Selection
+from klpelf.objdiff.special import Entry, code_bias
 from klpelf.symbols.sources import KernelSymbols
 
 __all__ = ["Emitted", "emit"]

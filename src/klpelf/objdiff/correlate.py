@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from klpelf.diff.objects import Entity, Unit
-from klpelf.diff.special import code_bias
 from klpelf.elf.constants import STB
+from klpelf.objdiff.objects import Entity, Unit
+from klpelf.objdiff.special import code_bias
 
 __all__ = ["Correlation", "correlate", "parent_name", "pattern"]
 

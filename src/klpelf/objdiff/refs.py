@@ -24,11 +24,11 @@ from __future__ import annotations
 import os
 from typing import Literal, NamedTuple
 
-from klpelf.diff.objects import Entity, Unit
 from klpelf.elf.constants import STB
 from klpelf.errors import KlpFormatError
 from klpelf.klp.autoconvert import SymposChoice, describe_candidates
 from klpelf.klp.names import KlpSymbolName
+from klpelf.objdiff.objects import Entity, Unit
 from klpelf.symbols.resolve import klp_find_object_symbol
 from klpelf.symbols.sources import KernelSymbols
 

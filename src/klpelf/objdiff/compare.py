@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from klpelf.diff.correlate import Correlation, pattern
-from klpelf.diff.objects import Entity, Reloc, Unit
-from klpelf.diff.special import LINE_AFTER_RELOCATIONS, Entry, code_bias, field_width
 from klpelf.elf.constants import EM, SHF, SHN, SHT, STT
 from klpelf.elf.file import Section
+from klpelf.objdiff.correlate import Correlation, pattern
+from klpelf.objdiff.objects import Entity, Reloc, Unit
+from klpelf.objdiff.special import LINE_AFTER_RELOCATIONS, Entry, code_bias, field_width
 
 __all__ = ["Fingerprint", "Verdict", "compare", "fingerprint", "reloc_key"]
 

@@ -19,8 +19,8 @@ from klpelf.elf.constants import EM
 from klpelf.errors import KlpFormatError
 
 if TYPE_CHECKING:
-    from klpelf.diff.objects import Entity, Reloc, Unit
     from klpelf.elf.file import Section
+    from klpelf.objdiff.objects import Entity, Reloc, Unit
 
 __all__ = [
     "SPECIAL_SECTIONS",

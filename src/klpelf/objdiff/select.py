@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from klpelf.diff.compare import compare, fingerprint
-from klpelf.diff.correlate import Correlation, parent_name
-from klpelf.diff.objects import Entity, Unit, is_init_section
-from klpelf.diff.special import Entry, code_bias, entries_by_owner
 from klpelf.elf.constants import SHF, SHT, STB
 from klpelf.elf.file import Section
+from klpelf.objdiff.compare import compare, fingerprint
+from klpelf.objdiff.correlate import Correlation, parent_name
+from klpelf.objdiff.objects import Entity, Unit, is_init_section
+from klpelf.objdiff.special import Entry, code_bias, entries_by_owner
 
 __all__ = ["Included", "Selection", "select"]
 
@@ -182,7 +182,7 @@ def _parents(unit: Unit, funcs: dict[Entity, str]) -> None:
 
 def _orphans(c: Correlation, o_orphans: list[tuple[Section, Entry]],
              p_orphans: list[tuple[Section, Entry]], sel: Selection) -> None:  # fmt: skip
-    from klpelf.diff.compare import reloc_key
+    from klpelf.objdiff.compare import reloc_key
 
     def shape(unit: Unit, items: list[tuple[Section, Entry]]) -> dict[str, list[object]]:
         out: dict[str, list[object]] = {}

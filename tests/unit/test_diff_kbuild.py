@@ -38,13 +38,24 @@ def _skip(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Build directory of the original and of each fix."""
+def _kbuild() -> str:
     headers = sorted(glob.glob("/lib/modules/*/build/Module.symvers"))
     if not headers or shutil.which("make") is None or shutil.which("gcc") is None:
         _skip("needs make, gcc and kernel headers (Debian: linux-headers-amd64)")
-    build = str(Path(headers[-1]).parent)
+    return str(Path(headers[-1]).parent)
+
+
+def _make(build: str, d: Path, target: str) -> None:
+    r = subprocess.run(["make", "-s", "-C", build, f"M={d}", target,
+                        "KCFLAGS=-ffunction-sections -fdata-sections"],
+                       capture_output=True, text=True, check=False)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Build directory of the original and of each fix."""
+    build = _kbuild()
     root = tmp_path_factory.mktemp("kbuild")
     text = (SOURCE / f"{NAME}.c").read_text()
     out = {}
@@ -58,11 +69,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             assert old in src
             src = src.replace(old, new)
         (d / f"{NAME}.c").write_text(src)
-        target = "modules" if what == "orig" else f"{NAME}.o"
-        r = subprocess.run(["make", "-s", "-C", build, f"M={d}", target,
-                            "KCFLAGS=-ffunction-sections -fdata-sections"],
-                           capture_output=True, text=True, check=False)  # fmt: skip
-        assert r.returncode == 0, r.stderr
+        _make(build, d, "modules" if what == "orig" else f"{NAME}.o")
         out[what] = d
     out["symvers"] = Path(build) / "Module.symvers"
     return out
@@ -108,3 +115,36 @@ def test_static_key_of_a_module_is_refused(builds: dict[str, Path], tmp_path: Pa
     with pytest.raises(KlpFormatError, match="demo_key: static key of module klpdiff_demo "
                        "used in __jump_table"):  # fmt: skip
         _diff(builds, "keyed", tmp_path)
+
+
+def test_sympos_of_a_static_the_module_has_twice(tmp_path: Path) -> None:
+    # klpdiff_pair.ko links pair_main.o and pair_other.o, each with its own static
+    # shared_name: the module's symbol table has it twice, and the unit's file decides
+    build = _kbuild()
+    src = Path(__file__).parent / "diff_cases" / "kbuild_pair"
+    orig, fix = tmp_path / "orig", tmp_path / "fix"
+    for d in (orig, fix):
+        shutil.copytree(src, d)
+    for unit in ("pair_main.c", "pair_other.c"):
+        text = (fix / unit).read_text()
+        (fix / unit).write_text(text.replace("shared_name += x;", "shared_name += 2 * x;")
+                                .replace("shared_name -= x;", "shared_name -= 2 * x;"))
+    _make(build, orig, "modules")
+    _make(build, fix, "pair_main.o")
+    _make(build, fix, "pair_other.o")
+    ko = orig / "klpdiff_pair.ko"
+    got = {}
+    for unit in ("pair_main", "pair_other"):
+        done = diff(orig / f"{unit}.o", fix / f"{unit}.o", tmp_path / f"{unit}.diff.o",
+                    objname="klpdiff_pair", kernel=[ko, Path(build) / "Module.symvers"])
+        assert [f for f, _ in done.functions] == [f"{unit}_bump"]
+        ((name, symbol, _, note),) = done.references
+        assert name == "shared_name"
+        got[unit] = (symbol, note)
+        readelf_clean(tmp_path / f"{unit}.diff.o")
+    assert got == {
+        "pair_main": (".klp.sym.klpdiff_pair.shared_name,1",
+                      "sympos 1 of 2: the one of pair_main.c"),
+        "pair_other": (".klp.sym.klpdiff_pair.shared_name,2",
+                       "sympos 2 of 2: the one of pair_other.c"),
+    }  # fmt: skip

@@ -158,7 +158,7 @@ def test_sort_since_6_17_reorders_the_stack(tmp_path: Path) -> None:
         facts, _ = twin(linked, ".text", release)
         assert facts.reason == "rela-stack", release
         assert la.refusal(release, "m", 2, facts) == ("loongarch-rela-stack", (
-            f"kmod: m: {la._name(facts.types[facts.stop or 0])} is refused with -ENOEXEC and "
+            f"m: {la._name(facts.types[facts.stop or 0])} is refused with -ENOEXEC and "
             "no message (rela_stack_pop(): the relocation stack is empty)"))  # fmt: skip
     assert not la.sorts_relocations(V616) and la.sorts_relocations(KernelRelease(6, 17))
 
@@ -195,7 +195,7 @@ def _kernel_layout(prepare_got: bool = True) -> tuple[list[la.ModuleTables], obj
     state: list[la.ModuleTables] = []
 
     def prepare(layout: ModuleLayout) -> None:
-        gots, plts = la._count_max_entries(layout)
+        gots, plts = la.count_max_entries(layout.elf)
         tables = la.ModuleTables(GOT if prepare_got else None, PLT, gots, plts)
         layout.arch_state["loongarch64"] = tables
         state.append(tables)
@@ -275,12 +275,12 @@ def test_bad_got_and_b26_messages(tmp_path: Path) -> None:
     )  # fmt: skip
     assert (facts.stop, facts.reason) == (0, "overflow")
     assert la.refusal(V612, "m", 2, facts) == (
-        "loongarch-relocation-overflow", "kmod: m: module contains bad GOT relocation"
+        "loongarch-relocation-overflow", "m: module contains bad GOT relocation"
     )  # fmt: skip
     # B26 to an odd address in range: unaligned; through a PLT out of range: overflow
     facts = _walk([(0, 1, R_B26, 0)], lambda i: TEXT + 0x102)
     assert la.refusal(V612, "m", 2, facts)[1] == (
-        "kmod: module m: jump offset = 0x102 unaligned! dangerous R_LARCH_B26 (66) relocation"
+        "module m: jump offset = 0x102 unaligned! dangerous R_LARCH_B26 (66) relocation"
     )
     far_plt = la.ModuleTables(GOT, TEXT + (1 << 30), 0, 1)
     facts = la.write_relocate_add(
@@ -289,7 +289,7 @@ def test_bad_got_and_b26_messages(tmp_path: Path) -> None:
         layout=_layout_with_tables(far_plt),
     )  # fmt: skip
     assert la.refusal(V612, "m", 2, facts)[1] == (
-        "kmod: module m: jump offset = 0x40000000 overflow! dangerous R_LARCH_B26 (66) "
+        "module m: jump offset = 0x40000000 overflow! dangerous R_LARCH_B26 (66) "
         "relocation"
     )
 
@@ -314,20 +314,20 @@ def _walk(entries: list[tuple[int, int, int, int]], value: int | Callable[[int],
     ("release", "r_type", "message"),
     [
         # never handled: the ABS family (la.abs), GOT64_PC, ADD8: apply_r_larch_error
-        (V612, 67, "kmod: m: Unsupport relocation type 67, please add its support."),
-        (V612, 77, "kmod: m: Unsupport relocation type 77, please add its support."),
-        (V612, 47, "kmod: m: Unsupport relocation type 47, please add its support."),
+        (V612, 67, "m: Unsupport relocation type 67, please add its support."),
+        (V612, 77, "m: Unsupport relocation type 77, please add its support."),
+        (V612, 47, "m: Unsupport relocation type 47, please add its support."),
         # SUB8 is in the ADD32..SUB64 range: apply_r_larch_add_sub()'s default case
-        (V612, 52, "kmod: m: Unsupport relocation type 52"),
+        (V612, 52, "m: Unsupport relocation type 52"),
         # R_LARCH_RELAX (gas without -mno-relax)
-        (V72, R_RELAX, "kmod: m: Unsupport relocation type 100, please add its support."),
+        (V72, R_RELAX, "m: Unsupport relocation type 100, please add its support."),
         # past the table: RELAX+1 before 2761498876ad (v6.6; 6.1.y has it), 64_PCREL+1 since
-        (V65, 102, "kmod: m: Unknown relocation type 102"),
-        (V61, 102, "kmod: m: Unsupport relocation type 102, please add its support."),
-        (V72, 110, "kmod: m: Unknown relocation type 110"),
+        (V65, 102, "m: Unknown relocation type 102"),
+        (V61, 102, "m: Unsupport relocation type 102, please add its support."),
+        (V72, 110, "m: Unknown relocation type 110"),
         # v6.0 has only the stack machine
-        (V60, R_B26, "kmod: m: Unsupport relocation type 66, please add its support."),
-        (V61, R_32_PCREL, "kmod: m: Unsupport relocation type 99, please add its support."),
+        (V60, R_B26, "m: Unsupport relocation type 66, please add its support."),
+        (V61, R_32_PCREL, "m: Unsupport relocation type 99, please add its support."),
     ],
 )
 def test_refused_types(release: KernelRelease, r_type: int, message: str) -> None:
@@ -342,7 +342,7 @@ def test_stack_machine_checks() -> None:
     push = (0, 1, 23, 0)  # SOP_PUSH_ABSOLUTE of symbol 1
     facts = _walk([push, (0, 0, 42, 0)], 6)
     assert la.refusal(V612, "m", 2, facts) == ("loongarch-relocation-overflow", (
-        "kmod: module m: opr1 = 0x6 unaligned! dangerous apply_r_larch_sop_imm_field (42) "
+        "module m: opr1 = 0x6 unaligned! dangerous apply_r_larch_sop_imm_field (42) "
         "relocation"))  # fmt: skip
     facts = _walk([push, (0, 0, 42, 0)], 1 << 17)
     assert "opr1 = 0x20000 overflow!" in la.refusal(V612, "m", 2, facts)[1]
@@ -351,7 +351,7 @@ def test_stack_machine_checks() -> None:
     assert "opr1 = 0xffffffffffffffff overflow!" in la.refusal(V612, "m", 2, facts)[1]
     # SOP_POP_32_S_10_5 pops, then has no case: the handler's default message
     facts = _walk([push, (0, 0, 38, 0)], 1)
-    assert la.refusal(V612, "m", 2, facts)[1] == "kmod: m: Unsupport relocation type 38"
+    assert la.refusal(V612, "m", 2, facts)[1] == "m: Unsupport relocation type 38"
     # RELA_STACK_DEPTH 16: the 17th push overflows, silently
     facts = _walk([push] * 17, 1)
     assert (facts.stop, facts.reason) == (16, "rela-stack")
@@ -376,3 +376,129 @@ def test_without_values_only_the_types_are_judged() -> None:
     facts = la.write_relocate_add(relocation_table([(0, 1, 2, 0), (0, 0, 67, 0)]), place, V612)
     assert facts.values is None and facts.overflow is None and place == bytearray(8)
     assert (facts.stop, facts.reason) == (1, "unknown-type")
+
+
+# --- a module gcc built: convert, check, apply, flatten --------------------------------
+
+MODULE_C = """
+extern int foo_var;
+extern void foo(void);
+extern void bar(void);
+static const char msg[] = "hello";
+void *ptrs[] = { (void *)foo, &foo_var };
+int f(int x) { foo(); bar(); return foo_var + msg[x]; }
+"""
+#: arch/loongarch/include/asm/module.lds.h: the placeholders module_frob_arch_sections()
+#: sizes (scripts/module.lds includes it in the link of every .ko)
+MODULE_LDS = """SECTIONS {
+    . = ALIGN(4);
+    .got 0 : { BYTE(0) }
+    .plt 0 : { BYTE(0) }
+    .plt.idx 0 : { BYTE(0) }
+    .ftrace_trampoline 0 : { BYTE(0) }
+}
+"""
+#: kbuild's LoongArch flags that decide the relocations (arch/loongarch/Makefile)
+CFLAGS = ["-O2", "-fno-pic", "-mabi=lp64s", "-msoft-float", "-mexplicit-relocs",
+          "-ffreestanding", "-fno-asynchronous-unwind-tables"]  # fmt: skip
+FOO, FOO_VAR, BAR = 0x9000_0000_0100_1000, 0x9000_0000_0200_0000, 0x9000_0000_0100_2000
+
+
+def _gcc_module(tmp_path: Path, *, relax: bool = False) -> Path:
+    """lp.c built as kbuild would (-mno-relax unless ``relax``), linked with
+    module.lds, converted against a kallsyms where foo and foo_var are not exported."""
+    from klpelf.cli import main
+
+    c = cross("loongarch64")
+    (tmp_path / "lp.c").write_text(MODULE_C)
+    (tmp_path / "module.lds").write_text(MODULE_LDS)
+    flags = [*CFLAGS, *([] if relax else ["-mno-relax"])]
+    c.run([c.tool("gcc"), "-c", *flags, "-o", "lp0.o", "lp.c"], tmp_path)
+    c.run([c.tool("ld"), "-r", "-T", "module.lds", "-o", "lp.o", "lp0.o"], tmp_path)
+    (tmp_path / "kallsyms").write_text(f"{FOO:x} T foo\n{FOO_VAR:x} D foo_var\n{BAR:x} T bar\n")
+    (tmp_path / "Module.symvers").write_text("0x12345678\tbar\tvmlinux\tEXPORT_SYMBOL\t\n")
+    ko = tmp_path / "lp.ko"
+    assert main(["convert", str(tmp_path / "lp.o"), "-o", str(ko), "--kernel",
+                 str(tmp_path / "kallsyms"), "--symvers", str(tmp_path / "Module.symvers")]) == 0
+    return ko
+
+
+def test_gcc_module_check_apply_flatten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from klpelf.cli import main
+    from klpelf.elf.reader import open_elf
+    from klpelf.klp.layout import place
+
+    ko = _gcc_module(tmp_path)
+    ks = str(tmp_path / "kallsyms")
+    capsys.readouterr()
+    assert main(["check", "--kernel-release", "6.12", "--kernel", ks, str(ko)]) == 0
+    assert "Linux 6.12 (--kernel-release) would load the module" in capsys.readouterr().out
+    text = 0xFFFF_8000_0020_1000
+    out = tmp_path / "out"
+    assert main(["apply", str(ko), "-k", ks, "--kernel-release", "6.12", "--json",
+                 "--base", f".text={text:x}", "-o", str(out)]) == 0  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)["modules"][0]
+    writes = {w["type"]: w for w in doc["writes"]}
+    assert set(writes) == {"R_LARCH_B26", "R_LARCH_GOT_PC_HI20", "R_LARCH_GOT_PC_LO12",
+                           "R_LARCH_64"}  # fmt: skip
+    # the layout after module_frob_arch_sections(): .plt in the text region (64-aligned,
+    # 3 entries: bar, foo and the spare one), .got (2 entries) with the read-only data
+    elf = open_elf(ko)
+    at = {s.name: s for s in place(elf, {".text": text})}
+    assert at[".plt"].address == text + 128 and at[".plt"].size == 48
+    assert at[".got"].region == "rodata" and at[".got"].size == 16
+    # bar's B26 is applied at load from .rela.text and takes PLT entry 0; foo's klp
+    # relocation takes entry 1
+    b26 = writes["R_LARCH_B26"]
+    assert b26["value"] == at[".plt"].address + 16 - b26["address"]
+    hi20 = writes["R_LARCH_GOT_PC_HI20"]
+    assert hi20["value"] == la.pcala(71, at[".got"].address, hi20["address"])
+    assert (out / ".got.bin").read_bytes()[:8] == FOO_VAR.to_bytes(8, "little")
+    # the PLT entries as GNU objdump reads them: $t1 loaded with the target, jr $t1
+    plt = _objdump(out / ".plt.bin", "-D", "-b", "binary", "-m", "loongarch64")
+    for entry, target in ((0, BAR), (1, FOO)):
+        lines = [ln.split("\t", 2)[-1].split() for ln in plt.splitlines()
+                 if ln.strip().startswith(f"{entry * 16 + 0:x}:") or
+                 ln.strip().startswith(f"{entry * 16 + 8:x}:")]  # fmt: skip
+        assert lines == [["lu12i.w", "$t1,", str((target >> 12) & 0xFFFFF)],
+                         ["lu52i.d", "$t1,", "$t1,", str((target >> 52) - 4096)]]  # fmt: skip
+    assert plt.count("jr          \t$t1") == 2
+    # --flatten: objdump -dr reads the module and names the kernel's symbols
+    flat = tmp_path / "flat.ko"
+    assert main(["apply", str(ko), "-k", ks, "--flatten", "-o", str(flat)]) == 0
+    dump = _objdump(flat, "-dr")
+    assert "R_LARCH_B26\tfoo" in dump and "R_LARCH_GOT_PC_HI20\tfoo_var" in dump
+
+
+def _objdump(path: Path, *args: str) -> str:
+    """The cross objdump of the chroot toolchain on ``path``."""
+    import subprocess
+
+    from cross_chroot import TOOLCHAINS, chroot_argv
+
+    cross("loongarch64")
+    argv = chroot_argv(TOOLCHAINS["loongarch64"].root, path.parent,
+                       ["loongarch64-linux-gnu-objdump", *args, path.name])  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    return proc.stdout
+
+
+def test_gcc_module_with_relaxation_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # without kbuild's -mno-relax gcc 14 emits R_LARCH_ALIGN (102): 6.12 refuses the
+    # module at load with -EINVAL ("Unsupport ..."), 6.5 ("Unknown relocation type")
+    from klpelf.cli import main
+
+    ko = _gcc_module(tmp_path, relax=True)
+    ks = str(tmp_path / "kallsyms")
+    capsys.readouterr()
+    assert main(["check", "--kernel-release", "6.12", "--kernel", ks, str(ko)]) == 1
+    out = capsys.readouterr().out
+    assert ("would refuse the module when the module loads (errno 22): kmod: lp: Unsupport "
+            "relocation type 102, please add its support.") in out
+    assert main(["check", "--kernel-release", "6.5", "--kernel", ks, str(ko)]) == 1
+    assert "(errno 22): kmod: lp: Unknown relocation type 102" in capsys.readouterr().out

@@ -185,6 +185,16 @@ class VectorRelocateAdd(Protocol):
                  layout: ModuleLayout | None = None) -> VectorWrites | None: ...  # fmt: skip
 
 
+class SectionFrob(NamedTuple):
+    """What a machine's ``module_frob_arch_sections()`` makes of one section before
+    ``layout_sections()`` lays it out (the module's own .plt/.got placeholders)."""
+
+    sh_type: int
+    sh_flags: int
+    sh_size: int
+    sh_addralign: int
+
+
 class Arch(NamedTuple):
     """One machine's relocation code (``arch/<name>/kernel/module.c``)."""
 
@@ -206,6 +216,17 @@ class Arch(NamedTuple):
     nonzero_message: Callable[[KernelRelease, int, int, int], str] | None = None
     #: the common case of a whole section at once (numpy); None: walk every section
     vector_relocate_add: VectorRelocateAdd | None = None
+    #: what the kernel's pr_fmt puts before the refusal messages in dmesg
+    #: (arch/x86/kernel/module.c: KBUILD_MODNAME ": ", i.e. "module: ")
+    dmesg_prefix: str = "module: "
+    #: the errno apply_relocate_add() returns for the stop in the facts (None: -ENOEXEC)
+    refusal_errno: Callable[[WriteFacts], int] | None = None
+    #: (layout, section index -> its bytes): write the entries of the machine's own
+    #: tables (GOT, PLT) the walks emitted into their sections' bytes; None: not modelled
+    write_tables: Callable[[ModuleLayout, Mapping[int, bytearray]], None] | None = None
+    #: the module -> section index -> its header after module_frob_arch_sections();
+    #: None: the machine changes no section the layout depends on (as modelled)
+    frob_sections: Callable[[ElfFile], Mapping[int, SectionFrob]] | None = None
 
 
 def _registry() -> dict[int, Arch]:

@@ -53,14 +53,16 @@ contains bad GOT relocation" (-EINVAL).  The entries used so far are kept in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from klpelf.arch import Arch, ModuleLayout, RelocType, StopReason, WriteFacts
+from klpelf.arch import Arch, ModuleLayout, RelocType, SectionFrob, StopReason, WriteFacts
 from klpelf.elf.constants import EM, SHF, SHT
 from klpelf.elf.reloc_types import reloc_type_name
+from klpelf.release import EINVAL, ENOEXEC
 
 if TYPE_CHECKING:
+    from klpelf.elf.file import ElfFile
     from klpelf.elf.relocs import RelocationTable
     from klpelf.release import KernelRelease
 
@@ -239,11 +241,12 @@ class ModuleTables:
         return self.plt + PLT_ENTRY_SIZE * self.plt_values.index(val)
 
 
-def _count_max_entries(layout: ModuleLayout) -> tuple[int, int]:
-    """(GOT, PLT) counts: distinct (r_info, r_addend) over executable targets."""
-    elf = layout.elf
-    gots: set[tuple[int, int, int]] = set()
-    plts: set[tuple[int, int, int]] = set()
+def count_max_entries(elf: ElfFile) -> tuple[int, int]:
+    """(GOT, PLT) entries module_frob_arch_sections() reserves: per SHT_RELA section
+    with an executable target (klp ones too), its distinct (r_info, r_addend)
+    GOT_PC_HI20 and B26/SOP_PUSH_PLT_PCREL entries (duplicates across sections count
+    again)."""
+    gots = plts = 0
     for sec in elf.sections_of_type(SHT.RELA):
         target = sec.info_section
         if target is None or not target.sh_flags & SHF.EXECINSTR:
@@ -251,12 +254,33 @@ def _count_max_entries(layout: ModuleLayout) -> tuple[int, int]:
         relocs = elf.relocations_as_rela(sec)
         syms, types = relocs.syms(), relocs.types()
         addends = relocs.addends() or [0] * len(types)
-        for key in zip(syms, types, addends, strict=True):
-            if key[1] == R_LARCH_GOT_PC_HI20:
-                gots.add(key)
-            elif key[1] in (R_LARCH_B26, R_LARCH_SOP_PUSH_PLT_PCREL):
-                plts.add(key)
-    return len(gots), len(plts)
+        seen = set(zip(syms, types, addends, strict=True))
+        gots += sum(1 for _, t, _ in seen if t == R_LARCH_GOT_PC_HI20)
+        plts += sum(1 for _, t, _ in seen if t in (R_LARCH_B26, R_LARCH_SOP_PUSH_PLT_PCREL))
+    return gots, plts
+
+
+#: L1_CACHE_BYTES (CONFIG_L1_CACHE_SHIFT 6), the alignment of .got, .plt and .plt.idx
+L1_CACHE_BYTES = 64
+#: NR_FTRACE_PLTS (asm/ftrace.h): the .ftrace_trampoline's entries
+NR_FTRACE_PLTS = 1
+
+
+def frob_sections(elf: ElfFile) -> dict[int, SectionFrob]:
+    """module_frob_arch_sections(): .got, .plt, .plt.idx (and .ftrace_trampoline)
+    become NOBITS of the counted size, aligned to a cache line, before the layout."""
+    gots, plts = count_max_entries(elf)
+    sizes = {".got": (SHF.ALLOC, (gots + 1) * GOT_ENTRY_SIZE, L1_CACHE_BYTES),
+             ".plt": (SHF.ALLOC | SHF.EXECINSTR, (plts + 1) * PLT_ENTRY_SIZE, L1_CACHE_BYTES),
+             ".plt.idx": (SHF.ALLOC, (plts + 1) * 8, L1_CACHE_BYTES),
+             ".ftrace_trampoline": (SHF.ALLOC | SHF.EXECINSTR, NR_FTRACE_PLTS * PLT_ENTRY_SIZE,
+                                    4)}  # fmt: skip
+    out = {}
+    for name, (flags, size, align) in sizes.items():
+        sec = elf.section_by_name(name)
+        if sec is not None:
+            out[sec.index] = SectionFrob(SHT.NOBITS, flags, size, align)
+    return out
 
 
 def module_tables(layout: ModuleLayout) -> ModuleTables:
@@ -269,10 +293,28 @@ def module_tables(layout: ModuleLayout) -> ModuleTables:
             s = elf.section_by_name(name)
             return None if s is None else layout.addresses.get(s.index)
 
-        gots, plts = _count_max_entries(layout)
+        gots, plts = count_max_entries(elf)
         state = ModuleTables(address(".got"), address(".plt"), gots, plts)
         layout.arch_state["loongarch64"] = state
     return state
+
+
+def write_tables(layout: ModuleLayout, contents: Mapping[int, bytearray]) -> None:
+    """The GOT entries (the values), PLT entries (:func:`plt_entry`) and .plt.idx
+    entries (the values) emitted so far, into the bytes of .got, .plt and .plt.idx."""
+    state = layout.arch_state.get("loongarch64")
+    if not isinstance(state, ModuleTables):
+        return
+    elf = layout.elf
+    tables = ((".got", [v.to_bytes(8, "little") for v in state.got_values]),
+              (".plt", [plt_entry(v) for v in state.plt_values]),
+              (".plt.idx", [v.to_bytes(8, "little") for v in state.plt_values]))  # fmt: skip
+    for name, entries in tables:
+        sec = elf.section_by_name(name)
+        data = None if sec is None else contents.get(sec.index)
+        if data is not None:
+            blob = b"".join(entries)[: len(data)]
+            data[: len(blob)] = blob
 
 
 def walk_order(relocs: RelocationTable, release: KernelRelease) -> list[int]:
@@ -530,21 +572,30 @@ def write_relocate_add(
 
 
 def message(module: str, detail: tuple[str, int]) -> str:
-    """What the kernel prints (pr_fmt "kmod: ") for a stop's ``detail``."""
+    """What the kernel prints for a stop's ``detail`` (after pr_fmt's "kmod: ")."""
     what, n = detail
     if what == "unknown":
-        return f"kmod: {module}: Unknown relocation type {n}"
+        return f"{module}: Unknown relocation type {n}"
     if what == "error":
-        return f"kmod: {module}: Unsupport relocation type {n}, please add its support."
+        return f"{module}: Unsupport relocation type {n}, please add its support."
     if what == "default":
-        return f"kmod: {module}: Unsupport relocation type {n}"
+        return f"{module}: Unsupport relocation type {n}"
     if what == "bad-got":
-        return f"kmod: {module}: module contains bad GOT relocation"
+        return f"{module}: module contains bad GOT relocation"
     hexval = f"0x{n & _U64:x}"
     if what.startswith("b26-"):
-        return (f"kmod: module {module}: jump offset = {hexval} {what[4:]}! dangerous "
+        return (f"module {module}: jump offset = {hexval} {what[4:]}! dangerous "
                 f"R_LARCH_B26 ({R_LARCH_B26}) relocation")  # fmt: skip
     raise AssertionError(what)
+
+
+def refusal_errno(facts: WriteFacts) -> int:
+    """-EINVAL for a type without a handler and a bad GOT entry, -ENOEXEC for the
+    range and alignment checks and the stack."""
+    detail = facts.detail if isinstance(facts, LoongFacts) else None
+    if facts.reason == "unknown-type" or (detail is not None and detail[0] == "bad-got"):
+        return EINVAL
+    return ENOEXEC
 
 
 def refusal(release: KernelRelease, module: str, sec: int, facts: WriteFacts) -> tuple[str, str]:
@@ -558,13 +609,13 @@ def refusal(release: KernelRelease, module: str, sec: int, facts: WriteFacts) ->
     what, n = detail
     if what in {"push", "pop"}:
         return "loongarch-rela-stack", (
-            f"kmod: {module}: {_name(r_type)} is refused with "
+            f"{module}: {_name(r_type)} is refused with "
             f"-ENOEXEC and no message (rela_stack_{what}(): the relocation stack is "
             + ("full, RELA_STACK_DEPTH 16)" if what == "push" else "empty)")
         )
     if what.startswith("sop-"):
         return "loongarch-relocation-overflow", (
-            f"kmod: module {module}: opr1 = 0x{n & _U64:x} {what[4:]}! dangerous "
+            f"module {module}: opr1 = 0x{n & _U64:x} {what[4:]}! dangerous "
             f"{_IMM_FIELD} ({r_type}) relocation"
         )
     rule = "loongarch-unknown-relocation" if facts.reason == "unknown-type" else (
@@ -608,4 +659,8 @@ ARCH = Arch(
     none_type=R_LARCH_NONE,
     write_relocate_add=write_relocate_add,
     refusal=refusal,
+    dmesg_prefix="kmod: ",  # pr_fmt
+    refusal_errno=refusal_errno,
+    write_tables=write_tables,
+    frob_sections=frob_sections,
 )

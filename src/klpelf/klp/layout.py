@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
+from klpelf.arch import SectionFrob, arch_for
 from klpelf.elf.constants import EM, SHF, SHN, SHT
 from klpelf.elf.file import ElfFile
 from klpelf.errors import UsageError
@@ -101,12 +102,28 @@ def _align(value: int, align: int) -> int:
     return (value + align - 1) // align * align if align > 1 else value
 
 
+def frobbed(elf: ElfFile) -> Mapping[int, SectionFrob]:
+    """The sections the machine's ``module_frob_arch_sections()`` changes, as it
+    leaves them (arch/: ``Arch.frob_sections``)."""
+    arch = arch_for(elf.machine)
+    return {} if arch is None or arch.frob_sections is None else arch.frob_sections(elf)
+
+
+def section_size(elf: ElfFile, index: int,
+                 frob: Mapping[int, SectionFrob] | None = None) -> tuple[int, int]:  # fmt: skip
+    """(sh_size, sh_addralign) of section ``index`` as the loader lays it out."""
+    f = (frobbed(elf) if frob is None else frob).get(index)
+    s = elf.sections[index]
+    return (s.sh_size, s.sh_addralign) if f is None else (f.sh_size, f.sh_addralign)
+
+
 def layout_sections(elf: ElfFile) -> list[tuple[int, str, int]]:
     """``layout_sections()``: (section index, region, offset) of every section the
     loader allocates, in the order the loader lays them out."""
+    frob = frobbed(elf)
     flags = {}
     for s in elf.sections[1:]:
-        f = s.sh_flags
+        f = frob[s.index].sh_flags if s.index in frob else s.sh_flags
         if s.name in NOT_ALLOCATED:
             f &= ~SHF.ALLOC
         if s.name in RO_AFTER_INIT:
@@ -125,8 +142,9 @@ def layout_sections(elf: ElfFile) -> list[tuple[int, str, int]]:
                 if s.name.startswith(".init") != init or region is None:
                     continue
                 taken.add(s.index)
-                offset = _align(sizes[region], s.sh_addralign or 1)
-                sizes[region] = offset + s.sh_size
+                size, align = section_size(elf, s.index, frob)
+                offset = _align(sizes[region], align or 1)
+                sizes[region] = offset + size
                 out.append((s.index, region, offset))
     return out
 
@@ -154,9 +172,11 @@ def place(elf: ElfFile, bases: Mapping[str, int] | None = None, *,
     for name, address in given.items():
         region, offset = by_name[name]
         starts.setdefault(region, address - offset)
+    frob = frobbed(elf)
+    sizes = {i: section_size(elf, i, frob)[0] for i, _, _ in laid}
     ends = dict.fromkeys(REGIONS, 0)
     for i, region, offset in laid:
-        ends[region] = max(ends[region], offset + elf.sections[i].sh_size)
+        ends[region] = max(ends[region], offset + sizes[i])
     at = base
     for region in PLACEMENT:
         if region not in starts:  # an empty region takes no room (only empty sections)
@@ -166,13 +186,16 @@ def place(elf: ElfFile, bases: Mapping[str, int] | None = None, *,
     for i, region, offset in laid:
         s = elf.sections[i]
         address = given.get(s.name, starts[region] + offset)
-        placed.append(PlacedSection(i, s.name, region, offset, s.sh_size, address))
+        placed.append(PlacedSection(i, s.name, region, offset, sizes[i], address))
     return placed
 
 
 def section_bytes(elf: ElfFile, index: int) -> bytearray:
     """The bytes the loader copies for section ``index``: the file's, zeros for NOBITS."""
     s = elf.sections[index]
+    f = frobbed(elf).get(index)
+    if f is not None and f.sh_type == SHT.NOBITS:
+        return bytearray(f.sh_size)
     return bytearray(s.sh_size) if s.sh_type == SHT.NOBITS else bytearray(s.data)
 
 

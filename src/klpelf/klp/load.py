@@ -249,6 +249,7 @@ def apply_relocate_add(state: LoadState, sec: Section, when: When) -> bool:
             state.written[target.index] = place
         return True
     rule, message = arch.refusal(state.release, state.mod.name, sec.index, facts)
+    errno = ENOEXEC if arch.refusal_errno is None else arch.refusal_errno(facts)
     state.add("error", rule, message, section=sec, relocation=facts.stop, when=when,
-              kernel=True, errno=ENOEXEC, dmesg_prefix="module: ")  # fmt: skip
+              kernel=True, errno=errno, dmesg_prefix=arch.dmesg_prefix)  # fmt: skip
     return False

@@ -340,6 +340,8 @@ def apply(module: ModuleSource, kernel: KernelSymbols, *,
         values = symbol_values(elf, kernel, version, addresses, module=mod)
         walk = _Walk(elf, arch, version, mod.name, addresses=addresses, values=values)
         skipped = _apply_all(walk, mod.sections, kernel, objects)
+        if arch.write_tables is not None:
+            arch.write_tables(walk.layout, walk.contents)
     return AppliedModule(elf.path or "", mod.name, elf.machine_name, version, sections=placed,
                          writes=walk.log, refusals=walk.refusals, skipped=skipped,
                          contents=walk.contents, assumed=not bases)  # fmt: skip

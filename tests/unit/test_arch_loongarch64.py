@@ -502,3 +502,24 @@ def test_gcc_module_with_relaxation_is_refused(
             "relocation type 102, please add its support.") in out
     assert main(["check", "--kernel-release", "6.5", "--kernel", ks, str(ko)]) == 1
     assert "(errno 22): kmod: lp: Unknown relocation type 102" in capsys.readouterr().out
+
+
+def test_module_without_the_got_and_plt_placeholders_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an object not linked with module.lds has no .got/.plt/.plt.idx:
+    # module_frob_arch_sections() refuses it before any relocation; v6.0 has no GOT yet
+    from klpelf.cli import main
+
+    ko = _gcc_module(tmp_path)
+    bare = tmp_path / "bare.ko"
+    assert main(["convert", str(tmp_path / "lp0.o"), "-o", str(bare), "--kernel",
+                 str(tmp_path / "kallsyms"), "--symvers", str(tmp_path / "Module.symvers")]) == 0
+    ks = str(tmp_path / "kallsyms")
+    capsys.readouterr()
+    assert main(["check", "--kernel-release", "6.12", "-k", ks, str(bare)]) == 1
+    assert ("would refuse the module when the module loads (errno 8): kmod: bare: module GOT "
+            "section(s) missing") in capsys.readouterr().out
+    assert main(["check", "--kernel-release", "6.0", "-k", ks, str(bare)]) == 1
+    assert "kmod: bare: module PLT section(s) missing" in capsys.readouterr().out
+    assert main(["check", "--kernel-release", "6.12", "-k", ks, str(ko)]) == 0

@@ -224,6 +224,9 @@ class Arch(NamedTuple):
     #: (layout, section index -> its bytes): write the entries of the machine's own
     #: tables (GOT, PLT) the walks emitted into their sections' bytes; None: not modelled
     write_tables: Callable[[ModuleLayout, Mapping[int, bytearray]], None] | None = None
+    #: (release, module, module name) -> (rule, the kernel's message) when the
+    #: machine's module_frob_arch_sections() refuses the module (-ENOEXEC), else None
+    frob_refusal: Callable[[KernelRelease, ElfFile, str], tuple[str, str] | None] | None = None
     #: the module -> section index -> its header after module_frob_arch_sections();
     #: None: the machine changes no section the layout depends on (as modelled)
     frob_sections: Callable[[ElfFile], Mapping[int, SectionFrob]] | None = None

@@ -266,6 +266,18 @@ L1_CACHE_BYTES = 64
 NR_FTRACE_PLTS = 1
 
 
+def frob_refusal(release: KernelRelease, elf: ElfFile, module: str) -> tuple[str, str] | None:
+    """module_frob_arch_sections()'s refusal: the placeholders of asm/module.lds.h
+    missing (.got since 59b3d4a9b0cc, v6.1; .plt and .plt.idx since v5.19)."""
+    needed = [(".plt", "PLT"), (".plt.idx", "PLT.IDX")]
+    if release.at_least(6, 1):
+        needed.insert(0, (".got", "GOT"))
+    for name, what in needed:
+        if elf.section_by_name(name) is None:
+            return "loongarch-module-sections", f"{module}: module {what} section(s) missing"
+    return None
+
+
 def frob_sections(elf: ElfFile) -> dict[int, SectionFrob]:
     """module_frob_arch_sections(): .got, .plt, .plt.idx (and .ftrace_trampoline)
     become NOBITS of the counted size, aligned to a cache line, before the layout."""
@@ -662,5 +674,6 @@ ARCH = Arch(
     dmesg_prefix="kmod: ",  # pr_fmt
     refusal_errno=refusal_errno,
     write_tables=write_tables,
+    frob_refusal=frob_refusal,
     frob_sections=frob_sections,
 )

@@ -5,7 +5,8 @@ the kernel reports (load_module() in kernel/module/main.c, then the module's ini
 calling klp_enable_patch() in kernel/livepatch/core.c, then later loads of patched
 modules through klp_module_coming()):
 
-1. elf_validity(): what a broken writer can trip (one SHT_SYMTAB, ET_REL, section 0);
+1. elf_validity(): what a broken writer can trip (one SHT_SYMTAB, ET_REL, section 0),
+   then the machine's module_frob_arch_sections() (loongarch64: its .got/.plt/.plt.idx);
 2. simplify_symbols(): an undefined symbol that is not SHN_LIVEPATCH must be exported;
 3. apply_relocations(), in section index order: SHF_RELA_LIVEPATCH sections go to
    klp_apply_section_relocs() (only ``vmlinux`` ones are applied now), the others to
@@ -40,7 +41,13 @@ from klpelf.klp.diagnostics import (
 )
 from klpelf.klp.enable import LoadedPatch, patch_rules
 from klpelf.klp.lint import module_rules
-from klpelf.klp.load import LoadState, apply_relocations, elf_validity, simplify_symbols
+from klpelf.klp.load import (
+    LoadState,
+    apply_relocations,
+    elf_validity,
+    module_frob_arch_sections,
+    simplify_symbols,
+)
 from klpelf.klp.module import KlpModule, klp_module
 from klpelf.release import DEFAULT_VERSION, KernelRelease
 
@@ -122,7 +129,7 @@ def _place(state: LoadState, kernel: KernelSymbols) -> None:
 def run_checks(state: LoadState) -> None:
     """The walk of :func:`check_module` over ``state``: the load path, the enable path
     (with the later loads of patched modules), then klpelf's own rules."""
-    if not elf_validity(state):
+    if not elf_validity(state) or not module_frob_arch_sections(state):
         return
     simplify_symbols(state)
     apply_relocations(state)

@@ -117,10 +117,25 @@ class LoadState(Record):
 def load_module(state: LoadState) -> bool:
     """The steps of ``load_module()`` (kernel/module/main.c) that klpelf models, in
     the kernel's order; False where the kernel refuses the module."""
-    if not elf_validity(state):
+    if not elf_validity(state) or not module_frob_arch_sections(state):
         return False
     simplify_symbols(state)
     return apply_relocations(state)
+
+
+def module_frob_arch_sections(state: LoadState) -> bool:
+    """The machine's ``module_frob_arch_sections()`` (from ``layout_and_allocate()``):
+    False where it refuses the module (loongarch64: its GOT or PLT section missing)."""
+    arch = state.arch
+    if arch is None or arch.frob_refusal is None:
+        return True
+    refused = arch.frob_refusal(state.release, state.elf, state.mod.name)
+    if refused is None:
+        return True
+    rule, message = refused
+    state.add("error", rule, message, when="load", kernel=True, errno=ENOEXEC,
+              dmesg_prefix=arch.dmesg_prefix)  # fmt: skip
+    return False
 
 
 def elf_validity(state: LoadState) -> bool:

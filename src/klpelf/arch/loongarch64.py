@@ -33,11 +33,16 @@ it differs):
 * v6.17 63dbd8fb2af3 ("LoongArch: Optimize module load time by optimizing PLT/GOT
   counting"): ``count_max_entries()`` sorts, in the module image, the entries of
   every SHT_RELA section whose target is SHF_EXECINSTR by (r_info, r_addend), so
-  ``apply_relocate_add()`` meets them in that order (backported to 6.6.y and 6.12.y
-  in August 2025, so the 6.12 of klpelf sorts too).  Python's sort is stable, the
-  kernel's heapsort is not: entries of equal type, symbol and addend may meet in
-  another order, which changes no value except for the SOP stack machine, which the
-  sort breaks anyway (no toolchain since binutils 2.40 emits it);
+  ``apply_relocate_add()`` meets them in that order (backported to the stable trees
+  in August 2025, 6.6.y's review series among them; klpelf's 6.12, Debian's late
+  6.12.y, is taken to have it).  The kernel's sort is lib/sort.c's heapsort, not
+  stable, and how it orders equal keys changed in 2024 (0e02ca29a563
+  "lib/sort: optimize heapsort with double-pop variation" and the equal-elements
+  change after it); the twin keeps equal keys in file order.  Equal keys have the same
+  type, symbol and addend, so the same value and GOT/PLT entry: only for the stack
+  machine does their order matter (which place gets which pushed value; the sequence
+  of operations, and so a stack found empty or full, is the same).  The sort breaks
+  stack sequences anyway (no toolchain since binutils 2.40 emits them);
 * v6.19-era "LoongArch: Adjust module loader for 32BIT/64BIT": same bytes on 64-bit.
 
 Module GOT and PLT (module-sections.c): the module carries ``.got``, ``.plt`` and

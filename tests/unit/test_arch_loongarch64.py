@@ -12,6 +12,7 @@ import pytest
 
 from klpelf.arch import ModuleLayout, WriteFacts, arch_for
 from klpelf.arch import loongarch64 as la
+from klpelf.arch import loongarch64_sections as las
 from klpelf.elf.constants import EM
 from klpelf.release import KernelRelease
 from ld_oracle import Linked, cross, link, twin
@@ -191,12 +192,12 @@ def test_pcala64_uses_each_instruction_s_own_page(tmp_path: Path) -> None:
     assert (int.from_bytes(ld[8:12], "little") >> 5) & 0xFFFFF == 1
 
 
-def _kernel_layout(prepare_got: bool = True) -> tuple[list[la.ModuleTables], object]:
-    state: list[la.ModuleTables] = []
+def _kernel_layout(prepare_got: bool = True) -> tuple[list[las.ModuleTables], object]:
+    state: list[las.ModuleTables] = []
 
     def prepare(layout: ModuleLayout) -> None:
-        gots, plts = la.count_max_entries(layout.elf)
-        tables = la.ModuleTables(GOT if prepare_got else None, PLT, gots, plts)
+        gots, plts = las.count_max_entries(layout.elf)
+        tables = las.ModuleTables(GOT if prepare_got else None, PLT, gots, plts)
         layout.arch_state["loongarch64"] = tables
         state.append(tables)
 
@@ -256,14 +257,14 @@ h:  .skip 12
 def test_plt_entry_bytes_are_the_kernel_s() -> None:
     # emit_plt_entry(): lu12i.w $t1, v[31:12]; lu32i.d $t1, v[51:32];
     # lu52i.d $t1, $t1, v[63:52]; jirl $zero, $t1, v[11:0] (jirl's offs16 is << 2)
-    e = la.plt_entry(0x9000_0000_0123_4568)
+    e = las.plt_entry(0x9000_0000_0123_4568)
     words = [int.from_bytes(e[i : i + 4], "little") for i in range(0, 16, 4)]
     assert words[0] == 0x14000000 | (0x01234 << 5) | 13
     assert words[1] == 0x16000000 | (0x00000 << 5) | 13
     assert words[2] == 0x03000000 | (0x900 << 10) | (13 << 5) | 13
     assert words[3] == 0x4C000000 | ((0x568 >> 2) << 10) | (13 << 5)
     # ADDR_IMM() sign-extends the fields (in range); jirl refuses a target not 4-aligned
-    assert la.plt_entry(0x9000_0000_8000_0002)[12:] == (0x002A0000).to_bytes(4, "little")
+    assert las.plt_entry(0x9000_0000_8000_0002)[12:] == (0x002A0000).to_bytes(4, "little")
 
 
 def test_bad_got_and_b26_messages(tmp_path: Path) -> None:
@@ -271,7 +272,7 @@ def test_bad_got_and_b26_messages(tmp_path: Path) -> None:
     facts = la.write_relocate_add(
         relocation_table([(0, 1, R_GOT_LO12, 0)]), bytearray(4), V612,
         symbol_value=lambda i: 0x9000_0000_0000_1000, address=TEXT,
-        layout=_layout_with_tables(la.ModuleTables(GOT, PLT, 0, 0)),
+        layout=_layout_with_tables(las.ModuleTables(GOT, PLT, 0, 0)),
     )  # fmt: skip
     assert (facts.stop, facts.reason) == (0, "overflow")
     assert la.refusal(V612, "m", 2, facts) == (
@@ -282,7 +283,7 @@ def test_bad_got_and_b26_messages(tmp_path: Path) -> None:
     assert la.refusal(V612, "m", 2, facts)[1] == (
         "module m: jump offset = 0x102 unaligned! dangerous R_LARCH_B26 (66) relocation"
     )
-    far_plt = la.ModuleTables(GOT, TEXT + (1 << 30), 0, 1)
+    far_plt = las.ModuleTables(GOT, TEXT + (1 << 30), 0, 1)
     facts = la.write_relocate_add(
         relocation_table([(0, 1, R_B26, 0)]), bytearray(4), V612,
         symbol_value=lambda i: SYMBOLS["kfunc"], address=TEXT,
@@ -294,7 +295,7 @@ def test_bad_got_and_b26_messages(tmp_path: Path) -> None:
     )
 
 
-def _layout_with_tables(tables: la.ModuleTables) -> ModuleLayout:
+def _layout_with_tables(tables: las.ModuleTables) -> ModuleLayout:
     class _Elf:  # the twin reads only layout.arch_state here
         pass
 

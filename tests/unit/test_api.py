@@ -100,7 +100,7 @@ def _keys(typed_dict: type) -> set[str]:
         ("klpelf.apply/1", [j.ApplyJson, j.ApplyModuleJson, j.PlacedSectionJson, j.WriteJson,
                             j.RefusalJson]),
         ("klpelf.diff/1", [j.DiffJson, j.DiffItemJson, j.RenamedJson, j.DiffReferenceJson,
-                           j.DiffExternJson]),
+                           j.DiffExternJson, j.DiffKlpFuncJson]),
     ],
 )  # fmt: skip
 def test_json_schemas_are_the_documented_ones(schema: str, types: list[type]) -> None:
@@ -123,7 +123,7 @@ def test_schemas_cover_every_typeddict() -> None:
               "ApplyModuleJson", "PlacedSectionJson", "WriteJson", "RefusalJson",
               "PatchJson", "PatchObjectJson", "PatchFuncJson", "PatchStateJson",
               "NewFuncJson", "DiffJson", "DiffItemJson", "RenamedJson", "DiffReferenceJson",
-              "DiffExternJson"}  # fmt: skip
+              "DiffExternJson", "DiffKlpFuncJson"}  # fmt: skip
     assert defined == listed
 
 

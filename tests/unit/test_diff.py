@@ -183,6 +183,7 @@ def test_change_in_a_section_no_function_owns_is_refused(tmp_path: Path) -> None
 
 
 KALLSYMS = """ffffffff81000000 T _stext
+ffffffff81000100 T compute
 ffffffff81001000 t helper
 ffffffff81002000 t helper
 ffffffff81003000 d counter
@@ -209,6 +210,8 @@ def test_references_with_the_target_kernel(tmp_path: Path) -> None:
     assert refs == {"counter": (".klp.sym.vmlinux.counter,0", "klp"),
                     "helper": (".klp.sym.vmlinux.helper,2", "klp"),
                     "shared_value": ("shared_value", "exported")}  # fmt: skip
+    # the klp_func: the kernel's compute, replaced by the new code's global alias
+    assert done.klp_funcs == [("compute", 0, "__klpelf_new_changed_compute")]
     rel = relocations(tmp_path / "x.o")
     assert {n for _, n, _ in rel[".text.compute"]} == {
         "__fentry__", "shared_value", ".klp.sym.vmlinux.counter,0", ".klp.sym.vmlinux.helper,2"}
@@ -292,3 +295,10 @@ def test_the_facade_names_the_verb() -> None:
     import klpelf.objdiff.emit
 
     assert klpelf.diff is diff
+
+
+def test_function_without_ftrace_location_is_refused(tmp_path: Path) -> None:
+    done, out = run_diff("notrace", tmp_path)
+    assert done.refusals == ("function quiet: the original has no ftrace location (notrace?): "
+                             "livepatch cannot redirect it",)  # fmt: skip
+    assert not out.exists()

@@ -148,3 +148,31 @@ def test_sympos_of_a_static_the_module_has_twice(tmp_path: Path) -> None:
         "pair_other": (".klp.sym.klpdiff_pair.shared_name,2",
                        "sympos 2 of 2: the one of pair_other.c"),
     }  # fmt: skip
+
+
+def test_patch_module_builds_converts_and_checks(
+    builds: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # diff -> the patch module's sources -> kbuild -> klpelf convert -> klpelf check
+    from klpelf.cli import main
+
+    o = builds["orig"]
+    kernel = [o / f"{NAME}.ko", builds["symvers"]]
+    mod = tmp_path / "lp"
+    done = diff(o / f"{NAME}.o", builds["message"] / f"{NAME}.o", objname=NAME, kernel=kernel,
+                module_dir=mod, name="lp_demo")  # fmt: skip
+    assert done.klp_funcs == [("demo_entry", 0, "__klpelf_new_klpdiff_demo_demo_entry")]
+    source = (mod / "lp_demo_patch.c").read_text()
+    assert '.old_name = "demo_entry"' in source and '.name = "klpdiff_demo"' in source
+    assert ".replace = true" in source
+    _make(_kbuild(), mod, "modules")
+    ko, lp = mod / "lp_demo.ko", tmp_path / "lp_demo.ko"
+    assert main(["convert", str(ko), "-o", str(lp)]) == 0
+    capsys.readouterr()
+    args = ["-k", str(kernel[0]), "-k", str(kernel[1]), "--kernel-release", "6.1", str(lp)]
+    assert main(["check", *args]) == 0
+    assert "Linux 6.1 (--kernel-release) would load the module" in capsys.readouterr().out
+    assert main(["show", str(lp)]) == 0
+    shown = capsys.readouterr().out
+    assert "demo_entry,0 -> __klpelf_new_klpdiff_demo_demo_entry" in shown
+    assert ".klp.rela.klpdiff_demo.text.demo_entry" in shown

@@ -38,17 +38,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="OBJ:SYMBOL=N|FILE",
         help="the position of an ambiguous SYMBOL, by number or source file",
     )
+    p.add_argument("--module-dir", metavar="DIR",
+                   help="also write the patch module's sources to DIR (Kbuild, the C of "
+                   "klp_patch/klp_object/klp_func and the module init, the diff object): "
+                   "make -C KERNEL_BUILD M=DIR, then klpelf convert")  # fmt: skip
+    p.add_argument("--name", metavar="NAME",
+                   help="the patch module's name (default livepatch_<unit>)")  # fmt: skip
+    p.add_argument("--no-replace", action="store_true",
+                   help="klp_patch.replace off: the patch adds to the loaded ones")  # fmt: skip
     p.add_argument("--json", action="store_true", help="JSON output (schema klpelf.diff/1)")
     add_common(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from klpelf.errors import UsageError
     from klpelf.operations.diff import diff
 
+    if args.module_dir is None and (args.name is not None or args.no_replace):
+        raise UsageError("--name and --no-replace are for the patch module (--module-dir)")
     done = diff(stdin_path(args.orig), stdin_path(args.patched), args.output,
                 objname=args.object, kernel=[*args.kernel, *args.symvers],
-                sympos=args.sympos)  # fmt: skip
+                sympos=args.sympos, module_dir=args.module_dir, name=args.name,
+                replace=not args.no_replace)  # fmt: skip
     if args.json:
         print(json.dumps(done.to_json(), indent=2))
     else:

@@ -12,6 +12,8 @@ undefined symbol, against the same name, which the convert machinery then decide
 
 from __future__ import annotations
 
+import os
+import re
 from typing import NamedTuple
 
 from klpelf.elf.arrays import rel_record
@@ -32,6 +34,9 @@ from klpelf.symbols.sources import KernelSymbols
 
 __all__ = ["Emitted", "emit"]
 
+#: what a C identifier cannot hold
+_C_NAME = re.compile(r"\W")
+
 
 class Emitted(NamedTuple):
     elf: ElfFile
@@ -42,6 +47,8 @@ class Emitted(NamedTuple):
     #: special section -> entries kept
     entries: dict[str, int]
     notes: list[str]
+    #: the functions a klp_func replaces: (old_name, old_sympos, the new code's symbol)
+    klp_funcs: list[tuple[str, int, str]]
 
 
 class _Out:
@@ -135,6 +142,7 @@ def emit(c: Correlation, sel: Selection, *, objname: str, ks: KernelSymbols | No
         code = e.kind == "func" or bool(p.section(e.section).sh_flags & SHF.EXECINSTR)
         out.copy_relocs(out.where[e], p.relocs_in(e.section, e.start, e.end), e.start, code)
     entries = _special(out, sel, order)
+    klp_funcs = _klp_funcs(out, sel)
     _modinfo(out)
     elf = out.elf
     _write_symbols(out)
@@ -150,7 +158,28 @@ def emit(c: Correlation, sel: Selection, *, objname: str, ks: KernelSymbols | No
             "(--symvers, --kernel) exported symbols cannot be told from the others"
         )
     _refuse_late(elf)
-    return Emitted(elf, out.references, out.externs, entries, notes)
+    return Emitted(elf, out.references, out.externs, entries, notes, klp_funcs)
+
+
+def _klp_funcs(out: _Out, sel: Selection) -> list[tuple[str, int, str]]:
+    # Every included function the kernel has (not a .cold part: no entry of its own) is
+    # replaced through a klp_func.  Its new code gets a global alias the patch module's
+    # C names (a static keeps its binding: two units may both have one of that name).
+    stem = _C_NAME.sub("_", os.path.splitext(out.p.file_name or "unit")[0])
+    found = []
+    for e in sorted(sel.functions, key=lambda e: e.name):
+        o = out.c.to_orig.get(e)
+        if o is None or e.name.endswith(".cold") or e.symbol is None:
+            continue
+        ref = place(out.c.orig, o, out.objname, out.ks, out.choices)
+        pos = KlpSymbolName.parse(ref.symbol).sympos if ref.kind == "klp" else 0
+        alias = f"__klpelf_new_{stem}_{_C_NAME.sub('_', o.name)}"
+        s = out.p.symbols[e.symbol]
+        sec = out.where[e]
+        out.symbols[f"a{alias}"] = (alias, st_info(STB.GLOBAL, STT.FUNC), 0, sec.index,
+                                    s.st_value - e.start, s.st_size)  # fmt: skip
+        found.append((o.name, pos, alias))
+    return found
 
 
 def _special(out: _Out, sel: Selection, order: list[Entity]) -> dict[str, int]:

@@ -28,6 +28,9 @@ from klpelf.objdiff.special import Entry, code_bias, entries_by_owner
 
 __all__ = ["Included", "Selection", "select"]
 
+#: the sections that give each traceable function its ftrace location
+_FTRACE_SECTIONS = {"__mcount_loc", "__patchable_function_entries"}
+
 
 class Included(NamedTuple):
     """One entity of the patched build that goes into the diff object, and why."""
@@ -140,6 +143,18 @@ def select(c: Correlation) -> Selection:
                                 "a livepatch cannot change it")  # fmt: skip
             continue
         sel.functions[p] = Included(p, why)
+
+    # a replaced function needs an ftrace location in the kernel's copy: klp_patch_func()
+    # redirects it there ("failed to find location for function")
+    traced = {s.name for s in orig.elf.sections} & _FTRACE_SECTIONS
+    for p in list(sel.functions):
+        old = c.to_orig.get(p)
+        if not traced or old is None or p.name.endswith(".cold"):
+            continue
+        if not any(sec.name in _FTRACE_SECTIONS for sec, _ in o_owned.get(old, ())):
+            del sel.functions[p]
+            sel.refusals.append(f"function {old.name}: the original has no ftrace location "
+                                "(notrace?): livepatch cannot redirect it")  # fmt: skip
 
     # removed entities
     for o in orig.entities:

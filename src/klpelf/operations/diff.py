@@ -34,7 +34,7 @@ class DiffResult(FrozenRecord):
 
     _fields = ("orig", "patched", "output", "objname", "functions", "data", "line_only",
                "removed", "renamed", "references", "externs", "entries", "notes", "refusals",
-               "elf")  # fmt: skip
+               "elf", "klp_funcs", "module_dir")  # fmt: skip
     __slots__ = _fields
 
     def __init__(self, orig: str, patched: str, output: str | None, objname: str, *,
@@ -42,8 +42,9 @@ class DiffResult(FrozenRecord):
                  line_only: list[str], removed: list[str], renamed: list[tuple[str, str]],
                  references: list[tuple[str, str, Kind, str | None]],
                  externs: list[tuple[str, str]], entries: dict[str, int],
-                 notes: list[str], refusals: list[str],
-                 elf: ElfFile | None) -> None:  # fmt: skip
+                 notes: list[str], refusals: list[str], elf: ElfFile | None,
+                 klp_funcs: list[tuple[str, int, str]] | None = None,
+                 module_dir: str | None = None) -> None:  # fmt: skip
         self.orig: Final = orig
         self.patched: Final = patched
         #: where the diff object was written (None: refused, or not asked)
@@ -70,6 +71,10 @@ class DiffResult(FrozenRecord):
         self.refusals: Final = tuple(refusals)
         #: the diff object (None when refused)
         self.elf: Final = elf
+        #: the functions a klp_func replaces: (old_name, old_sympos, new code's symbol)
+        self.klp_funcs: Final = klp_funcs or []
+        #: where the patch module's sources were written (``module_dir``), or None
+        self.module_dir: Final = module_dir
 
     @property
     def refused(self) -> bool:
@@ -91,6 +96,9 @@ class DiffResult(FrozenRecord):
         lines += [f"{name}: undefined {u} -> {o}" for u, o in self.externs if u != o]
         lines += [f"{name}: {sec}: {n} entr{'y' if n == 1 else 'ies'} kept"
                   for sec, n in sorted(self.entries.items())]  # fmt: skip
+        lines += [f"{name}: klp_func {old},{pos} -> {new}" for old, pos, new in self.klp_funcs]
+        if self.module_dir is not None:
+            lines.append(f"{self.module_dir}: patch module sources written (Kbuild, C, object)")
         if self.output is not None:
             n = len(self.functions)
             lines.append(f"{self.output}: written, {n} function{'s' if n != 1 else ''}")
@@ -113,18 +121,26 @@ class DiffResult(FrozenRecord):
             "externs": [{"name": u, "symbol": o} for u, o in self.externs],
             "entries": dict(sorted(self.entries.items())),
             "notes": list(self.notes), "refusals": list(self.refusals),
+            "klp_funcs": [{"old_name": o, "sympos": n, "symbol": s}
+                          for o, n, s in self.klp_funcs],
+            "module_dir": self.module_dir,
         }  # fmt: skip
 
 
 def diff(orig: ModuleSource, patched: ModuleSource, output: str | os.PathLike[str] | None = None,
          *, objname: str = "vmlinux", kernel: Sequence[str | os.PathLike[str]] = (),
-         sympos: Sequence[str] = ()) -> DiffResult:  # fmt: skip
+         sympos: Sequence[str] = (), module_dir: str | os.PathLike[str] | None = None,
+         name: str | None = None, replace: bool = True) -> DiffResult:  # fmt: skip
     """Diff two builds of one translation unit; write the diff object to ``output``.
 
     :param objname: the object the unit is part of: ``vmlinux`` or a module's name
     :param kernel: the target kernel's symbol sources (kallsyms, System.map, vmlinux,
         module tree, Module.symvers), as ``--kernel`` and ``--symvers`` take them
     :param sympos: ``OBJ:SYMBOL=N`` / ``OBJ:SYMBOL=FILE`` choices for ambiguous names
+    :param module_dir: also write the patch module's sources there (Kbuild, the C of
+        klp_patch/klp_object/klp_func and the module init, the diff object), for
+        ``make -C KERNEL_BUILD M=DIR``; ``name`` is the module's name (default
+        ``livepatch_<unit>``), ``replace`` its klp_patch.replace
     :raises KlpError: an input that cannot be read, a reference that cannot be placed
         (naming the file); refusals are in the result, not raised.
     """
@@ -156,12 +172,14 @@ def diff(orig: ModuleSource, patched: ModuleSource, output: str | os.PathLike[st
 
         def result(out: str | None, refs: list[tuple[str, str, Kind, str | None]],
                    externs: list[tuple[str, str]], entries: dict[str, int], *,
-                   notes: list[str], elf: ElfFile | None) -> DiffResult:  # fmt: skip
+                   notes: list[str], elf: ElfFile | None,
+                   klp_funcs: list[tuple[str, int, str]] | None = None,
+                   module_dir: str | None = None) -> DiffResult:  # fmt: skip
             return DiffResult(o_path, p_path, out, objname, functions=funcs, data=data,
                               line_only=sorted(sel.line_only), removed=sorted(sel.removed),
                               renamed=c.renamed(), references=refs, externs=externs,
                               entries=entries, notes=notes, refusals=sel.refusals,
-                              elf=elf)  # fmt: skip
+                              elf=elf, klp_funcs=klp_funcs, module_dir=module_dir)  # fmt: skip
 
         if sel.refusals or not sel.functions:
             return result(None, [], [], {}, notes=[], elf=None)
@@ -175,5 +193,41 @@ def diff(orig: ModuleSource, patched: ModuleSource, output: str | os.PathLike[st
     if out is not None:
         with naming(out):
             save_elf(em.elf, out, overwrite=True)
+    where = None
+    if module_dir is not None:
+        where = os.fspath(module_dir)
+        _write_module_dir(where, name or _default_name(p.file_name), objname, em.elf,
+                          em.klp_funcs, replace=replace)  # fmt: skip
     refs = [(n, r.symbol, r.kind, r.note) for n, r in sorted(em.references.items())]
-    return result(out, refs, sorted(em.externs.items()), em.entries, notes=em.notes, elf=em.elf)
+    return result(out, refs, sorted(em.externs.items()), em.entries, notes=em.notes,
+                  elf=em.elf, klp_funcs=em.klp_funcs, module_dir=where)
+
+
+def _default_name(file_name: str | None) -> str:
+    import re
+
+    stem = os.path.splitext(os.path.basename(file_name or "unit"))[0]
+    return "livepatch_" + re.sub(r"\W", "_", stem)
+
+
+def _write_module_dir(where: str, name: str, objname: str, elf: ElfFile,
+                      funcs: list[tuple[str, int, str]], *, replace: bool) -> None:  # fmt: skip
+    from klpelf.elf.writer import write_elf
+    from klpelf.io import write_atomic
+    from klpelf.objdiff.module_source import kbuild_file, patch_source
+
+    if not name or not name.replace("_", "").isalnum() or len(name) > 55:
+        raise UsageError(f"--name {name!r}: a module name is up to 55 letters, digits and '_'")
+    with naming(where):
+        os.makedirs(where, exist_ok=True)
+        diff_obj = f"{name}_diff.o"
+        files = {
+            "Kbuild": kbuild_file(name, diff_obj).encode(),
+            f"{name}_patch.c": patch_source(name, objname, funcs, replace=replace).encode(),
+            diff_obj: bytes(write_elf(elf)),
+            # modpost reads the .cmd file of every object of a module (the sources of
+            # its srcversion, scripts/mod/sumversion.c); a prebuilt one has none
+            f".{diff_obj}.cmd": f"cmd_{diff_obj} := klpelf diff (prebuilt)\n".encode(),
+        }
+        for fname, data in files.items():
+            write_atomic(os.path.join(where, fname), data, overwrite=True)

@@ -323,6 +323,12 @@ class DiffExternJson(TypedDict):
     symbol: str
 
 
+class DiffKlpFuncJson(TypedDict):
+    old_name: str
+    sympos: int
+    symbol: str
+
+
 class DiffJson(TypedDict):
     """The whole output of ``klpelf diff --json``."""
 
@@ -341,3 +347,5 @@ class DiffJson(TypedDict):
     entries: dict[str, int]
     notes: list[str]
     refusals: list[str]
+    klp_funcs: list[DiffKlpFuncJson]
+    module_dir: str | None

@@ -127,6 +127,14 @@ local_fn: br %r14
 ]
 
 
+#: what modpost's <module>.mod.c adds to a module: the section of struct module (its
+#: contents do not matter to klpelf), without which the loader refuses an object
+MODULE_STRUCT = """
+    .section .gnu.linkonce.this_module,"aw"
+    .zero 64
+"""
+
+
 def assemble(target: Target, dest: Path, source: str | None = None) -> Path:
     """Assemble ``source`` (default: the target's sample) into ``dest``; skip if no assembler."""
     if shutil.which(target.as_cmd[0]) is None:

@@ -104,6 +104,30 @@ class KernelRelease(FrozenRecord):
         return self.at_least(6, 4)
 
     @property
+    def validates_this_module(self) -> bool:
+        # v6.4 (the same commit as requires_one_symtab): elf_validity_check() demands
+        # exactly one .gnu.linkonce.this_module ("module %s: Exactly one ...", checked
+        # before the symbol table: elf_validity_cache_index_mod() precedes _index_sym()
+        # in 6.12 and 7.2); before, setup_load_info() looked for it after the symbol
+        # table ("%s: No module found in object"; read in 5.10 and 6.1).
+        return self.at_least(6, 4)
+
+    def no_module_message(self, name: str | None) -> str:
+        """What the loader prints for an object without .gnu.linkonce.this_module;
+        ``name``: modinfo's ``name=``, None when there is none."""
+        who = name or "(missing .modinfo section or name field)"
+        if self.validates_this_module:
+            return f"module {who}: Exactly one .gnu.linkonce.this_module section must exist."
+        return f"{who}: No module found in object"
+
+    @property
+    def has_extended_modversions(self) -> bool:
+        # v6.14 (Matthew Maurer, "module: Extend the modversions format"):
+        # __version_ext_crcs/__version_ext_names, which check_version() relies on when
+        # present (read in 7.2; absent from 6.12) [R: the release]
+        return self.at_least(6, 14)
+
+    @property
     def clears_relocations(self) -> bool:
         # v6.3: clear_relocate_add() on target unload (x86_64), so a late-patched
         # module can be unloaded and loaded again while the livepatch stays.
@@ -120,3 +144,15 @@ class KernelRelease(FrozenRecord):
 
 #: The release assumed when neither --kernel-release nor a vermagic says one.
 DEFAULT_VERSION = KernelRelease(6, 19)
+
+#: The oldest release klpelf models: v4.5 replaced klp_func.old_addr with old_sympos,
+#: the ``,sympos`` that every livepatch symbol name carries.
+OLDEST_MODELLED = KernelRelease(4, 5)
+#: The newest release klpelf models: the newest of the real-kernel matrix
+#: (tests/kernel, Debian's 7.2), whose behaviour the harness checks.
+NEWEST_MODELLED = KernelRelease(7, 2)
+
+
+def modelled(release: KernelRelease) -> bool:
+    """Whether klpelf knows the rules of ``release``."""
+    return OLDEST_MODELLED <= release <= NEWEST_MODELLED

@@ -19,14 +19,15 @@ from klpelf.operations.apply import apply, section_file_name
 from klpelf.release import KernelRelease
 from klpelf.symbols.sources import load_sources
 from ld_oracle import cross, link
-from toolchain import TARGETS, assemble
+from toolchain import MODULE_STRUCT, TARGETS, assemble
 
 TEXT, RODATA, DATA = 0xFFFF_FFFF_A000_1000, 0xFFFF_FFFF_A000_2000, 0xFFFF_FFFF_A000_3000
 FOO, FOO_VAR, BAR = 0xFFFF_FFFF_8100_1000, 0xFFFF_FFFF_8200_0000, 0xFFFF_FFFF_8100_2000
 
 # calls and loads of two vmlinux symbols (livepatch symbols after convert), a call to an
 # exported one (an ordinary relocation) and local references
-PATCH = """
+PATCH = (
+    """
     .text
     .globl f
 f:  call ".klp.sym.vmlinux.foo,0"
@@ -40,6 +41,8 @@ f:  call ".klp.sym.vmlinux.foo,0"
     .section .rodata.str1.1,"aMS",@progbits,1
 msg: .string "hello"
 """
+    + MODULE_STRUCT
+)
 
 KALLSYMS = f"{FOO:x} T foo\n{FOO_VAR:x} D foo_var\n{BAR:x} T bar\n"
 
@@ -232,12 +235,15 @@ f:  .byte 0xe8, 1, 2, 3, 4
 
 # --- check --kernel: the failures only an apply shows --------------------------------------
 
-OVERFLOW = """
+OVERFLOW = (
+    """
     .text
 f:  movl $".klp.sym.vmlinux.foo,0", %eax
     movq $".klp.sym.vmlinux.foo,0", %rax
     ret
 """
+    + MODULE_STRUCT
+)
 
 
 def test_check_kernel_shows_the_overflow(
@@ -280,7 +286,7 @@ def test_check_kernel_judges_no_range_at_assumed_addresses(
 f:  brasl %r14, ".klp.sym.vmlinux.foo,0"@PLT
     larl %r1, ".klp.sym.vmlinux.foo,0"
     br %r14
-""")  # fmt: skip
+""" + MODULE_STRUCT)  # fmt: skip
     ko = tmp_path / "s.ko"
     assert main(["convert", "-o", str(ko), str(obj)]) == 0
     k = tmp_path / "ks"

@@ -23,7 +23,7 @@ from klpelf.elf.reader import open_elf
 from klpelf.klp.check import check_module
 from klpelf.release import KernelRelease
 from reloc_entries import relocation_table
-from toolchain import TARGETS, assemble
+from toolchain import MODULE_STRUCT, TARGETS, assemble
 
 if TYPE_CHECKING:
     pass
@@ -232,7 +232,7 @@ def test_bulk_proof_and_entry_walk_agree() -> None:
 @pytest.mark.parametrize("name", ["i386"])
 def test_not_modelled_note(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = next(t for t in TARGETS if t.name == name)
-    obj = assemble(target, tmp_path / f"{name}.o")
+    obj = assemble(target, tmp_path / f"{name}.o", target.asm + MODULE_STRUCT)
     elf = open_elf(obj)
     res = check_module(elf)
     notes = [d for d in res.diagnostics if d.rule == NOT_MODELLED_RULE]

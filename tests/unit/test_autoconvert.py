@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_convert import MODULE_TAIL
 
 from klpelf.cli import main
 from klpelf.elf.constants import SHF, SHN
@@ -49,7 +50,7 @@ SYMVERS = """\
 def built(tmp_path: Path) -> Path:
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed")
-    (tmp_path / "lp.c").write_text(SOURCE)
+    (tmp_path / "lp.c").write_text(SOURCE + MODULE_TAIL)
     obj = tmp_path / "lp.o"
     subprocess.run(
         ["gcc", "-O2", "-ffreestanding", "-mcmodel=kernel", "-fno-pic", "-c", "-o", str(obj),

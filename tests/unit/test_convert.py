@@ -45,6 +45,13 @@ int livepatch_ext4(void)
 
 unsigned long *const table[] __attribute__((section(".data.klp_table"))) = { &klp_total_forks };
 """
+MODULE_TAIL = r"""
+/* what kbuild's link adds to a module: struct module (modpost's <module>.mod.c) and
+ * the vermagic (include/linux/vermagic.h) */
+char __this_module[64] __attribute__((section(".gnu.linkonce.this_module"))) = { 1 };
+const char __vermagic[] __attribute__((section(".modinfo"), aligned(1))) =
+    "vermagic=6.19.0 SMP preempt mod_unload ";
+"""
 
 ARCHES = {
     "x86_64": (["gcc"], ["-mcmodel=kernel", "-fno-pic", "-mno-red-zone"], EM.X86_64),
@@ -59,7 +66,7 @@ def _compile(arch: str, tmp_path: Path, source: str = SOURCE) -> Path:
     if shutil.which(cc[0]) is None:
         pytest.skip(f"{cc[0]} is not installed (Debian: gcc-{cc[0].removesuffix('-gcc')})")
     src = tmp_path / "lp.c"
-    src.write_text(source)
+    src.write_text(source + MODULE_TAIL)
     obj = tmp_path / f"lp-{arch}.o"
     subprocess.run(
         [*cc, "-O2", "-ffreestanding", "-nostdinc", "-fno-common", *flags, "-c", "-o", str(obj),

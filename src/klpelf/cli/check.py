@@ -13,6 +13,7 @@ from klpelf.cli._common import (
     open_modules,
 )
 from klpelf.errors import KlpError
+from klpelf.release import NEWEST_MODELLED, OLDEST_MODELLED
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,8 +30,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--kernel-release",
         metavar="R",
-        help="the target kernel's release (e.g. 6.1.0-56-amd64): its limits and message "
-        "wording; default: the module's vermagic",
+        help=f"the target kernel's release (e.g. 6.1.0-56-amd64; {OLDEST_MODELLED} to "
+        f"{NEWEST_MODELLED}): its limits and "
+        "message wording, and the vermagic's first word is compared with it; default: the "
+        "module's vermagic",
     )
     add_kernel_option(p, "the target kernel's symbols; default: the running kernel's, when "
                       "it is the release the module was built for")  # fmt: skip
@@ -56,7 +59,11 @@ def run(args: argparse.Namespace) -> int:
         parse_release,
     )
 
-    version = parse_release(args.kernel_release) if args.kernel_release is not None else None
+    # a usage error (exit 2) before any file is read; check() parses it again and keeps
+    # a full release (6.1.0-56-amd64) to compare the vermagic with
+    version = args.kernel_release
+    if version is not None:
+        parse_release(version)
     failed: list[tuple[str, str]] = []
     opened = open_modules(args.modules, failed)
     status = 1 if failed else 0

@@ -125,6 +125,14 @@ class Modinfo:
         self._parsed = None
 
 
+def module_depends(elf: ElfFile) -> tuple[str, ...]:
+    """The modules of modinfo ``depends=`` (modpost: the modules whose exports the
+    module uses; modprobe loads them first)."""
+    mi = elf.modinfo
+    value = mi.get("depends") if mi is not None else None
+    return tuple(d for d in (value or "").split(",") if d)
+
+
 def module_name(elf: ElfFile) -> str:
     """The module's name as the loader sees it (modinfo ``name``, else struct module's)."""
     # modpost writes MODULE_INFO(name, KBUILD_MODNAME) into every module's .mod.c;

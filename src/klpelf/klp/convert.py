@@ -129,7 +129,9 @@ def refuse_unloadable(elf: ElfFile) -> None:
 
     elf.decode_all()
     state = LoadState(elf, klp_module(elf), DEFAULT_VERSION)
-    if not elf_validity(state):
+    # a plain object (no .gnu.linkonce.this_module) is converted: the caller says it
+    # is no module yet
+    if not elf_validity(state, module=False):
         problem = next(d for d in state.diagnostics if d.severity == "error")
         raise KlpFormatError(f"the kernel would refuse this module: {problem.message}",
                              path=elf.path)  # fmt: skip

@@ -62,13 +62,17 @@ class CheckResult(Record):
     """
 
     _fields = ("path", "module", "version", "version_source", "diagnostics")
-    __slots__ = _fields
+    __slots__ = (*_fields, "vermagic", "release_mismatch")
 
     def __init__(self, path: str, module: str, version: KernelRelease, version_source: str,
                  diagnostics: list[Diagnostic] | None = None) -> None:  # fmt: skip
         self.path, self.module = path, module
         self.version, self.version_source = version, version_source
         self.diagnostics = diagnostics if diagnostics is not None else []
+        #: the module's vermagic (None: it has none)
+        self.vermagic: str | None = None
+        #: how the release judged differs from the one the module was built for
+        self.release_mismatch: str | None = None
 
     @property
     def first_kernel_error(self) -> Diagnostic | None:

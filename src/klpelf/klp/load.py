@@ -1,7 +1,9 @@
 """The twins of the module loader's steps that a livepatch module meets (kernel/module/main.c).
 
-``load_module()`` checks the ELF file (:func:`elf_validity`), resolves the undefined
-symbols (:func:`simplify_symbols`) and applies the relocation sections in index order
+``load_module()`` checks the ELF file (:func:`elf_validity`), the version of struct
+module and the vermagic (:func:`check_modstruct_version`, :func:`check_modinfo`),
+resolves the undefined symbols against the kernel's exports (:func:`simplify_symbols`,
+with :mod:`klpelf.klp.version` for modversions) and applies the relocation sections in index order
 (:func:`apply_relocations`): SHF_RELA_LIVEPATCH ones through livepatch
 (:func:`klpelf.klp.core.klp_apply_section_relocs`), the others through the
 architecture's ``apply_relocate_add()`` (:func:`apply_relocate_add`, which dispatches
@@ -17,16 +19,19 @@ from typing import TYPE_CHECKING
 
 from klpelf._record import Record
 from klpelf.arch import NOT_MODELLED_RULE, Arch, ModuleLayout, arch_for, not_modelled_message
-from klpelf.elf.constants import ET, SHF, SHN, SHT, STB
+from klpelf.elf.constants import EM, ET, SHF, SHN, SHT, STB
 from klpelf.elf.file import ElfFile, Section
+from klpelf.elf.modinfo import module_depends
 from klpelf.klp.diagnostics import Diagnostic, Resolver, Severity, When
 from klpelf.klp.module import KlpModule, KlpRelaSection
 from klpelf.klp.names import KLP_SYM_PREFIX
-from klpelf.release import ENOENT, ENOEXEC, KernelRelease
+from klpelf.klp.version import check_version, module_versions, same_magic
+from klpelf.release import EINVAL, ENOENT, ENOEXEC, KernelRelease
 
 if TYPE_CHECKING:
     from klpelf.klp.enable import LoadedPatch
     from klpelf.klp.patch import KlpPatch
+    from klpelf.symbols.exports import KernelExport
     from klpelf.symbols.sources import KernelSymbols
 
 
@@ -36,7 +41,9 @@ class LoadState(Record):
     _fields = ("elf", "mod", "release", "resolver", "loaded", "diagnostics", "written")
     __slots__ = (*_fields, "_arch", "_klp_by_index", "_last_reader", "_livepatch_symbols",
                  "_not_modelled", "keep_written", "module_layout", "symbol_value",
-                 "kernel", "loaded_patches", "decoded")  # fmt: skip
+                 "kernel", "loaded_patches", "decoded",
+                 "target_vermagic", "target_release", "modversions", "find_export",
+                 "warned_no_versions")  # fmt: skip
 
     def __init__(self, elf: ElfFile, mod: KlpModule, release: KernelRelease,
                  diagnostics: list[Diagnostic] | None = None, *,
@@ -72,6 +79,15 @@ class LoadState(Record):
         self.kernel: KernelSymbols | None = None
         self.loaded_patches: list[LoadedPatch] = []
         self.decoded: tuple[KlpPatch | None] | None = None
+        #: the target kernel's vermagic and release (``uname -r``), None: unknown
+        self.target_vermagic: str | None = None
+        self.target_release: str | None = None
+        #: the target kernel has CONFIG_MODVERSIONS; None: unknown (not judged)
+        self.modversions: bool | None = None
+        #: the kernel's find_symbol() over its export tables; None: the exports are
+        #: not known, ordinary undefined symbols are not judged
+        self.find_export: Callable[[str], KernelExport | None] | None = None
+        self.warned_no_versions = False
 
     @property
     def arch(self) -> Arch | None:
@@ -117,7 +133,8 @@ class LoadState(Record):
 def load_module(state: LoadState) -> bool:
     """The steps of ``load_module()`` (kernel/module/main.c) that klpelf models, in
     the kernel's order; False where the kernel refuses the module."""
-    if not elf_validity(state) or not module_frob_arch_sections(state):
+    if not (elf_validity(state) and check_modstruct_version(state) and check_modinfo(state)
+            and module_frob_arch_sections(state)):  # fmt: skip
         return False
     simplify_symbols(state)
     return apply_relocations(state)
@@ -138,10 +155,12 @@ def module_frob_arch_sections(state: LoadState) -> bool:
     return False
 
 
-def elf_validity(state: LoadState) -> bool:
+def elf_validity(state: LoadState, *, module: bool = True) -> bool:
     """``elf_validity_ehdr()`` and ``elf_validity_cache_index_sym()`` of
     ``elf_validity_cache_copy()`` (kernel/module/main.c; ``elf_validity_check()`` and
-    ``setup_load_info()`` before v6.4): ET_REL, section 0, one SHT_SYMTAB."""
+    ``setup_load_info()`` before v6.4): ET_REL, section 0, one SHT_SYMTAB and, unless
+    ``module`` is False (convert takes plain objects), one .gnu.linkonce.this_module
+    (``elf_validity_cache_index_mod()``), in the release's order."""
     elf, name, v = state.elf, state.mod.name, state.release
     if elf.header.e_type != ET.REL:
         message = f"Invalid ELF header type: {elf.header.e_type} != 1"
@@ -166,6 +185,10 @@ def elf_validity(state: LoadState) -> bool:
             errno=ENOEXEC,
         )
         return False
+    # v6.4+: .gnu.linkonce.this_module is looked for before the symbol table, before
+    # 6.4 after it (the release's rule)
+    if module and v.validates_this_module and not _this_module(state):
+        return False
     symtabs = len(elf.sections_of_type(SHT.SYMTAB))
     if symtabs > 1 and not v.requires_one_symtab:
         state.add(
@@ -178,24 +201,133 @@ def elf_validity(state: LoadState) -> bool:
         state.add("error", "elf-symtab", f"{name}: module has no symbols (stripped?)",
                   when="load", kernel=True, errno=ENOEXEC)  # fmt: skip
         return False
-    return True
+    return not module or v.validates_this_module or _this_module(state)
+
+
+def _this_module(state: LoadState) -> bool:
+    # setup_load_info() (before 6.4) / elf_validity_cache_index_mod(): the section that
+    # holds struct module; what modpost's <module>.mod.c adds to a plain object
+    elf = state.elf
+    if sum(s.name == ".gnu.linkonce.this_module" for s in elf.sections) == 1 or (
+        not state.release.validates_this_module
+        and elf.section_by_name(".gnu.linkonce.this_module") is not None
+    ):
+        return True
+    mi = elf.modinfo
+    name = mi.get("name") if mi is not None else None
+    state.add("error", "no-module", state.release.no_module_message(name), when="load",
+              kernel=True, errno=ENOEXEC)  # fmt: skip
+    return False
+
+
+def check_modstruct_version(state: LoadState) -> bool:
+    """``check_modstruct_version()`` (kernel/module/version.c; kernel/module.c before
+    v5.19): on a CONFIG_MODVERSIONS kernel the module's ``__versions`` must have the
+    CRC of ``module_layout``, the symbol that stands for the layout of struct module."""
+    if not state.modversions:
+        return True
+    crc = None
+    if state.find_export is not None:
+        export = state.find_export("module_layout")
+        crc = export.crc if export is not None else None
+    return check_version(state, "module_layout", crc, errno=ENOEXEC)
+
+
+def check_modinfo(state: LoadState) -> bool:
+    """The vermagic step of ``check_modinfo()`` (kernel/module/main.c): the module's
+    ``vermagic=`` against the kernel's VERMAGIC_STRING by ``same_magic()``, "version
+    magic '%s' should be '%s'".  The kernel's string is the target's
+    (:attr:`LoadState.target_vermagic`); with only its release known, the module's
+    other words are taken for the kernel's (said in a note)."""
+    magic, name = state.mod.vermagic, state.mod.name
+    if magic is None:
+        # try_to_force_load(mod, "bad vermagic")
+        state.add("warning", "no-vermagic",
+                  f"no vermagic: the kernel loads the module only with "
+                  f"CONFIG_MODULE_FORCE_LOAD, tainting it ({name}: bad vermagic: kernel "
+                  "tainted.); without, it refuses the module (errno 8) without a "
+                  "message")  # fmt: skip
+        return True
+    kernel = state.target_vermagic
+    assumed = False
+    if kernel is None and state.target_release is not None:
+        kernel = state.target_release + magic[len(magic.split(" ", 1)[0]) :]
+        assumed = True
+    if kernel is None:
+        return True
+    has_crcs = bool(state.modversions) and module_versions(state.elf) is not None
+    if same_magic(magic, kernel, has_crcs):
+        return True
+    state.add("error", "vermagic", f"{name}: version magic '{magic}' should be '{kernel}'",
+              when="load", kernel=True, errno=ENOEXEC)  # fmt: skip
+    if assumed:
+        state.add("note", "vermagic",
+                  f"the kernel's vermagic is taken to be its release {state.target_release} "
+                  "followed by the module's other words (no source gave the kernel's "
+                  "vermagic: a module of its tree would)")  # fmt: skip
+    return False
 
 
 def simplify_symbols(state: LoadState) -> None:
     """``simplify_symbols()`` (kernel/module/main.c): SHN_LIVEPATCH symbols are left
-    alone; an undefined symbol must be resolved against the kernel's exports, so a
-    livepatch symbol that was never given SHN_LIVEPATCH is "Unknown" and fails the
-    load.  (Whether other undefined symbols are exported is not checked.)"""
+    alone; every other undefined symbol must be found by ``resolve_symbol()`` in the
+    kernel's export tables (:attr:`LoadState.find_export`), with its modversions CRC
+    (:func:`klpelf.klp.version.check_version`), else "Unknown symbol %s (err %d)":
+    -2 when no export has it, -22 when its version does not match.  A weak symbol no
+    export has is fine, as is x86's ``_GLOBAL_OFFSET_TABLE_``.  The kernel reports
+    every such symbol before failing the load.  A livepatch symbol that was never
+    given SHN_LIVEPATCH is "Unknown" whatever the sources: no kernel exports a
+    ``.klp.sym.`` name.  Without known exports, other symbols are not judged."""
     tab = state.elf.symtab
     assert tab is not None
     names = tab.names()
     st_info = tab.column("st_info")
+    depends = module_depends(state.elf)
     for i in tab.indices_where_shndx(SHN.UNDEF):
         name = names[i]
-        if i == 0 or not name.startswith(KLP_SYM_PREFIX) or st_info[i] >> 4 == STB.WEAK:
+        if i == 0:
             continue
-        state.add("error", "unknown-symbol", f"{state.mod.name}: Unknown symbol {name} (err -2)",
-                  symbol=(i, name), when="load", kernel=True, errno=ENOENT)  # fmt: skip
+        weak = st_info[i] >> 4 == STB.WEAK
+        if name.startswith(KLP_SYM_PREFIX):
+            if not weak:
+                _unknown(state, i, name, ENOENT)
+            continue
+        if state.find_export is None:
+            continue
+        export = state.find_export(name)
+        if export is not None and export.loaded is False:
+            if export.owner not in depends:
+                export = None  # its module is not loaded: find_symbol() does not see it
+            else:
+                state.add("note", "export-not-loaded",
+                          f"{name} is exported by module {export.owner}, which is not "
+                          f"loaded: modprobe loads it first (depends={','.join(depends)}); "
+                          f"insmod would fail: {state.mod.name}: Unknown symbol {name} "
+                          "(err -2)", symbol=(i, name))  # fmt: skip
+        if export is None:
+            if not (weak or _ignore_undef_symbol(state.elf.machine, name)):
+                _unknown(state, i, name, ENOENT)
+            continue
+        if export.loaded is None and export.owner != "vmlinux" and export.owner not in depends:
+            state.add("warning", "export-not-a-dependency",
+                      f"{name} is exported by module {export.owner}, which depends= does not "
+                      f"name: the load fails ({state.mod.name}: Unknown symbol {name} (err "
+                      f"-2)) unless {export.owner} is loaded first", symbol=(i, name))  # fmt: skip
+        if state.modversions and not check_version(state, name, export.crc, errno=EINVAL,
+                                                   symbol=(i, name)):  # fmt: skip
+            _unknown(state, i, name, EINVAL)
+
+
+def _unknown(state: LoadState, i: int, name: str, errno: int) -> None:
+    state.add("error", "unknown-symbol",
+              f"{state.mod.name}: Unknown symbol {name} (err -{errno})", symbol=(i, name),
+              when="load", kernel=True, errno=errno)  # fmt: skip
+
+
+def _ignore_undef_symbol(machine: int, name: str) -> bool:
+    # ignore_undef_symbol(): GNU as before 2.37 leaves an unreferenced
+    # _GLOBAL_OFFSET_TABLE_ in x86 objects (5.10, 6.1, 6.12 and 7.2 alike)
+    return machine in (EM.X86_64, EM.I386) and name == "_GLOBAL_OFFSET_TABLE_"
 
 
 def apply_relocations(state: LoadState) -> bool:

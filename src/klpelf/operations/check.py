@@ -18,7 +18,7 @@ from klpelf._record import FrozenRecord
 from klpelf.errors import KlpError, UsageError
 from klpelf.klp.check import CheckResult, Diagnostic, check_module
 from klpelf.operations import ModuleSource, naming, open_module
-from klpelf.release import KernelRelease
+from klpelf.release import NEWEST_MODELLED, OLDEST_MODELLED, KernelRelease, modelled
 from klpelf.text import join_lines
 
 if TYPE_CHECKING:
@@ -49,11 +49,22 @@ _RELEASE_ARG = r"\d+\.\d+(?:[-+.~_]\S*)?"  # compiled on first use (re caches it
 def parse_release(text: str) -> KernelRelease:
     """The kernel release an argument names (``--kernel-release``).
 
-    :raises UsageError: ``text`` is not a kernel release (``banana``, ``2.6x``).
+    :raises UsageError: ``text`` is not a kernel release (``banana``, ``2.6x``), or
+        names one whose rules klpelf does not model (before 4.5, after the newest
+        modelled, :data:`klpelf.release.NEWEST_MODELLED`).
     """
     if re.fullmatch(_RELEASE_ARG, text) is None:
         raise UsageError(f"not a kernel release: {text!r}")
-    return KernelRelease.parse(text)
+    release = KernelRelease.parse(text)
+    if not modelled(release):
+        raise UsageError(f"kernel release {text!r} is not modelled: klpelf knows the rules "
+                         f"of Linux {OLDEST_MODELLED} to {NEWEST_MODELLED}")  # fmt: skip
+    return release
+
+
+def _full_release(text: str) -> str | None:
+    # a release as `uname -r` prints it, the vermagic's first word: more than major.minor
+    return text if re.fullmatch(r"\d+\.\d+[-+.~_]\S+", text) else None
 
 
 class KernelChoice(FrozenRecord):
@@ -136,7 +147,8 @@ def check(
     """Check ``module`` (a path or an ElfFile) as the kernel would load and enable it.
 
     :param version: the target kernel's release (a :class:`KernelRelease`, or a string
-        read by :func:`parse_release`); default: the module's vermagic.
+        read by :func:`parse_release`: a full one, ``6.1.0-56-amd64``, is also what the
+        vermagic is compared with); default: the module's vermagic.
     :param kernel: the target kernel's symbols (a :class:`KernelSymbols`, or the
         :class:`KernelChoice` of :func:`check_kernel`); every livepatch symbol is then
         resolved, and a ``kernel-symbols`` note says against what.  Default: not
@@ -147,7 +159,9 @@ def check(
     :raises KlpError: the module cannot be read (the message names the file).
     :raises UsageError: ``version`` is not a kernel release.
     """
+    target_release = None
     if isinstance(version, str):
+        target_release = _full_release(version)
         version = parse_release(version)
     if kernel is None or not isinstance(kernel, KernelChoice):
         kernel = KernelChoice(kernel)
@@ -155,8 +169,8 @@ def check(
     with naming(elf.path):
         mi = elf.modinfo
         use, notes = _kernel_notes(kernel, mi.get("vermagic") if mi else None)
-        res = check_module(elf, version=version, kernel=use,
-                           loaded_patches=list(loaded))  # fmt: skip
+        res = check_module(elf, version=version, kernel=use, loaded_patches=list(loaded),
+                           target_release=target_release)  # fmt: skip
     res.diagnostics[:0] = notes
     return CheckedModule(res)
 
@@ -245,6 +259,7 @@ class CheckedModule(FrozenRecord):
             "kernel_message": f"{first.dmesg_prefix}{first.message}"
             if first and first.logged else None,
             "errno": first.errno if first else None,
+            "vermagic": res.vermagic, "release_mismatch": res.release_mismatch,
             "errors": len(res.errors), "warnings": len(res.warnings),
             "diagnostics": [_diagnostic_json(d) for d in res.diagnostics],
         }  # fmt: skip
@@ -255,7 +270,10 @@ class CheckedModule(FrozenRecord):
         res = self.result
         lines = [f"{_where(res, d)}: {d.severity}: {d.message}" for d in res.diagnostics]
         first = res.first_kernel_error
-        kernel = f"Linux {res.version} ({res.version_source})"
+        why = res.version_source
+        if res.release_mismatch:
+            why += f"; {res.release_mismatch}"
+        kernel = f"Linux {res.version} ({why})"
         if first is not None:
             lines.append(
                 f"{res.path}: {kernel} would refuse the module {_WHEN[first.when]} "

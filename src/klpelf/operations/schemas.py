@@ -108,6 +108,8 @@ class PatchJson(TypedDict):
 class ShowModuleJson(TypedDict):
     path: str
     name: str
+    #: it has .gnu.linkonce.this_module (struct module): a plain object has not
+    is_module: bool
     machine: str
     elfclass: int
     byteorder: str
@@ -163,6 +165,10 @@ class CheckResultJson(TypedDict):
     verdict: Literal["accept", "refuse"]
     kernel_message: str | None
     errno: int | None
+    #: the module's vermagic, null without one
+    vermagic: str | None
+    #: how the release judged (or the target's full release) differs from the vermagic's
+    release_mismatch: str | None
     errors: int
     warnings: int
     diagnostics: list[DiagnosticJson]

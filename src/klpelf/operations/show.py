@@ -109,7 +109,9 @@ def show_module(mod: KlpModule, *, relocs: bool = False) -> ShowModuleJson:
         for o in mod.objects.values()
     ]
     return {
-        "path": elf.path or "", "name": mod.name, "machine": elf.machine_name,
+        "path": elf.path or "", "name": mod.name,
+        "is_module": elf.section_by_name(".gnu.linkonce.this_module") is not None,
+        "machine": elf.machine_name,
         "elfclass": 64 if elf.is64 else 32, "byteorder": elf.byteorder,
         "vermagic": mod.vermagic, "livepatch": mod.livepatch,
         "signed": elf.has_module_signature, "objects": objects,
@@ -147,7 +149,13 @@ def _render_section(k: RelaSectionJson, lines: list[str]) -> None:
 
 def _text(m: ShowModuleJson) -> str:
     lines = [
-        f"{m['path']}: module {m['name']}, {m['machine']} ELF{m['elfclass']} "
+        f"{m['path']}: "
+        + (
+            f"module {m['name']}"
+            if m["is_module"]
+            else f"object {m['name']} (not a kernel module: no .gnu.linkonce.this_module)"
+        )
+        + f", {m['machine']} ELF{m['elfclass']} "
         f"{m['byteorder']}-endian" + (", signed" if m["signed"] else ""),
         f"  vermagic:  {m['vermagic'] if m['vermagic'] is not None else '(none)'}",
         "  livepatch: "

@@ -152,13 +152,19 @@ class ModuleTree:
 
     def release(self) -> str | None:
         """The release in the vermagic of the first module that has one, else None."""
+        magic = self.vermagic()
+        return magic.split()[0] if magic and magic.split() else None
+
+    def vermagic(self) -> str | None:
+        """The vermagic of the first module that has one (every module of a kernel's
+        tree has the kernel's own), else None."""
         for name in list(self.paths)[:8]:
             try:
                 mod = self.load(name)
             except KlpError:
                 continue
-            if mod is not None and mod.release:
-                return mod.release
+            if mod is not None and mod.vermagic:
+                return mod.vermagic
         return None
 
 

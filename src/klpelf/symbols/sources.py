@@ -124,6 +124,20 @@ class KernelSymbols:
         return None
 
     @property
+    def vermagic(self) -> str | None:
+        """The target kernel's vermagic (VERMAGIC_STRING, what check_modinfo() compares
+        a module's with), when a source has it: a module of a module tree, else a
+        module given by path."""
+        for tree in self.trees:
+            magic = tree.vermagic()
+            if magic:
+                return magic
+        for mod in self.modules.values():
+            if mod.vermagic:
+                return mod.vermagic
+        return None
+
+    @property
     def zeroed(self) -> bool:
         """vmlinux addresses come from a kallsyms dump whose addresses are all zero."""
         text = self._vmlinux_text()

@@ -17,7 +17,7 @@ from klpelf.klp.patch import KlpPatch, KlpState, decode_patches
 from klpelf.release import KernelRelease
 from klpelf.symbols.ftrace import FilterFunctions, looks_like_filter_functions
 from klpelf.symbols.sources import load_sources
-from toolchain import TARGETS, assemble
+from toolchain import MODULE_STRUCT, TARGETS, assemble
 
 X86 = TARGETS[0]
 
@@ -123,7 +123,7 @@ def _target(tmp_path: Path) -> Path:
 
 
 def _module(tmp_path: Path, source: str, name: str = "lp") -> Path:
-    return assemble(X86, tmp_path / f"{name}.o", source)
+    return assemble(X86, tmp_path / f"{name}.o", source + MODULE_STRUCT)
 
 
 def _check(tmp_path: Path, source: str, *, release: str = "6.1", aff: str | None = AFF,

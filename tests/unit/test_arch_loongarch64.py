@@ -388,6 +388,8 @@ extern void bar(void);
 static const char msg[] = "hello";
 void *ptrs[] = { (void *)foo, &foo_var };
 int f(int x) { foo(); bar(); return foo_var + msg[x]; }
+/* what modpost's <module>.mod.c adds to a module: struct module's section */
+char __this_module[64] __attribute__((section(".gnu.linkonce.this_module"))) = { 1 };
 """
 #: arch/loongarch/include/asm/module.lds.h: the placeholders module_frob_arch_sections()
 #: sizes (scripts/module.lds includes it in the link of every .ko)

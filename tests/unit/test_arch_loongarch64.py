@@ -526,3 +526,69 @@ def test_module_without_the_got_and_plt_placeholders_is_refused(
     assert main(["check", "--kernel-release", "6.0", "-k", ks, str(bare)]) == 1
     assert "kmod: bare: module PLT section(s) missing" in capsys.readouterr().out
     assert main(["check", "--kernel-release", "6.12", "-k", ks, str(ko)]) == 0
+
+
+@pytest.mark.corpus
+@pytest.mark.slow
+def test_debian_loong64_modules_walk_through() -> None:
+    # Debian sid's loong64 modules (7.2, tests/corpus/loong64.py) load on Debian's
+    # kernel: every 10th module has its GOT/PLT placeholders and every relocation
+    # section walks through the 7.2 twin without a stop, with the module laid out and
+    # each undefined symbol at a vmlinux address (so every B26 to one goes through
+    # the PLT and every GOT_PC gets an entry), within module_frob_arch_sections()'s
+    # counts
+    import os
+    from collections import Counter
+
+    from corpus.loong64 import modules_dir
+    from klpelf.elf.constants import SHN, SHT
+    from klpelf.elf.reader import open_elf
+    from klpelf.klp.layout import place, section_bytes
+
+    mods = modules_dir()
+    if mods is None:
+        reason = "no loong64 corpus: PYTHONPATH=tests python -m corpus.loong64"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    paths = sorted(mods.rglob("*.ko*"))
+    assert len(paths) > 1000
+    types: Counter[int] = Counter()
+    entries = 0
+    for path in paths[::10]:
+        elf = open_elf(path)
+        assert las.frob_refusal(V72, elf, path.name) is None, path
+        addresses = {s.index: s.address for s in place(elf, base=0xFFFF_8000_0200_0000)}
+        tab = elf.symtab
+        assert tab is not None
+        values: list[int | None] = []
+        for i, (shndx, st_value) in enumerate(zip(tab.column("st_shndx"), tab.column("st_value"),
+                                                  strict=True)):  # fmt: skip
+            if shndx == SHN.UNDEF:
+                values.append(0 if i == 0 else 0x9000_0000_0100_0000 + 16 * i)
+            elif shndx == SHN.ABS:
+                values.append(st_value)
+            else:
+                base = addresses.get(shndx)
+                values.append(None if base is None else base + st_value)
+        layout = ModuleLayout(elf, addresses)
+        for sec in elf.sections_of_type(SHT.RELA):
+            target = sec.info_section
+            if target is None or target.index not in addresses:
+                continue
+            relocs = elf.relocations_as_rela(sec)
+            types.update(relocs.types())
+            facts = la.write_relocate_add(relocs, section_bytes(elf, target.index), V72,
+                                          symbol_value=values.__getitem__,
+                                          address=addresses[target.index],
+                                          layout=layout)  # fmt: skip
+            assert facts.stop is None, (path, sec.name, facts.reason)
+        tables = layout.arch_state.get("loongarch64")
+        if isinstance(tables, las.ModuleTables):
+            assert len(tables.plt_values) <= tables.plt_max, path
+            assert len(tables.got_values) <= tables.got_max, path
+            entries += len(tables.plt_values) + len(tables.got_values)
+    # what Debian's build of the modules emits (kbuild passes -mno-relax)
+    assert {2, R_B26, 71, 72, R_GOT_HI20, R_GOT_LO12, R_32_PCREL, 109} <= set(types)
+    assert not set(types) & {R_RELAX, 102, *range(20, 47)}  # no relaxation, no stack
+    assert entries > 5000

@@ -26,8 +26,10 @@ it differs):
   R_LARCH_ABS* and GOT64_PC_* were never given handlers;
 * v6.6 2761498876ad ("Define relocation types for ABI v2.10"): the table ends at
   R_LARCH_64_PCREL (109), so 101..109 get "Unsupport ... please add its support."
-  instead of "Unknown relocation type" (taken by 6.1.y, 6.1.56; the 6.1 of klpelf is
-  that 6.1.y); c1c2ce2d3bf9 and b1dc55a3d6a8: 32_PCREL and 64_PCREL (not in 6.1.y);
+  instead of "Unknown relocation type" (taken by 6.1.y in 6.1.56; the 6.1 of klpelf is
+  that 6.1.y); c1c2ce2d3bf9 and b1dc55a3d6a8: 32_PCREL and 64_PCREL (6.5.y took them
+  with it, 6.1.y's review series did not: a 6.1.y module.c stored with the new table
+  end and no 32_PCREL handler is what klpelf's 6.1 follows);
 * v6.2 ("LoongArch: module: Use got/plt section indices for relocations") moves B26,
   GOT_PC and SOP_PUSH_PLT_PCREL out of the table into a switch: same bytes;
 * v6.17 63dbd8fb2af3 ("LoongArch: Optimize module load time by optimizing PLT/GOT

@@ -12,7 +12,12 @@ kbuild links it, ``klpelf convert`` finishes it, and in one boot of the host's k
 * ``diff_patch``: klpt_target loaded, then the patch: /proc/klpt_target prints the
   fixed text; disabled, the original again;
 * ``diff_late``: the patch first, then klpt_target (late module patching: the klp
-  relocations are written when the module loads): the fixed text, the secret read.
+  relocations are written when the module loads): the fixed text, the secret read;
+* ``diff_vmlinux``: a fix to a unit of vmlinux (tests/kernel/cases_diff/cmdline.c, the
+  /proc/cmdline handler, compiled as it is and with the fix by the same kbuild): the
+  patch replaces cmdline_proc_show, which reads ``saved_command_line`` and
+  intel_idle's ``max_cstate`` (vmlinux has two: ``--sympos vmlinux:max_cstate=1``,
+  sympos from the VM's /proc/kallsyms) through ``.klp.sym.vmlinux.`` symbols.
 """
 
 from __future__ import annotations
@@ -25,12 +30,24 @@ from pathlib import Path
 
 import pytest
 
-from kernel.klpvm.cases import Case, disable, guest_script, load, parse_case, read, unload
+from kernel.klpvm.cases import (
+    BOOT_CMDLINE,
+    CMDLINE,
+    Case,
+    disable,
+    guest_script,
+    load,
+    parse_case,
+    read,
+    unload,
+)
+from kernel.klpvm.suite import convert_kallsyms
 from kernel.klpvm.vm import KernelSpec, VmError, boot, host_problems, installed_releases
 
 pytestmark = pytest.mark.kernel
 
 CASES_DIR = Path(__file__).parent / "cases"
+VMLINUX_UNIT = Path(__file__).parent / "cases_diff" / "cmdline.c"
 PROC = "/proc/klpt_target"
 ORIGINAL = "klpt_target: original (secret set)\n"
 FIXED = "klpt_target: fixed by klpelf diff (secret 4242)\n"
@@ -74,12 +91,41 @@ def _klpelf(*args: str) -> str:
     return r.stdout
 
 
-def _tree(root: Path, name: str, source: str) -> Path:
+def _tree(root: Path, name: str, source: str, unit: str = "klpt_target", flags: str = "") -> Path:
     d = root / name
     d.mkdir()
-    (d / "klpt_target.c").write_text(source)
-    (d / "Kbuild").write_text("obj-m := klpt_target.o\n")
+    (d / f"{unit}.c").write_text(source)
+    (d / "Kbuild").write_text(f"obj-m := {unit}.o\n" + (f"ccflags-y := {flags}\n" if flags else ""))
     return d
+
+
+def _vmlinux_patch(spec: KernelSpec, tmp: Path) -> Path:
+    # the fix to a unit of vmlinux, diffed against the VM's kallsyms and Module.symvers
+    text = VMLINUX_UNIT.read_text()
+    orig = _tree(tmp, "v_orig", text, "cmdline")
+    fixed = _tree(tmp, "v_fixed", text, "cmdline", "-DKLPT_FIXED")
+    for d in (orig, fixed):
+        _make(spec, d, "cmdline.o", sections=True)
+    kallsyms, _ = convert_kallsyms(spec, tmp / "kallsyms")
+    symvers = str(spec.host_build_dir / "Module.symvers")
+    args = [str(orig / "cmdline.o"), str(fixed / "cmdline.o"), "--object", "vmlinux",
+            "-k", f"kallsyms:{kallsyms}", "--symvers", symvers]  # fmt: skip
+    # max_cstate is ambiguous in vmlinux: an error naming the candidates and the way out
+    r = subprocess.run([sys.executable, "-m", "klpelf", "diff", *args, "-o", str(tmp / "x.o")],
+                       capture_output=True, text=True, check=False)  # fmt: skip
+    assert r.returncode == 1 and "--sympos vmlinux:max_cstate=N" in r.stderr, r.stderr
+    mod = tmp / "klpt_cmdline_diff"
+    report = _klpelf("diff", *args, "--sympos", "vmlinux:max_cstate=1", "--module-dir",
+                     str(mod), "--name", "klpt_cmdline_diff", "--no-replace")  # fmt: skip
+    assert "klp_func cmdline_proc_show,0 -> __klpelf_new_cmdline_cmdline_proc_show" in report
+    assert "undefined max_cstate -> .klp.sym.vmlinux.max_cstate,1" in report
+    assert "undefined saved_command_line -> .klp.sym.vmlinux.saved_command_line,0" in report
+    _make(spec, mod, "modules", sections=False)
+    lp = tmp / "klpt_cmdline_diff.ko"
+    _klpelf("convert", str(mod / "klpt_cmdline_diff.ko"), "-o", str(lp))
+    checked = _klpelf("check", "-k", f"kallsyms:{kallsyms}", "--kernel-release", "6.1", str(lp))
+    assert "would load the module" in checked
+    return lp
 
 
 def test_fix_made_by_klpelf_diff_runs_in_the_kernel(tmp_path: Path) -> None:
@@ -106,6 +152,7 @@ def test_fix_made_by_klpelf_diff_runs_in_the_kernel(tmp_path: Path) -> None:
                       str(lp))  # fmt: skip
     assert "would load the module" in checked
 
+    vmlinux_lp = _vmlinux_patch(spec, tmp_path)
     cases = [
         Case("diff_patch", "the fix applied to a loaded module",
              (load("klpt_target"), read(PROC), load("klpt_diff"), read(PROC),
@@ -114,11 +161,15 @@ def test_fix_made_by_klpelf_diff_runs_in_the_kernel(tmp_path: Path) -> None:
         Case("diff_late", "the fix loaded before the module (late module patching)",
              (load("klpt_diff"), load("klpt_target"), read(PROC), disable("klpt_diff"),
               read(PROC)), 0, "klpt_diff"),
+        Case("diff_vmlinux", "the fix to a unit of vmlinux",
+             (read(CMDLINE), load("klpt_cmdline_diff"), read(CMDLINE),
+              disable("klpt_cmdline_diff"), read(CMDLINE)), 1, "klpt_cmdline_diff"),
     ]  # fmt: skip
     files = {"mods/klpt_target.ko": (plain / "klpt_target.ko").read_bytes(),
-             "mods/klpt_diff.ko": lp.read_bytes()}  # fmt: skip
+             "mods/klpt_diff.ko": lp.read_bytes(),
+             "mods/klpt_cmdline_diff.ko": vmlinux_lp.read_bytes()}  # fmt: skip
     try:
-        b = boot(spec, tmp_path / "boot", guest_script(cases), files)
+        b = boot(spec, tmp_path / "boot", guest_script(cases), files, cmdline=BOOT_CMDLINE)
     except VmError as e:
         pytest.fail(f"{e}\n{e.console[-4000:]}")
     got = {c.name: parse_case(c, b.out_dir / "cases" / c.name) for c in cases}
@@ -127,4 +178,10 @@ def test_fix_made_by_klpelf_diff_runs_in_the_kernel(tmp_path: Path) -> None:
     assert [patch.output(i) for i in (1, 3, 5)] == [ORIGINAL, FIXED, ORIGINAL], patch.dmesg
     assert [s.rc for s in late.steps] == [0] * 5, late.dmesg
     assert [late.output(i) for i in (2, 4)] == [FIXED, ORIGINAL], late.dmesg
+    v = got["diff_vmlinux"]
+    assert [s.rc for s in v.steps] == [0] * 5, v.dmesg
+    before, during, after = (v.output(i) for i in (0, 2, 4))
+    # intel_idle.max_cstate=3 on the command line: sympos 1 is intel_idle's
+    assert during == f"klpelf diff: {before.strip()} max_cstate=3\n", v.dmesg
+    assert after == before
     shutil.rmtree(tmp_path / "boot", ignore_errors=True)

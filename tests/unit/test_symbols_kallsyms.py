@@ -130,7 +130,8 @@ def test_load_sources_reports_prose_as_not_a_source(tmp_path: Path) -> None:
         load_sources([str(p)])
     assert (
         str(exc.value) == f"{p}: not a kernel symbol source (expected /proc/kallsyms, "
-        "System.map, Module.symvers, a vmlinux or module ELF file, or a module directory)"
+        "System.map, Module.symvers, available_filter_functions, a vmlinux or module ELF file, "
+        "or a module directory)"
     )
     p.write_text("ffffffff81000000 T ok\nffffffff81000000 T two words\n")
     with pytest.raises(SymbolSourceError, match=r":2: malformed symbol line"):

@@ -592,3 +592,25 @@ def test_debian_loong64_modules_walk_through() -> None:
     assert {2, R_B26, 71, 72, R_GOT_HI20, R_GOT_LO12, R_32_PCREL, 109} <= set(types)
     assert not set(types) & {R_RELAX, 102, *range(20, 47)}  # no relaxation, no stack
     assert entries > 5000
+
+
+def test_the_kernel_s_heapsort_order() -> None:
+    # lib/sort.c's heapsort, traced by hand for three equal keys: 1, 2, 0 in both
+    # versions; distinct keys come out sorted; the two versions order ties apart
+    from klpelf.arch.kernel_sort import double_pop, heapsort_order
+
+    for double in (False, True):
+        assert heapsort_order([7, 7, 7], double=double) == [1, 2, 0]
+        keys = [(i * 7919) % 101 for i in range(101)]
+        order = heapsort_order(keys, double=double)
+        assert [keys[i] for i in order] == sorted(keys)
+        assert heapsort_order([], double=double) == []
+        assert heapsort_order([3], double=double) == [0]
+    ties = [k % 3 for k in range(40)]
+    old, new = (heapsort_order(ties, double=d) for d in (False, True))
+    assert [ties[i] for i in old] == [ties[i] for i in new] == sorted(ties) and old != new
+    assert not double_pop(V65) and double_pop(KernelRelease(6, 11))
+    # the walk of a section that sorts: the heapsort's order of (r_info, r_addend)
+    relocs = relocation_table([(8 * k, 1, 23, 0) for k in range(3)])  # SOP_PUSH_ABSOLUTE
+    object.__setattr__(relocs, "target", dataclasses.make_dataclass("T", ["sh_flags"])(4))
+    assert la.walk_order(relocs, V72) == [1, 2, 0] and la.walk_order(relocs, V61) == [0, 1, 2]

@@ -38,13 +38,10 @@ it differs):
   ``apply_relocate_add()`` meets them in that order (backported to the stable trees
   in August 2025, 6.6.y's review series among them; klpelf's 6.12, Debian's late
   6.12.y, is taken to have it).  The kernel's sort is lib/sort.c's heapsort, not
-  stable, and how it orders equal keys changed in 2024 (0e02ca29a563
-  "lib/sort: optimize heapsort with double-pop variation" and the equal-elements
-  change after it); the twin keeps equal keys in file order.  Equal keys have the same
-  type, symbol and addend, so the same value and GOT/PLT entry: only for the stack
-  machine does their order matter (which place gets which pushed value; the sequence
-  of operations, and so a stack found empty or full, is the same).  The sort breaks
-  stack sequences anyway (no toolchain since binutils 2.40 emits them);
+  stable; the twin walks in its order (:mod:`klpelf.arch.kernel_sort`, both versions
+  of lib/sort.c).  Equal keys have the same type, symbol and addend, so the same
+  value and GOT/PLT entry: only for the stack machine does their order matter.  The
+  sort breaks stack sequences anyway (no toolchain since binutils 2.40 emits them);
 * v6.19-era "LoongArch: Adjust module loader for 32BIT/64BIT": same bytes on 64-bit.
 
 The module GOT and PLT of module-sections.c are in :mod:`klpelf.arch.loongarch64_sections`.
@@ -56,6 +53,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from klpelf.arch import Arch, ModuleLayout, RelocType, StopReason, WriteFacts
+from klpelf.arch.kernel_sort import double_pop, heapsort_order
 from klpelf.arch.loongarch64_sections import (
     ModuleTables,
     frob_refusal,
@@ -193,14 +191,23 @@ def pcala(kind: int, v: int, place: int) -> int:
 
 
 def walk_order(relocs: RelocationTable, release: KernelRelease) -> list[int]:
-    """The order apply_relocate_add() meets the entries (see the module doc)."""
+    """The order apply_relocate_add() meets the entries: file order, or on a release
+    that sorts (:func:`sorts_relocations`) and an executable target, the order
+    lib/sort.c's heapsort leaves them in by (r_info, r_addend) (:mod:`.kernel_sort`)."""
     n = len(relocs.types())
     target = getattr(relocs, "target", None)
     if not sorts_relocations(release) or target is None or not target.sh_flags & SHF.EXECINSTR:
         return list(range(n))
     syms, types = relocs.syms(), relocs.types()
     addends = relocs.addends() or [0] * n
-    return sorted(range(n), key=lambda k: ((syms[k] << 32) | types[k], _s64(addends[k])))
+    # compare_rela(): r_info, then r_addend as an s64, as one integer
+    keys = [(((syms[k] << 32) | types[k]) << 64) | ((addends[k] + (1 << 63)) & _U64)
+            for k in range(n)]  # fmt: skip
+    if not any(20 <= t <= 46 for t in types):
+        # without the stack machine the order among equal keys changes nothing (the
+        # same value and GOT/PLT entry, each at its own place): Python's sort
+        return sorted(range(n), key=keys.__getitem__)
+    return heapsort_order(keys, double=double_pop(release))
 
 
 # --- the twin ----------------------------------------------------------------------------

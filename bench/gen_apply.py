@@ -77,15 +77,15 @@ def _x86_64(i: int, rng: random.Random) -> tuple[list[str], list[str]]:
 
 
 Function = Callable[[int, random.Random], tuple[list[str], list[str]]]
-ARCHES: dict[str, tuple[list[str], Function, int]] = {
-    # (as and its options, one function, relocations per function)
-    "x86_64": (["as", "--64"], _x86_64, 15),
+ARCHES: dict[str, tuple[list[str], list[str], Function, int]] = {
+    # (as and its options, ld and its emulation, one function, relocations per function)
+    "x86_64": (["as", "--64"], ["ld", "-m", "elf_x86_64"], _x86_64, 15),
 }
 
 
 def generate(arch: str, relocations: int, out: Path = OUT) -> dict[str, object]:
     """Write the inputs under ``out``; the spec (what ``<tag>.json`` holds)."""
-    tool, function, per = ARCHES[arch]
+    tool, ld, function, per = ARCHES[arch]
     rng = random.Random(1)
     text, data = ["    .text"], ['    .section .data.ptrs,"aw"', "    .p2align 3"]
     for i in range(-(-relocations // per)):
@@ -117,7 +117,7 @@ def generate(arch: str, relocations: int, out: Path = OUT) -> dict[str, object]:
     kallsyms.write_text("".join(lines))
     spec: dict[str, object] = {
         "arch": arch, "object": str(obj), "module": str(ko), "kallsyms": str(kallsyms),
-        "sections": SECTIONS, "symbols": symbols,
+        "sections": SECTIONS, "symbols": symbols, "ld": ld, "relocations": relocations,
     }  # fmt: skip
     (out / f"{tag}.json").write_text(json.dumps(spec, indent=1))
     return spec

@@ -61,28 +61,42 @@ class VectorWrites(NamedTuple):
     values: npt.NDArray[np.uint64]
 
 
+#: entries per block: the temporaries of a block (64 KiB of u64) come from malloc's
+#: free lists and stay in cache; whole-section temporaries (a few MiB each) are fresh
+#: pages every time, and their page faults cost as much as the arithmetic
+BLOCK = 8192
+
+
+def blocks(n: int) -> list[slice]:
+    """``range(n)`` in slices of :data:`BLOCK`."""
+    return [slice(i, min(i + BLOCK, n)) for i in range(0, n, BLOCK)]
+
+
 def symbol_columns(
     values: list[int | None],
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
-    """st_value by symbol index as the twins get it (``symbol_value``), as two arrays:
-    the values (0 where unknown) and whether each is known."""
-    known = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
-    vals = np.fromiter((v or 0 for v in values), dtype=np.uint64, count=len(values))
+    """st_value by symbol index as the twins get it (``symbol_value``), as two arrays
+    with one entry more than there are symbols: the values (0 where unknown) and
+    whether each is known; the last one stands for any index past the table (unknown)."""
+    n = len(values)
+    known = np.zeros(n + 1, dtype=bool)
+    known[:n] = np.fromiter((v is not None for v in values), dtype=bool, count=n)
+    vals = np.zeros(n + 1, dtype=U64)
+    vals[:n] = np.fromiter((v or 0 for v in values), dtype=U64, count=n)
     return vals, known
 
 
 def entries(relocs: RelocationTable, sym_values: npt.NDArray[np.uint64],
             sym_known: npt.NDArray[np.bool_]) -> Entries:  # fmt: skip
-    """The columns of ``relocs`` (decoded with numpy) with S of each entry; a symbol
-    index past the table is unknown, as ``symbol_value`` has it."""
+    """The columns of ``relocs`` (decoded with numpy) with S of each entry
+    (:func:`symbol_columns`: a symbol index past the table is unknown, as
+    ``symbol_value`` has it)."""
     arr = relocs.array
     offsets = arr["r_offset"].astype(U64, copy=False)
     syms, types = relocs.sym_array, relocs.type_array
-    n = len(sym_values)
-    inside = syms < U64(n)
-    index = np.where(inside, syms, U64(0)).astype(np.intp)
-    values = sym_values[index]
-    known = sym_known[index] & inside
+    # "clip": an index past the table takes the last entry, the unknown one
+    values = np.take(sym_values, syms, mode="clip")
+    known = np.take(sym_known, syms, mode="clip")
     if relocs.is_rela:
         addends = arr["r_addend"].astype(np.int64, copy=False).view(U64)
     else:
@@ -95,41 +109,86 @@ def places_free(target: bytearray, offsets: npt.NDArray[np.uint64],
     """Whether the places of the entries that write (width > 0) are disjoint, inside
     the section and, with ``zero``, hold zero bytes: then no entry can stop the walk
     or see what another wrote, and the order of the writes does not matter."""
-    live = widths > 0
-    offs = offsets[live]
+    offs, ws = offsets, widths
+    if not bool(widths.all()):
+        live = widths > 0
+        offs, ws = offsets[live], widths[live]
     if not len(offs):
         return True
-    ws = widths[live]
     if len(offs) > 1 and not bool(np.all(offs[1:] >= offs[:-1])):
         order = np.argsort(offs, kind="stable")
         offs, ws = offs[order], ws[order]
     if int(offs[-1]) >= len(target):  # (and offs + ws cannot wrap around)
         return False
-    ends = offs + ws.astype(U64)
-    # disjoint (each place ends where the next may start), then the last ends last
-    if len(offs) > 1 and not bool(np.all(ends[:-1] <= offs[1:])):
-        return False
-    if int(ends[-1]) > len(target):
-        return False
-    if not zero:
-        return True
     data = np.frombuffer(target, dtype=np.uint8)
-    for w in np.flatnonzero(np.bincount(ws)).tolist():
-        at = offs[ws == w].astype(np.intp)
-        # byte by byte: one gather per byte of the place beats one 2-D gather
-        if any(bool(data[at + k].any()) for k in range(w)):
+    for sl in blocks(len(offs)):
+        o, w = offs[sl], ws[sl]
+        ends = o + w
+        # disjoint (each place ends where the next may start, across blocks too)
+        if not bool(np.all(ends[:-1] <= o[1:])):
+            return False
+        if sl.stop < len(offs) and int(ends[-1]) > int(offs[sl.stop]):
+            return False
+        if int(ends[-1]) > len(target):
+            return False
+        if zero and not _zeros(data, o, w):
             return False
     return True
 
 
+def _windows(data: npt.NDArray[np.uint8], width: int, byteorder: str) -> npt.NDArray[np.uint64]:
+    """Every ``width``-byte window of ``data`` as one unsigned integer in ``byteorder``:
+    ``_windows(data, 4, "little")[i]`` is the u32 at byte i (unaligned, overlapping).
+    A gather or a scatter at disjoint offsets then reads or writes whole places in
+    one operation (``data`` must be writable to write)."""
+    dtype = np.dtype(("<" if byteorder == "little" else ">") + f"u{width}")
+    rows = np.lib.stride_tricks.as_strided(
+        data, shape=(len(data) - width + 1, width), strides=(1, 1), writeable=data.flags.writeable
+    )
+    return rows.view(dtype)[:, 0]
+
+
+def _zeros(data: npt.NDArray[np.uint8], offs: npt.NDArray[np.uint64],
+           ws: npt.NDArray[np.uint8]) -> bool:  # fmt: skip
+    # a gather of whole places per width (byte order does not matter for zero)
+    at = offs.astype(np.intp)
+    lone = int(ws[0]) if bool((ws == ws[0]).all()) else None
+    for width in [lone] if lone is not None else np.flatnonzero(np.bincount(ws)).tolist():
+        sel = at if lone is not None else at[ws == width]
+        if width in _WINDOW_WIDTHS:
+            if bool(_windows(data, width, "little")[sel].any()):
+                return False
+            continue
+        for k in range(width):
+            if bool(data[sel + k].any()):
+                return False
+    return True
+
+
+_WINDOW_WIDTHS = frozenset((1, 2, 4, 8))
+
+
 def scatter(target: bytearray, offsets: npt.NDArray[np.uint64], values: npt.NDArray[np.uint64],
-            width: int, byteorder: str) -> None:  # fmt: skip
-    """Write the low ``width`` bytes of each value at its offset (places checked by
-    :func:`places_free`), in the machine's byte order."""
-    if not len(offsets):
-        return
+            widths: npt.NDArray[np.uint8], byteorder: str) -> None:  # fmt: skip
+    """Write the low ``widths[i]`` bytes of each value at its offset (places checked
+    by :func:`places_free`: disjoint, inside; width 0: nothing), in the machine's
+    byte order."""
     data = np.frombuffer(target, dtype=np.uint8)
-    at = offsets.astype(np.intp)
-    for k in range(width):  # byte k of the place: a shift and one scatter each
-        shift = 8 * k if byteorder == "little" else 8 * (width - 1 - k)
-        data[at + k] = (values >> np.uint64(shift)).astype(np.uint8)
+    big = byteorder == "big"
+    for width in np.flatnonzero(np.bincount(widths)).tolist():
+        if not width:
+            continue
+        lone = len(widths) and int(widths[0]) == width and bool((widths == width).all())
+        sel = slice(None) if lone else widths == width
+        at, v = offsets[sel].astype(np.intp), values[sel]
+        if width in _WINDOW_WIDTHS:
+            # the cast keeps the value's low bytes, the window stores them in order
+            _windows(data, width, byteorder)[at] = v.astype(f"u{width}")
+            continue
+        v = v.copy()
+        if big:  # the low byte goes last
+            at += width - 1
+        for _ in range(width):
+            data[at] = v.astype(np.uint8)
+            v >>= U64(8)
+            at += -1 if big else 1

@@ -291,32 +291,38 @@ def vector_relocate_add(
     untouched and None when the entry-by-entry walk must decide."""
     import numpy as np
 
-    from klpelf.arch._vector import VectorWrites, places_free, scatter
+    from klpelf.arch._vector import VectorWrites, blocks, places_free, scatter
 
     e = entries
     width_of, pc_of, known_type = _vector_tables()
-    if len(e.types) and int(e.types.max()) >= len(known_type):
-        return None
-    index = e.types.astype(np.intp)
-    if not bool(known_type[index].all()):
-        return None
-    widths = width_of[index]
-    if not bool(e.known[widths > 0].all()):
-        return None  # the walk writes marker bytes where S is not known
-    values = e.values + e.addends
-    pc = pc_of[index]
-    if bool(pc.any()):
-        values -= np.where(pc, e.offsets + np.uint64(address), np.uint64(0))
-    for t, (_, _, ok) in _VECTOR.items():
-        if ok is not None:
-            sel = e.types == t
-            if bool(sel.any()) and not bool(ok(values[sel]).all()):
+    n = len(e.types)
+    widths = np.empty(n, dtype=np.uint8)
+    values = np.empty(n, dtype=np.uint64)
+    at = np.uint64(address)
+    checks = [(t, ok) for t, (_, _, ok) in _VECTOR.items() if ok is not None]
+    for sl in blocks(n):
+        types = e.types[sl]
+        if int(types.max()) >= len(known_type):
+            return None
+        index = types.astype(np.intp)
+        if not bool(known_type[index].all()):
+            return None
+        w = widths[sl]
+        np.take(width_of, index, out=w)
+        known = e.known[sl]
+        if not bool(known.all()) and not bool((known | (w == 0)).all()):
+            return None  # the walk writes marker bytes where S is not known
+        v = values[sl]
+        np.add(e.values[sl], e.addends[sl], out=v)
+        pc = pc_of[index]
+        if bool(pc.any()):
+            v -= np.where(pc, e.offsets[sl] + at, np.uint64(0))
+        for t, ok in checks:
+            if bool((~ok(v) & (types == t)).any()):
                 return None
     if not places_free(target, e.offsets, widths, zero=True):
         return None
-    for width in (4, 8):
-        sel = widths == width
-        scatter(target, e.offsets[sel], values[sel], width, "little")
+    scatter(target, e.offsets, values, widths, "little")
     return VectorWrites(e.offsets, e.types, e.syms, widths, values)
 
 

@@ -257,22 +257,39 @@ class SymbolTable(RecordTable):
             self._names = _decode_names(bytes(self.strtab.data), self.column("st_name"))
         return self._names
 
+    def names_at(self, indices: Sequence[int]) -> list[str]:
+        """``[self.name(i) for i in indices]``, without decoding every name."""
+        if self._names is not None:
+            names = self._names
+            return [names[i] for i in indices]
+        st_name, get = self.column("st_name"), self.strtab.get
+        return [get(st_name[i]) for i in indices]
+
     def symbols_at(self, indices: Sequence[int]) -> list[Symbol]:
-        """``[self[i] for i in indices]`` (in range), for many: from the decoded
-        columns, where one record at a time costs a conversion per field."""
+        """``[self[i] for i in indices]`` (in range), for many: one conversion of the
+        records wanted (numpy tables) or the decoded columns, where one record at a
+        time costs a conversion per field."""
         if len(indices) < 64:
             return [self[i] for i in indices]
-        cols = [self.column(name) for name in
-                ("st_name", "st_info", "st_other", "st_shndx", "st_value", "st_size")]  # fmt: skip
-        st_name, st_info, st_other, st_shndx, st_value, st_size = cols
-        xindex = self._xindex_values() if SHN.XINDEX in st_shndx else None
-        names = self.names()
+        order = ("st_name", "st_info", "st_other", "st_shndx", "st_value", "st_size")
+        if self._array is not None:
+            import numpy as np
+
+            picked = self._array[np.asarray(indices, dtype=np.intp)][list(order)]
+            rows: list[tuple[int, ...]] = picked.tolist()
+        else:
+            rows = list(zip(*(self.column(name) for name in order), strict=True))
+            rows = [rows[i] for i in indices]
+        xindex = self._xindex_values() if self._shndx_sec is not None else None
+        names, get = self._names, self.strtab.get
         out = []
-        for i in indices:
-            n = st_shndx[i]
-            shndx = xindex[i] if xindex is not None and n == SHN.XINDEX else n
-            out.append(Symbol(i, names[i], st_name[i], st_info[i], st_other[i], n,
-                              st_value[i], st_size[i], shndx))  # fmt: skip
+        for i, (st_name, st_info, st_other, st_shndx, st_value, st_size) in zip(
+            indices, rows, strict=True
+        ):
+            shndx = xindex[i] if xindex is not None and st_shndx == SHN.XINDEX else st_shndx
+            name = names[i] if names is not None else get(st_name)
+            out.append(Symbol(i, name, st_name, st_info, st_other, st_shndx, st_value, st_size,
+                              shndx))  # fmt: skip
         return out
 
     def __getitem__(self, index: int) -> Symbol:

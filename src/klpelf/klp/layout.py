@@ -210,28 +210,26 @@ def symbol_values(elf: ElfFile, ks: KernelSymbols, release: KernelRelease,
     ``module``: the module's :func:`~klpelf.klp.module.klp_module` view, when the
     caller has it (with ``release``'s KSYM_NAME_LEN)."""
     from klpelf.klp.module import klp_module
-    from klpelf.symbols.resolve import klp_find_object_symbol
+    from klpelf.symbols.resolve import klp_find_address
 
     tab = elf.symtab
     assert tab is not None
     shndx, st_value = tab.column("st_shndx"), tab.column("st_value")
-    names = tab.names()
-    out: list[int | None] = [None] * len(names)
+    out: list[int | None] = [None] * len(shndx)
     mod = module
     if mod is None or mod.ksym_name_len != release.ksym_name_len:
         mod = klp_module(elf, ksym_name_len=release.ksym_name_len)
-    undefined = [i for i, n in enumerate(shndx) if not n and i and names[i]]  # SHN_UNDEF
+    unnamed = [i for i, n in enumerate(shndx) if not n and i]  # SHN_UNDEF
+    undefined = [(i, name) for i, name in zip(unnamed, tab.names_at(unnamed), strict=True) if name]
     # one search per kallsyms for all the names (symbols/sources.py)
     ks.prefetch([*(s.parsed.name for s in mod.symbols if s.parsed is not None),
-                 *(names[i] for i in undefined)])  # fmt: skip
+                 *(name for _, name in undefined)])  # fmt: skip
     for s in mod.symbols:
         p = s.parsed
         if p is not None and shndx[s.symbol.index] == SHN.LIVEPATCH:
-            r = klp_find_object_symbol(ks, p.objname, p.name, p.sympos)
-            ok = r.ok if r.coming_ok is None else r.ok or r.coming_ok
-            out[s.symbol.index] = r.address if ok else None
-    for i in undefined:  # simplify_symbols(): by name
-        found = [c.address for c in ks.vmlinux_matches(names[i]) if c.address]
+            out[s.symbol.index] = klp_find_address(ks, p.objname, p.name, p.sympos)
+    for i, name in undefined:  # simplify_symbols(): by name
+        found = [c.address for c in ks.vmlinux_matches(name) if c.address]
         out[i] = found[0] if found else None
     abs_, reserved, where = int(SHN.ABS), int(SHN.LORESERVE), addresses.get
     for i, (n, value) in enumerate(zip(shndx, st_value, strict=True)):

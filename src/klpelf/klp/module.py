@@ -19,10 +19,9 @@ from klpelf.klp.names import (
     KLP_RELA_PREFIX,
     KLP_SYM_PREFIX,
     KSYM_NAME_LEN,
-    KlpAnnotationName,
     KlpRelaSectionName,
     KlpSymbolName,
-    classify_symbol_name,
+    parse_annotation_symbol,
     parse_draft_rel_section,
 )
 
@@ -132,9 +131,8 @@ class KlpModule:
         indices = sorted(lp | set(tab.indices_with_prefix(KLP_SYM_PREFIX)))
         for i, sym in zip(indices, tab.symbols_at(indices), strict=True):
             name = sym.name
-            kind = classify_symbol_name(name)
-            if kind == "annotation":
-                ann = KlpAnnotationName.parse(name)
+            ann = parse_annotation_symbol(name)  # classify_symbol_name()'s "annotation"
+            if ann is not None:
                 self.oddities.append(Oddity(
                     "annotation-symbol", f"[{i}] {name}",
                     f"klp-convert annotation for {ann.sym_objname}:{ann.name},{ann.sympos} "

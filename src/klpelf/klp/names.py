@@ -366,20 +366,21 @@ def _canonical(name: str) -> str:
     """The canonical decoding of the bytes of ``name``: name fields are stored so, and
     equality and hashing are then bytewise, as the kernel compares (the strings
     "\\udcc3\\udca9" and "\\u00e9" are both the bytes C3 A9)."""
-    return _dec(_enc(name))
+    return name if name.isascii() else _dec(_enc(name))
 
 
 def _check_objname(what: str, objname: str) -> None:
-    raw = _enc(objname)
-    if not raw or len(raw) > OBJNAME_MAX or b"." in raw or b"\0" in raw:
+    # the bytes' length (ASCII: one a character); '.' and NUL are one byte each
+    raw = objname if objname.isascii() else _enc(objname)
+    if not raw or len(raw) > OBJNAME_MAX or "." in objname or "\0" in objname:
         raise KlpFormatError(
             f"{what} must be 1-{OBJNAME_MAX} bytes without '.' or NUL, not {objname!r}"
         )
 
 
 def _check_symname(name: str, ksym_name_len: int = KSYM_NAME_LEN) -> None:
-    raw = _enc(name)
-    if not raw or len(raw) > ksym_name_len - 1 or b"," in raw or b"\0" in raw:
+    raw = name if name.isascii() else _enc(name)  # as _check_objname()
+    if not raw or len(raw) > ksym_name_len - 1 or "," in name or "\0" in name:
         raise KlpFormatError(
             f"symbol name must be 1-{ksym_name_len - 1} bytes without ',' or NUL, not {name!r}"
         )

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from klpelf.arch._vector import VectorWrites
     from klpelf.elf.relocs import RelocationTable
+    from klpelf.elf.symbols import SymbolTable
     from klpelf.operations.schemas import ApplyJson, ApplyModuleJson
 
 __all__ = [
@@ -202,13 +203,13 @@ class WriteLog:
     entry-by-entry walk, numpy columns from the vector one; :meth:`writes` makes the
     one list of :class:`Write`, in order."""
 
-    __slots__ = ("_arch", "_blocks", "_count", "_names")
+    __slots__ = ("_arch", "_blocks", "_count", "_symtab")
 
     def __init__(self, writes: list[Write] | None = None, *, arch: Arch | None = None,
-                 names: list[str] | None = None) -> None:  # fmt: skip
+                 symtab: SymbolTable | None = None) -> None:  # fmt: skip
         self._blocks: list[list[Write] | _VectorBlock] = [writes] if writes else []
         self._count = len(writes) if writes else 0
-        self._arch, self._names = arch, names
+        self._arch, self._symtab = arch, symtab
 
     def __len__(self) -> int:
         return self._count
@@ -226,8 +227,8 @@ class WriteLog:
     def _made(self, b: _VectorBlock) -> list[Write]:
         import numpy as np
 
-        assert self._arch is not None and self._names is not None
-        w, names, arch = b.written, self._names, self._arch
+        assert self._arch is not None and self._symtab is not None
+        w, names, arch = b.written, self._symtab.names(), self._arch
         live = np.flatnonzero(w.widths)
         offsets = w.offsets[live].tolist()
         types = w.types[live].tolist()
@@ -253,7 +254,7 @@ class _Walk:
         self.contents = {i: section_bytes(elf, i) for i in addresses}
         tab = elf.symtab
         assert tab is not None
-        self.log = WriteLog(arch=arch, names=tab.names())
+        self.log = WriteLog(arch=arch, symtab=tab)
         self.refusals: list[Refusal] = []
         self.layout = ModuleLayout(elf, addresses)
         self._columns: tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]] | None = None
@@ -280,7 +281,9 @@ class _Walk:
         facts = self.arch.write_relocate_add(relocs, place, self.release, symbol_value=value,
                                              address=base, layout=self.layout)  # fmt: skip
         if objname is not None:
-            names, syms = self.log._names or [], relocs.syms()
+            tab = self.elf.symtab
+            assert tab is not None
+            names, syms = tab.names(), relocs.syms()
             vals = facts.values or [None] * len(facts)
             self.log.add([
                 Write(objname, sec.name, i, target.name, facts.offsets[i],

@@ -59,7 +59,7 @@ import numpy  # imported before anything is timed
 import klpelf
 from klpelf.arch import Arch, arch_for
 from klpelf.elf.constants import SHT
-from klpelf.klp.layout import place, symbol_values
+from klpelf.klp.layout import place, symbol_value_arrays
 from klpelf.klp.module import klp_module
 from klpelf.operations import apply as apply_op
 from klpelf.operations import open_module
@@ -264,7 +264,7 @@ def _parts(ko: str, kallsyms: str, sections: dict[str, int],
     placed = place(elf, sections)
     addresses = {s.index: s.address for s in placed}
     ks = resolve_kernel([kallsyms])
-    values = symbol_values(elf, ks, release, addresses, module=mod)
+    columns = symbol_value_arrays(elf, ks, release, addresses, module=mod)
     arch = arch_for(elf.machine)
     assert arch is not None
     res = apply(ko, ks, bases=sections)
@@ -279,10 +279,10 @@ def _parts(ko: str, kallsyms: str, sections: dict[str, int],
     def resolve() -> None:
         e = open_module(ko)
         m = klp_module(e, ksym_name_len=release.ksym_name_len)
-        symbol_values(e, resolve_kernel([kallsyms]), release, addresses, module=m)
+        symbol_value_arrays(e, resolve_kernel([kallsyms]), release, addresses, module=m)
 
     def walk() -> None:
-        w = apply_op._Walk(elf, arch, release, mod.name, addresses=addresses, values=values)
+        w = apply_op._Walk(elf, arch, release, mod.name, addresses=addresses, columns=columns)
         apply_op._apply_all(w, mod.sections, ks, None)
 
     def report() -> None:
@@ -290,7 +290,7 @@ def _parts(ko: str, kallsyms: str, sections: dict[str, int],
 
     return {
         "read: open + klp view + relocation tables (a fresh module)": read,
-        "symbol resolution: kallsyms + klp_find_object_symbol + by name": resolve,
+        "read + symbol resolution (kallsyms, klp_find_object_symbol, by name)": resolve,
         "layout: place()": lambda: place(elf, sections),
         "the walk: every relocation section (vector twin)": walk,
         "write DIR": lambda: write_sections(res, out),

@@ -43,6 +43,9 @@ from klpelf.elf.file import ElfFile
 from klpelf.errors import UsageError
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from klpelf.klp.module import KlpModule
     from klpelf.release import KernelRelease
     from klpelf.symbols.sources import KernelSymbols
@@ -209,28 +212,12 @@ def symbol_values(elf: ElfFile, ks: KernelSymbols, release: KernelRelease,
 
     ``module``: the module's :func:`~klpelf.klp.module.klp_module` view, when the
     caller has it (with ``release``'s KSYM_NAME_LEN)."""
-    from klpelf.klp.module import klp_module
-    from klpelf.symbols.resolve import klp_find_address
-
     tab = elf.symtab
     assert tab is not None
     shndx, st_value = tab.column("st_shndx"), tab.column("st_value")
     out: list[int | None] = [None] * len(shndx)
-    mod = module
-    if mod is None or mod.ksym_name_len != release.ksym_name_len:
-        mod = klp_module(elf, ksym_name_len=release.ksym_name_len)
-    unnamed = [i for i, n in enumerate(shndx) if not n and i]  # SHN_UNDEF
-    undefined = [(i, name) for i, name in zip(unnamed, tab.names_at(unnamed), strict=True) if name]
-    # one search per kallsyms for all the names (symbols/sources.py)
-    ks.prefetch([*(s.parsed.name for s in mod.symbols if s.parsed is not None),
-                 *(name for _, name in undefined)])  # fmt: skip
-    for s in mod.symbols:
-        p = s.parsed
-        if p is not None and shndx[s.symbol.index] == SHN.LIVEPATCH:
-            out[s.symbol.index] = klp_find_address(ks, p.objname, p.name, p.sympos)
-    for i, name in undefined:  # simplify_symbols(): by name
-        found = [c.address for c in ks.vmlinux_matches(name) if c.address]
-        out[i] = found[0] if found else None
+    for i, value in _kernel_values(elf, ks, release, shndx, module).items():
+        out[i] = value
     abs_, reserved, where = int(SHN.ABS), int(SHN.LORESERVE), addresses.get
     for i, (n, value) in enumerate(zip(shndx, st_value, strict=True)):
         if n and n < reserved:
@@ -241,4 +228,73 @@ def symbol_values(elf: ElfFile, ks: KernelSymbols, release: KernelRelease,
             out[i] = value
     if out:
         out[0] = 0
+    return out
+
+
+def symbol_value_arrays(
+    elf: ElfFile, ks: KernelSymbols, release: KernelRelease, addresses: Mapping[int, int], *,
+    module: KlpModule | None = None,
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:  # fmt: skip
+    """:func:`symbol_values` as the vector twins take them
+    (:func:`klpelf.arch._vector.symbol_columns`: the values, whether each is known,
+    one entry more for an index past the table), for a symbol table decoded with
+    numpy: the defined symbols without a Python step each."""
+    import numpy as np
+
+    tab = elf.symtab
+    assert tab is not None
+    arr = tab.array
+    n = len(arr)
+    shndx = arr["st_shndx"].astype(np.intp)
+    st_value = arr["st_value"].astype(np.uint64)
+    values, known = np.zeros(n + 1, dtype=np.uint64), np.zeros(n + 1, dtype=bool)
+    # a defined symbol: its section's address (a table by section index) + st_value
+    size = min(max(addresses, default=0) + 1, int(SHN.LORESERVE))
+    base, placed = np.zeros(size, dtype=np.uint64), np.zeros(size, dtype=bool)
+    for index, address in addresses.items():
+        if 0 < index < size:
+            base[index], placed[index] = address, True
+    defined = np.flatnonzero((shndx > 0) & (shndx < size))
+    defined = defined[placed[shndx[defined]]]
+    values[defined] = base[shndx[defined]] + st_value[defined]
+    known[defined] = True
+    absolute = np.flatnonzero(shndx == int(SHN.ABS))
+    values[absolute], known[absolute] = st_value[absolute], True
+    for i, value in _kernel_values(elf, ks, release, None, module).items():
+        if value is not None:
+            values[i], known[i] = value, True
+    if n:
+        values[0], known[0] = 0, True
+    return values, known
+
+
+def _kernel_values(elf: ElfFile, ks: KernelSymbols, release: KernelRelease,
+                   shndx: list[int] | None,
+                   module: KlpModule | None) -> dict[int, int | None]:  # fmt: skip
+    """The symbols the kernel resolves: each livepatch symbol (klp_find_object_symbol()),
+    each named undefined one (by name, vmlinux first); symbol index -> value."""
+    from klpelf.klp.module import klp_module
+    from klpelf.symbols.resolve import klp_find_address
+
+    tab = elf.symtab
+    assert tab is not None
+    mod = module
+    if mod is None or mod.ksym_name_len != release.ksym_name_len:
+        mod = klp_module(elf, ksym_name_len=release.ksym_name_len)
+    if shndx is None:
+        unnamed = [i for i in tab.indices_where_shndx(SHN.UNDEF) if i]
+    else:
+        unnamed = [i for i, n in enumerate(shndx) if not n and i]
+    undefined = [(i, name) for i, name in zip(unnamed, tab.names_at(unnamed), strict=True) if name]
+    # one search per kallsyms for all the names (symbols/sources.py)
+    ks.prefetch([*(s.parsed.name for s in mod.symbols if s.parsed is not None),
+                 *(name for _, name in undefined)])  # fmt: skip
+    out: dict[int, int | None] = {}
+    for s in mod.symbols:
+        p = s.parsed
+        if p is not None and s.symbol.st_shndx == SHN.LIVEPATCH:
+            out[s.symbol.index] = klp_find_address(ks, p.objname, p.name, p.sympos)
+    for i, name in undefined:  # simplify_symbols(): by name
+        found = [c.address for c in ks.vmlinux_matches(name) if c.address]
+        out[i] = found[0] if found else None
     return out

@@ -23,10 +23,17 @@ from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from klpelf._record import FrozenRecord
 from klpelf.arch import Arch, arch_for, not_modelled_message
+from klpelf.elf.arrays import use_vector
 from klpelf.elf.constants import SHF, SHN, SHT
 from klpelf.elf.file import ElfFile, Section
 from klpelf.errors import KlpError, OutputError, UnsupportedElfError
-from klpelf.klp.layout import PlacedSection, place, section_bytes, symbol_values
+from klpelf.klp.layout import (
+    PlacedSection,
+    place,
+    section_bytes,
+    symbol_value_arrays,
+    symbol_values,
+)
 from klpelf.klp.module import KlpRelaSection, klp_module
 from klpelf.operations import ModuleSource, naming, open_module
 from klpelf.release import DEFAULT_VERSION, KernelRelease
@@ -39,6 +46,8 @@ if TYPE_CHECKING:
     from klpelf.arch._vector import VectorWrites
     from klpelf.elf.relocs import RelocationTable
     from klpelf.elf.symbols import SymbolTable
+
+    SymbolColumns = tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]
     from klpelf.operations.schemas import ApplyJson, ApplyModuleJson
 
 __all__ = [
@@ -245,19 +254,23 @@ class _Walk:
     """The state of one apply: the bytes of every placed section, and what was found."""
 
     def __init__(self, elf: ElfFile, arch: Arch, release: KernelRelease, name: str, *,
-                 addresses: Mapping[int, int], values: list[int | None]) -> None:  # fmt: skip
+                 addresses: Mapping[int, int], values: list[int | None] | None = None,
+                 columns: SymbolColumns | None = None) -> None:  # fmt: skip
+        """``values`` (:func:`~klpelf.klp.layout.symbol_values`) or ``columns`` (the
+        same as arrays, :func:`~klpelf.klp.layout.symbol_value_arrays`): the other is
+        made from it when needed."""
         from klpelf.arch import ModuleLayout
 
         self.elf, self.arch, self.release, self.name = elf, arch, release, name
         self.addresses = addresses
-        self.values = values
+        self._values = values
+        self._columns = columns
         self.contents = {i: section_bytes(elf, i) for i in addresses}
         tab = elf.symtab
         assert tab is not None
         self.log = WriteLog(arch=arch, symtab=tab)
         self.refusals: list[Refusal] = []
         self.layout = ModuleLayout(elf, addresses)
-        self._columns: tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]] | None = None
 
     def section(self, sec: Section, objname: str | None) -> bool:
         """Apply relocation section ``sec`` (``objname``: of a klp section, whose
@@ -306,13 +319,25 @@ class _Walk:
         twin = self.arch.vector_relocate_add
         assert twin is not None
         if self._columns is None:
-            self._columns = symbol_columns(self.values)
+            assert self._values is not None
+            self._columns = symbol_columns(self._values)
         cols = entries(relocs, *self._columns)
         return twin(relocs, place, self.release, entries=cols, address=address,
                     layout=self.layout)  # fmt: skip
 
+    @property
+    def values(self) -> list[int | None]:
+        """st_value of every symbol (None: unknown), as the entry-by-entry twin takes it."""
+        if self._values is None:
+            assert self._columns is not None
+            vals, known = self._columns
+            self._values = [v if k else None for v, k in
+                            zip(vals[:-1].tolist(), known[:-1].tolist(), strict=True)]  # fmt: skip
+        return self._values
+
     def _value(self, i: int) -> int | None:
-        return self.values[i] if 0 <= i < len(self.values) else None
+        values = self.values
+        return values[i] if 0 <= i < len(values) else None
 
 
 def apply(module: ModuleSource, kernel: KernelSymbols, *,
@@ -340,8 +365,12 @@ def apply(module: ModuleSource, kernel: KernelSymbols, *,
         mod = klp_module(elf, ksym_name_len=version.ksym_name_len)
         placed = place(elf, bases)
         addresses = {s.index: s.address for s in placed}
-        values = symbol_values(elf, kernel, version, addresses, module=mod)
-        walk = _Walk(elf, arch, version, mod.name, addresses=addresses, values=values)
+        if arch.vector_relocate_add is not None and use_vector(elf):
+            columns = symbol_value_arrays(elf, kernel, version, addresses, module=mod)
+            walk = _Walk(elf, arch, version, mod.name, addresses=addresses, columns=columns)
+        else:
+            values = symbol_values(elf, kernel, version, addresses, module=mod)
+            walk = _Walk(elf, arch, version, mod.name, addresses=addresses, values=values)
         skipped = _apply_all(walk, mod.sections, kernel, objects)
         if arch.write_tables is not None:
             arch.write_tables(walk.layout, walk.contents)
@@ -409,7 +438,7 @@ def write_sections(applied: AppliedModule, directory: str | os.PathLike[str]) ->
     out = []
     for s in applied.sections:
         path = os.path.join(directory, section_file_name(s.name))
-        write_atomic(path, bytes(applied.contents[s.index]), overwrite=True)
+        write_atomic(path, applied.contents[s.index], overwrite=True)
         out.append(path)
     return out
 

@@ -391,13 +391,13 @@ def _text_matches(text: Text, name: str, module: str | None) -> list[Candidate]:
         keep = [e for e in keep if not is_ignored_symbol(name, e.type)]
         # compare_symbols(): address, non-weak first, then input order
         keep.sort(key=lambda e: (e.address, e.type in "wWvV", e.order))
-    elif not text.zeroed:
+    elif len(keep) > 1 and not text.zeroed:  # (one line: nothing to order; most names)
         keep.sort(key=lambda e: (e.address, e.order))
-    zeroed = text.zeroed
-    return [
-        Candidate(pos, None if zeroed else e.address, e.type, coming_position=pos)
-        for pos, e in enumerate(keep, 1)
-    ]
+    if text.zeroed:
+        return [Candidate(pos, None, e.type, None, None, None, pos)
+                for pos, e in enumerate(keep, 1)]  # fmt: skip
+    return [Candidate(pos, e.address, e.type, None, None, None, pos)
+            for pos, e in enumerate(keep, 1)]  # fmt: skip
 
 
 def _with_hints(found: list[Candidate], hints: list[Candidate]) -> list[Candidate]:

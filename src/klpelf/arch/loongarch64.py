@@ -520,11 +520,8 @@ def _row(number: int, kind: str) -> RelocType:
         "sop": ("stack operation", None, None),
         "pop": ("pop from the relocation stack", None, "apply_r_larch_sop_imm_field()"),
         "add_sub": ("*P +/- (S + A)", None, None),
-        "b26": (
-            "S + A - P (or the module PLT entry: L - P)",
-            lambda s, a, p: (s + a - p) & _U64,
-            "signed 28 bits, 4-aligned",
-        ),
+        "b26": ("S + A - P (or the module PLT entry: L - P)", lambda s, a, p: (s + a - p) & _U64,
+                "signed 28 bits, 4-aligned"),
         "pcala": ("apply_r_larch_pcala(S + A, P)", None, None),
         "got_pc": ("apply_r_larch_pcala(G, P), G the module GOT entry of S + A", None, None),
         "pcrel32": ("S + A - P", lambda s, a, p: (s + a - p) & _U64, None),

@@ -125,6 +125,8 @@ def test_clones_and_cold_parts(tmp_path: Path) -> None:
     assert ".rodata.entry_b.str1.1" in text
     # three functions with an __fentry__ call (a .cold part has none)
     assert done.entries == {"__mcount_loc": 3}
+    # klp_funcs replace what the kernel has: not the new clone, not the .cold part
+    assert [old for old, _, _ in done.klp_funcs] == ["entry_a", "entry_b"]
 
 
 def test_child_change_pulls_in_the_parent(tmp_path: Path) -> None:
@@ -302,3 +304,13 @@ def test_function_without_ftrace_location_is_refused(tmp_path: Path) -> None:
     assert done.refusals == ("function quiet: the original has no ftrace location (notrace?): "
                              "livepatch cannot redirect it",)  # fmt: skip
     assert not out.exists()
+
+
+def test_part_clone_changed_alone(tmp_path: Path) -> None:
+    done, out = run_diff("part", tmp_path)
+    # only the split-off slow path changed: it is replaced on its own (it has an ftrace
+    # location); the callers, with the fast path inlined, are the same
+    assert [f for f, _ in done.functions] == ["lookup.part.0"]
+    assert [(old, pos) for old, pos, _ in done.klp_funcs] == [("lookup.part.0", 0)]
+    assert {n for n, _, _, _ in done.references} == {"cache"}
+    readelf_clean(out)

@@ -162,14 +162,14 @@ def emit(c: Correlation, sel: Selection, *, objname: str, ks: KernelSymbols | No
 
 
 def _klp_funcs(out: _Out, sel: Selection) -> list[tuple[str, int, str]]:
-    # Every included function the kernel has (not a .cold part: no entry of its own) is
-    # replaced through a klp_func.  Its new code gets a global alias the patch module's
+    # Every included function the kernel has with an ftrace location (not a .cold part)
+    # is replaced through a klp_func.  Its new code gets a global alias the patch module's
     # C names (a static keeps its binding: two units may both have one of that name).
     stem = _C_NAME.sub("_", os.path.splitext(out.p.file_name or "unit")[0])
     found = []
-    for e in sorted(sel.functions, key=lambda e: e.name):
-        o = out.c.to_orig.get(e)
-        if o is None or e.name.endswith(".cold") or e.symbol is None:
+    for e in sorted(sel.replaced, key=lambda e: e.name):
+        o = out.c.to_orig[e]
+        if e.symbol is None:
             continue
         ref = place(out.c.orig, o, out.objname, out.ks, out.choices)
         pos = KlpSymbolName.parse(ref.symbol).sympos if ref.kind == "klp" else 0

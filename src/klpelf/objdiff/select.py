@@ -50,6 +50,9 @@ class Selection:
         #: functions of the original the patched build no longer has
         self.removed: list[str] = []
         self.refusals: list[str] = []
+        #: the included functions a klp_func replaces (the kernel has them, with an
+        #: ftrace location)
+        self.replaced: set[Entity] = set()
         #: the special-section entries of the patched build, by owner
         self.entries: dict[Entity, list[tuple[Section, Entry]]] = {}
 
@@ -146,12 +149,17 @@ def select(c: Correlation) -> Selection:
 
     # a replaced function needs an ftrace location in the kernel's copy: klp_patch_func()
     # redirects it there ("failed to find location for function")
+    # (a .cold part has none: it is reached through its parent, and so is a .part
+    # without one when its parent is included)
     traced = {s.name for s in orig.elf.sections} & _FTRACE_SECTIONS
+    names = {f.name for f in sel.functions}
     for p in list(sel.functions):
         old = c.to_orig.get(p)
-        if not traced or old is None or p.name.endswith(".cold"):
+        if old is None or p.name.endswith(".cold"):
             continue
-        if not any(sec.name in _FTRACE_SECTIONS for sec, _ in o_owned.get(old, ())):
+        if not traced or any(sec.name in _FTRACE_SECTIONS for sec, _ in o_owned.get(old, ())):
+            sel.replaced.add(p)
+        elif parent_name(p.name) not in names:
             del sel.functions[p]
             sel.refusals.append(f"function {old.name}: the original has no ftrace location "
                                 "(notrace?): livepatch cannot redirect it")  # fmt: skip

@@ -28,6 +28,7 @@ SYMBOLS = {
     "far2": 0xFFFF_8000_1234_5678,
     "kfunc": 0x9000_0000_0123_4568,  # vmlinux: far from the module area, through the PLT
     "ext": DATA + 0x40,
+    "high": 0x0000_1234_5678_9ABC,  # >> 32 fits SOP_POP_32_U
 }
 
 #: every type the kernel handles and ld computes the same way (ld given --no-relax, as
@@ -78,6 +79,31 @@ g:
     .reloc 3b, R_LARCH_SOP_PUSH_ABSOLUTE, 0xfff
     .reloc 3b, R_LARCH_SOP_AND
     .reloc 3b, R_LARCH_SOP_POP_32_U_10_12
+    ori $a1, $a1, 0
+4:  .reloc 4b, R_LARCH_MARK_LA, near
+    .reloc 4b, R_LARCH_MARK_PCREL, near
+    .reloc 4b, R_LARCH_SOP_PUSH_ABSOLUTE, 1
+    .reloc 4b, R_LARCH_SOP_PUSH_ABSOLUTE, 0x1234
+    .reloc 4b, R_LARCH_SOP_PUSH_ABSOLUTE, 0x5678
+    .reloc 4b, R_LARCH_SOP_IF_ELSE
+    .reloc 4b, R_LARCH_SOP_POP_32_S_10_16
+    addu16i.d $a0, $a0, 0
+5:  .reloc 5b, R_LARCH_SOP_PUSH_PCREL, near
+    .reloc 5b, R_LARCH_SOP_POP_32_S_10_16_S2
+    beq $a0, $a1, 0
+6:  .reloc 6b, R_LARCH_SOP_PUSH_PCREL, near
+    .reloc 6b, R_LARCH_SOP_POP_32_S_0_5_10_16_S2
+    beqz $a0, 0
+7:  .reloc 7b, R_LARCH_SOP_PUSH_ABSOLUTE, high
+    .reloc 7b, R_LARCH_SOP_PUSH_ABSOLUTE, 32
+    .reloc 7b, R_LARCH_SOP_SR
+    .reloc 7b, R_LARCH_SOP_POP_32_U
+    .word 0
+8:  .reloc 8b, R_LARCH_SOP_PUSH_ABSOLUTE, 0
+    .reloc 8b, R_LARCH_SOP_PUSH_ABSOLUTE, 7
+    .reloc 8b, R_LARCH_SOP_PUSH_ABSOLUTE, 9
+    .reloc 8b, R_LARCH_SOP_IF_ELSE
+    .reloc 8b, R_LARCH_SOP_POP_32_U_10_12
     ori $a1, $a1, 0
 """
 
@@ -146,8 +172,25 @@ def test_the_stack_machine_is_ld_s_in_file_order(tmp_path: Path) -> None:
     linked = _linked(tmp_path, SOP_ASM)
     facts, text = twin(linked, ".text", V61)
     assert facts.stop is None and text == linked.section(".text")
-    assert {22, 23, 24, 29, 32, 33, 34, 35, 36, 39, 40, 43, 45} <= set(facts.types)
+    assert set(range(38, 47)) - {38} | {20, 21, 22, 23, 24, 29} | set(range(32, 38)) == set(
+        facts.types)  # every type of the stack machine the kernel handles but SOP_POP_32_S_10_5
     assert facts.values is not None and facts.values[1] == SYMBOLS["near"] - TEXT  # bl's offset
+
+
+def test_the_stack_is_signed(tmp_path: Path) -> None:
+    # the kernel's stack holds s64 and SOP_SR shifts arithmetically: (module address)
+    # >> 32 is negative, and SOP_POP_32_U's unsigned check refuses it; ld 2.44 writes
+    # its low 32 bits.  The kernel's refusal is its formula
+    linked = _linked(tmp_path, SOP_ASM, high=SYMBOLS["ext"])
+    facts, _ = twin(linked, ".text", V61)
+    assert (facts.types[facts.stop or 0], facts.reason) == (46, "overflow")
+    assert facts.stop is not None and facts[facts.stop - 1].r_type == 34  # SOP_SR
+    assert la.refusal(V61, "m", 2, facts)[1] == (
+        "module m: opr1 = 0xffffffffffff8000 overflow! dangerous apply_r_larch_sop_imm_field "
+        "(46) relocation"
+    )
+    word = linked.section(".text")[28:32]  # the .word of SOP_POP_32_U
+    assert int.from_bytes(word, "little") == SYMBOLS["ext"] >> 32
 
 
 def test_sort_since_6_17_reorders_the_stack(tmp_path: Path) -> None:

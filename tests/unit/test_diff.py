@@ -166,7 +166,7 @@ def test_static_locals_renumbered(tmp_path: Path) -> None:
 
 def test_changed_data_is_refused(tmp_path: Path) -> None:
     done, out = run_diff("data", tmp_path)
-    assert done.refusals == ("data limits changed (changed: contents at +0x8): the kernel's "
+    assert done.refusals == ("data limits changed (contents at +0x8): the kernel's "
                              "copy is in use, and a livepatch replaces functions only",)
     assert not out.exists()
 
@@ -174,13 +174,14 @@ def test_changed_data_is_refused(tmp_path: Path) -> None:
 def test_changed_init_code_is_refused(tmp_path: Path) -> None:
     done, out = run_diff("init", tmp_path)
     assert len(done.refusals) == 1
-    assert done.refusals[0].startswith("function setup: init code changed")
+    assert done.refusals[0].startswith("function setup: init code changed (code at +0x")
+    assert done.refusals[0].endswith("init code has run and is freed; a livepatch cannot change it")
     assert not out.exists()
 
 
 def test_change_in_a_section_no_function_owns_is_refused(tmp_path: Path) -> None:
     done, _ = run_diff("orphan", tmp_path)
-    assert done.refusals == ("section .klpelf_test_table changed (changed: contents at +0x0) "
+    assert done.refusals == ("section .klpelf_test_table changed (contents at +0x0) "
                              "and no function owns it",)  # fmt: skip
 
 
@@ -223,7 +224,7 @@ def test_cli_refusal_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     o, p = build("data", tmp_path)
     assert main(["diff", str(o), str(p), "-o", str(tmp_path / "x.o")]) == 1
     err = capsys.readouterr().err
-    assert err == f"{p}: refused: data limits changed (changed: contents at +0x8): the kernel's " \
+    assert err == f"{p}: refused: data limits changed (contents at +0x8): the kernel's " \
                   "copy is in use, and a livepatch replaces functions only\n"  # fmt: skip
     o, p = build("clones", tmp_path)
     assert main(["diff", "--json", str(o), str(p), "-o", str(tmp_path / "y.o")]) == 0

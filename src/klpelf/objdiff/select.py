@@ -105,7 +105,7 @@ def select(c: Correlation) -> Selection:
         v = compare(c, o, p, fingerprint(orig, c, o, o_owned.get(o)),
                     fingerprint(patched, c, p, p_owned.get(p)))  # fmt: skip
         if v.changed:
-            changed[p] = f"changed: {v.why}"
+            changed[p] = v.why
         elif v.line_only and p.kind == "func":
             sel.line_only.append(p.name)
     new = [p for p in patched.entities if p not in c.to_orig]
@@ -125,7 +125,8 @@ def select(c: Correlation) -> Selection:
                 sel.refusals.append(f"init data in {p.name} changed ({why})")
             elif not p_users.get(p) and not o_users.get(was):
                 sel.refusals.append(f"section {p.name} changed ({why}) and no function owns it")
-    funcs: dict[Entity, str] = {p: why for p, why in changed.items() if p.kind == "func"}
+    funcs: dict[Entity, str] = {p: why if why == "new" else f"changed: {why}"
+                                for p, why in changed.items() if p.kind == "func"}  # fmt: skip
     for p, why in changed.items():
         if p.kind == "anon" and p in c.to_orig and not _init(patched, p):
             for u in p_users.get(p, ()):
@@ -141,7 +142,8 @@ def select(c: Correlation) -> Selection:
                 "with -ffunction-sections -fdata-sections (kbuild: KCFLAGS=...)")  # fmt: skip
             continue
         if _init(patched, p):
-            what = "new init code" if why == "new" else f"init code changed ({why})"
+            what = "new init code" if why == "new" else (
+                f"init code changed ({why.removeprefix('changed: ')})")
             sel.refusals.append(f"function {p.name}: {what}: init code has run and is freed; "
                                 "a livepatch cannot change it")  # fmt: skip
             continue

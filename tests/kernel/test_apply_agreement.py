@@ -22,12 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from kernel.conftest import require
-from kernel.klpvm.cases import CASES_BY_NAME
+from kernel.conftest import require, require_lane
+from kernel.klpvm.arm64 import LaneResult
+from kernel.klpvm.cases import CASES_BY_NAME, CaseResult
 from kernel.klpvm.suite import SuiteResult
+from klpelf.arch import aarch64 as a64
 from klpelf.arch import arch_for
 from klpelf.elf.reader import open_elf
-from klpelf.operations.apply import apply
+from klpelf.operations.apply import AppliedModule, apply
 from klpelf.symbols.sources import load_sources
 
 pytestmark = pytest.mark.kernel
@@ -58,19 +60,28 @@ def test_apply_writes_the_kernel_s_bytes(suite: SuiteResult, applied_case: str) 
     (index,) = [i for i, s in enumerate(case.steps) if s.op == "sections"]
     assert res.steps[index].rc == 0, (res.steps[index], res.directory)
     assert res.directory is not None and suite.modules is not None
-    bases, kernel_bytes = _snapshot(res.directory, index)
-    ko = suite.modules.modules[module]
     kallsyms = suite.kallsyms_for(case) if case.kallsyms_from else suite.kallsyms
     if applied_case == "late_module_patch":
         kallsyms = res.directory / "kallsyms"  # dumped with klpt_target loaded
+    applied = compare_writes(suite.modules.modules[module], kallsyms, res.directory, index,
+                             objects)  # fmt: skip
+    assert applied.skipped == []
+    assert len(applied.writes) >= least
+
+
+def compare_writes(ko: Path, kallsyms: Path, directory: Path, index: int,
+                   objects: set[str]) -> AppliedModule:  # fmt: skip
+    """``klpelf apply`` of ``ko`` (the klp relocations of ``objects``) at the addresses
+    of snapshot ``sections<index>`` in ``directory`` with ``kallsyms``: every place a
+    klp relocation wrote holds the bytes the kernel wrote there.  Returns the apply."""
+    bases, kernel_bytes = _snapshot(directory, index)
     ks = load_sources([f"kallsyms:{kallsyms}"])
-    applied = apply(ko, ks, bases=bases)
-    assert applied.refusals == [] and applied.skipped == []
+    applied = apply(ko, ks, bases=bases, objects=sorted(objects - {"vmlinux"}))
+    assert applied.refusals == []
     assert {w.object for w in applied.writes} == objects
     arch = arch_for(open_elf(ko).machine)
     assert arch is not None
     width = {t.name: t.width for t in arch.relocation_types.values()}
-    compared = 0
     for w in applied.writes:
         assert w.value is not None, w
         n = width[w.type]
@@ -78,6 +89,76 @@ def test_apply_writes_the_kernel_s_bytes(suite: SuiteResult, applied_case: str) 
         ours = bytes(applied.contents[section.index][w.offset : w.offset + n])
         theirs = kernel_bytes[w.section][w.offset : w.offset + n]
         assert ours == theirs, (w, ours.hex(), theirs.hex())
-        assert ours == w.value.to_bytes(8, "little")[:n]
-        compared += 1
-    assert compared >= least
+        if arch.name == "x86_64":
+            assert ours == w.value.to_bytes(8, "little")[:n]
+    return applied
+
+
+# --- the arm64 lane (tests/kernel/klpvm/arm64.py) ---------------------------------------
+
+#: case -> (the livepatch module, the objects whose klp relocations are applied)
+ARM64_APPLIED = {
+    "vmlinux_patch": ("klpt_a64_near", {"vmlinux"}),
+    "plt_patch": ("klpt_a64_far", {"vmlinux"}),
+    "late_module_patch": ("klpt_a64_near", {"vmlinux", "klpt_a64_target"}),
+}
+
+
+def _arm64_case(lane: LaneResult, name: str) -> tuple[CaseResult, int]:
+    """The case's result and the index of its (last) sections step, which succeeded."""
+    require_lane(lane)
+    res = lane.cases[name]
+    assert res.ran and res.setup_failures() == [] and res.errno == 0, (res.steps, res.dmesg)
+    index = max(i for i, s in enumerate(res.case.steps) if s.op == "sections")
+    assert res.directory is not None
+    return res, index
+
+
+@pytest.mark.arm64
+@pytest.mark.parametrize("applied_case", sorted(ARM64_APPLIED))
+def test_apply_writes_the_arm64_kernel_s_bytes(arm64_lane: LaneResult, applied_case: str) -> None:
+    module, objects = ARM64_APPLIED[applied_case]
+    res, index = _arm64_case(arm64_lane, applied_case)
+    assert res.directory is not None
+    has_kallsyms = any(s.op == "kallsyms" for s in res.case.steps)
+    kallsyms = res.directory / "kallsyms" if has_kallsyms else arm64_lane.kallsyms
+    applied = compare_writes(arm64_lane.modules[module], kallsyms, res.directory, index, objects)
+    # every PLT slot the kernel wrote (module_emit_plt_entry()), and the rest of .plt
+    _, kernel_bytes = _snapshot(res.directory, index)
+    plt = next(s for s in applied.sections if s.name == ".plt")
+    assert bytes(applied.contents[plt.index]) == kernel_bytes[".plt"]
+    assert len(kernel_bytes[".plt"]) == plt.size
+
+
+def _branch_target(insn: bytes, address: int) -> int:
+    """Where the B/BL at ``address`` goes (imm26, in words)."""
+    imm = int.from_bytes(insn, "little") & 0x3FFFFFF
+    return address + ((imm - (1 << 26) if imm >> 25 else imm) << 2)
+
+
+@pytest.mark.arm64
+def test_a_far_call_goes_through_a_module_plt_slot(arm64_lane: LaneResult) -> None:
+    """klpt_a64_far's text landed beyond branch range of the kernel, so its CALL26 to
+    nr_processes (a klp relocation) branches to a .plt slot that jumps to it; klpt_a64_near's
+    branches to nr_processes directly.  Each as klpelf apply computes it."""
+    ks = load_sources([f"kallsyms:{arm64_lane.kallsyms}"])
+    (found,) = ks.vmlinux_matches("nr_processes")
+    assert found.address is not None
+    target = found.address
+    for case, module, far in (("plt_patch", "klpt_a64_far", True),
+                              ("vmlinux_patch", "klpt_a64_near", False)):  # fmt: skip
+        res, index = _arm64_case(arm64_lane, case)
+        assert res.directory is not None
+        bases, kernel_bytes = _snapshot(res.directory, index)
+        assert (abs(bases[".text"] - target) >= 1 << 27) == far, hex(bases[".text"])
+        applied = apply(arm64_lane.modules[module], ks, bases=bases, objects=[])
+        (call,) = [w for w in applied.writes if w.symbol.endswith("nr_processes,0")]
+        assert call.type == "R_AARCH64_CALL26"
+        insn = kernel_bytes[call.section][call.offset : call.offset + 4]
+        branch = _branch_target(insn, call.address)
+        if not far:
+            assert branch == target
+            continue
+        slot = branch - bases[".plt"]
+        assert 0 <= slot < len(kernel_bytes[".plt"]) and slot % 12 == 0
+        assert kernel_bytes[".plt"][slot : slot + 12] == a64.plt_entry(target, branch)

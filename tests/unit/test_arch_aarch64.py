@@ -9,7 +9,9 @@ import pytest
 
 from klpelf.arch import ModuleLayout, WriteFacts, arch_for
 from klpelf.arch import aarch64 as a64
-from klpelf.elf.constants import EM
+from klpelf.elf.constants import EM, SHF, SHT
+from klpelf.elf.reader import open_elf
+from klpelf.klp.layout import place
 from klpelf.release import KernelRelease
 from ld_oracle import cross, link, twin
 from reloc_entries import relocation_table
@@ -308,3 +310,48 @@ h:  bl far
 
     assert branch_target(unlikely, unlikely_bytes[:4]) == PLT
     assert branch_target(init_text, init_bytes[:4]) == PLT + 0x100
+
+
+def test_frob_arch_sections_sizes_the_plts_as_count_plts(tmp_path: Path) -> None:
+    # count_plts(): one slot per CALL26/JUMP26 against a symbol outside the target
+    # section, an addend-0 duplicate of the entry before it (after the sort) shares it;
+    # an .init target counts for .init.plt.  .plt and .init.plt become NOBITS, "ax",
+    # 64-aligned, (slots + 1) * 12 bytes, and the loader lays the text out with them
+    c = cross("aarch64")
+    calls = "bl far\n    bl other\n    bl far\n    b other\n    bl far + 8\n    bl f"
+    asm = _plt_asm(calls) + '\n    .section .init.text,"ax"\n    bl far\n    bl far\n'
+    linked = link(c, asm, tmp_path, sections={".text": TEXT, ".plt": PLT, ".init.plt": PLT + 0x100,
+                                              ".init.text": TEXT + 0x1000},
+                  symbols={"far": TEXT + (1 << 30), "other": TEXT + (2 << 30)})  # fmt: skip
+    elf = open_elf(linked.obj)
+    # far, other (CALL26), other (JUMP26), far + 8: four; .init.text: far once
+    assert a64.plt_slots(elf) == (4, 1)
+    frobbed = a64.frob_sections(elf)
+    plt, init_plt = elf.section_by_name(".plt"), elf.section_by_name(".init.plt")
+    assert plt is not None and init_plt is not None
+    assert frobbed[plt.index] == (SHT.NOBITS, SHF.EXECINSTR | SHF.ALLOC, 5 * 12, 64)
+    assert frobbed[init_plt.index] == (SHT.NOBITS, SHF.EXECINSTR | SHF.ALLOC, 2 * 12, 64)
+    placed = {p.name: p for p in place(elf)}
+    assert placed[".plt"].size == 60 and placed[".plt"].region == "text"
+    assert placed[".init.plt"].size == 24 and placed[".init.plt"].region == "init_text"
+
+
+def test_plt_slots_are_written_into_the_plt_bytes(tmp_path: Path) -> None:
+    # module_emit_plt_entry() stores the slot into .plt: write_tables() puts the same
+    # 12 bytes into the section's bytes (GNU ld's veneer bytes are checked against
+    # plt_entry() above).  The kernel stores the next slot before it finds that the
+    # last one has the same target: the second call reuses slot 0, and slot 1 holds a
+    # copy for its own address, which a later slot overwrites
+    c = cross("aarch64")
+    far = 0xFFFF8000_9000_1234
+    linked = link(c, _plt_asm("bl far\n    bl far"), tmp_path,
+                  sections={".text": TEXT, ".plt": PLT, ".init.plt": PLT + 0x100},
+                  symbols={"far": far})  # fmt: skip
+    layouts: list[ModuleLayout] = []
+    facts, _ = twin(linked, ".text", V72, prepare=layouts.append)
+    assert facts.stop is None and facts.values == [PLT - TEXT, PLT - TEXT - 4]
+    plt = layouts[0].elf.section_by_name(".plt")
+    assert plt is not None
+    kept = bytearray(3 * 12)
+    a64.write_tables(layouts[0], {plt.index: kept})
+    assert bytes(kept) == a64.plt_entry(far, PLT) + a64.plt_entry(far, PLT + 12) + bytes(12)

@@ -41,11 +41,11 @@ affected CPU, Cortex-A53) depends on the CPU that loads the module: off unless
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
-from klpelf.arch import Arch, ModuleLayout, RelocType, StopReason, WriteFacts
-from klpelf.elf.constants import EM, SHF
+from klpelf.arch import Arch, ModuleLayout, RelocType, SectionFrob, StopReason, WriteFacts
+from klpelf.elf.constants import EM, SHF, SHT
 
 if TYPE_CHECKING:
     from klpelf.elf.file import ElfFile
@@ -59,6 +59,7 @@ R_AARCH64_JUMP26, R_AARCH64_CALL26 = 282, 283
 #: AARCH64_BREAK_FAULT: aarch64_insn_encode_immediate() leaves it as it is
 _BREAK_FAULT = 0xD4202000
 _PLT_ENTRY = 12  # struct plt_entry: adrp, add, br
+_PLT_ALIGN = 64  # L1_CACHE_BYTES (arch/arm64/include/asm/cache.h)
 
 
 def _s64(v: int) -> int:
@@ -300,13 +301,16 @@ class PltSection:
     """One of ``mod->arch.core`` / ``mod->arch.init``: the section's address and the
     slots emitted so far (``plt_num_entries``), with their bytes."""
 
-    __slots__ = ("address", "entries", "num")
+    __slots__ = ("address", "entries", "num", "written")
 
     def __init__(self, address: int | None) -> None:
         self.address = address
         self.num = 0
-        #: slot index -> its 12 bytes, as the kernel wrote them into the PLT section
+        #: slot index -> its 12 bytes, for the slots emitted
         self.entries: dict[int, bytes] = {}
+        #: slot index -> the bytes the kernel stored there last: also the copy it
+        #: stores in the next slot before it finds the last one has the same target
+        self.written: dict[int, bytes] = {}
 
 
 class PltState:
@@ -334,6 +338,7 @@ class PltState:
             i += 1
         at = sec.address + i * _PLT_ENTRY
         entry = plt_entry(val, at)
+        sec.written[i] = entry  # stored before the duplicate check, as the kernel does
         if j >= 0 and j in sec.entries:
             prev_at = sec.address + j * _PLT_ENTRY
             if _same_target(entry, at, sec.entries[j], prev_at):
@@ -356,7 +361,78 @@ class PltState:
         rd = insn & 0x1F
         br = _gen_branch(at + 8, place + 4)
         sec.entries[i] = plt_entry(val, at, rd)[:8] + br.to_bytes(4, "little")
+        sec.written[i] = sec.entries[i]
         return at
+
+
+def plt_slots(elf: ElfFile) -> tuple[int, int]:
+    """The (core, init) PLT slots ``module_frob_arch_sections()`` reserves: ``count_plts()``
+    over every SHT_RELA section whose target is SHF_EXECINSTR (klp sections too), in the
+    order :func:`walk_order` gives, one slot per CALL26/JUMP26 against a symbol outside
+    the target section, except one with addend 0 equal (type, symbol, addend) to the
+    entry before it (``duplicate_rel()``); a target named ``.init*`` counts for
+    ``.init.plt`` (``module_init_layout_section()``).  For a CPU without the
+    erratum-843419 workaround (which adds veneer slots and slack)."""
+    core = init = 0
+    tab = elf.symtab
+    if tab is None:
+        return 0, 0
+    shndx = tab.column("st_shndx")
+    for sec in elf.sections[1:]:
+        target = sec.info_section
+        if sec.sh_type != SHT.RELA or target is None or not target.sh_flags & SHF.EXECINSTR:
+            continue
+        relocs = elf.relocations_as_rela(sec)
+        types, syms = relocs.types(), relocs.syms()
+        addends = relocs.addends() or [0] * len(types)
+        order = walk_order(relocs, elf)
+        n = 0
+        for pos, k in enumerate(order):
+            if types[k] not in (R_AARCH64_JUMP26, R_AARCH64_CALL26):
+                continue
+            if syms[k] < len(shndx) and shndx[syms[k]] == target.index:
+                continue
+            prev = order[pos - 1] if pos else None
+            duplicate = prev is not None and (types[prev], syms[prev], _s64(addends[prev])) == (
+                types[k], syms[k], _s64(addends[k]))  # fmt: skip
+            if addends[k] != 0 or not duplicate:
+                n += 1
+        if target.name.startswith(".init"):
+            init += n
+        else:
+            core += n
+    return core, init
+
+
+def frob_sections(elf: ElfFile) -> dict[int, SectionFrob]:
+    """What ``module_frob_arch_sections()`` makes of ``.plt`` and ``.init.plt`` before
+    the layout: SHT_NOBITS, SHF_EXECINSTR | SHF_ALLOC, one 12-byte slot per
+    :func:`plt_slots` plus one, L1_CACHE_BYTES (64).  (The ftrace trampolines it also
+    resizes are left as the file has them: NR_FTRACE_PLTS depends on the release.)"""
+    core, init = plt_slots(elf)
+    out = {}
+    for name, slots in ((".plt", core), (".init.plt", init)):
+        sec = elf.section_by_name(name)
+        if sec is not None:
+            out[sec.index] = SectionFrob(SHT.NOBITS, SHF.EXECINSTR | SHF.ALLOC,
+                                         (slots + 1) * _PLT_ENTRY, _PLT_ALIGN)  # fmt: skip
+    return out
+
+
+def write_tables(layout: ModuleLayout, contents: Mapping[int, bytearray]) -> None:
+    """The PLT slots the walks stored (``module_emit_plt_entry()``,
+    ``module_emit_veneer_for_adrp()``) into the bytes of .plt and .init.plt."""
+    state = layout.arch_state.get("aarch64")
+    if not isinstance(state, PltState):
+        return
+    for name, plt in ((".plt", state.core), (".init.plt", state.init)):
+        sec = layout.elf.section_by_name(name)
+        data = None if sec is None else contents.get(sec.index)
+        if data is None:
+            continue
+        for i, entry in plt.written.items():
+            if (i + 1) * _PLT_ENTRY <= len(data):
+                data[i * _PLT_ENTRY : (i + 1) * _PLT_ENTRY] = entry
 
 
 def plt_state(layout: ModuleLayout, *, erratum_843419: bool = False) -> PltState:
@@ -588,4 +664,6 @@ ARCH = Arch(
     none_type=R_AARCH64_NONE,
     write_relocate_add=write_relocate_add,
     refusal=refusal,
+    write_tables=write_tables,
+    frob_sections=frob_sections,
 )

@@ -45,8 +45,9 @@ class BuiltModules:
     modules: dict[str, Path]
 
 
-def kbuild(spec: KernelSpec, dest: Path) -> Path:
-    """Copy the C sources to ``dest`` and build them; return ``dest``.
+def kbuild(spec: KernelSpec, dest: Path, subdir: str = "") -> Path:
+    """Copy the C sources to ``dest`` and build them (those of ``cases/<subdir>`` when
+    given: ``arm64``); return the directory of the modules built.
 
     With ``spec.chroot`` the build runs in that chroot (the release's own compiler and
     kbuild tools), in a directory of its own under the chroot's /tmp, copied back to
@@ -57,24 +58,25 @@ def kbuild(spec: KernelSpec, dest: Path) -> Path:
     ignore = shutil.ignore_patterns("*.ko", "*.o", ".*")
     if spec.chroot is None:
         shutil.copytree(CASES_DIR, dest, ignore=ignore)
-        _make(spec, dest, dest)
-        return dest
+        _make(spec, dest / subdir, dest / subdir)
+        return dest / subdir
     tmp = Path(tempfile.mkdtemp(dir=spec.chroot / "tmp", prefix="klpt-"))
     try:
         shutil.copytree(CASES_DIR, tmp / "src", ignore=ignore)
         inside = Path("/") / (tmp / "src").relative_to(spec.chroot)
         try:
-            _make(spec, inside, tmp / "src")
+            _make(spec, inside / subdir, tmp / "src" / subdir)
         finally:
             shutil.copytree(tmp / "src", dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+    return dest / subdir
 
 
 def _make(spec: KernelSpec, src: Path, log_dir: Path) -> None:
     """``make -C build_dir M=src modules`` on the host or in ``spec.chroot``."""
-    make = ["make", "-C", str(spec.build_dir), f"M={src}", "KBUILD_MODPOST_WARN=1", "modules"]
+    make = ["make", "-C", str(spec.build_dir), *spec.machine.kbuild_args, f"M={src}",
+            "KBUILD_MODPOST_WARN=1", "modules"]  # fmt: skip
     cmd = make if spec.chroot is None else chroot_command(spec.chroot, make)
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     (log_dir / "build.log").write_text(" ".join(cmd) + "\n" + res.stdout + res.stderr)

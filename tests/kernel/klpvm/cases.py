@@ -311,15 +311,21 @@ def modules_needed(cases: list[Case]) -> list[str]:
 def section_lists(cases: list[Case], modules: dict[str, Path]) -> dict[str, bytes]:
     """The files a ``sections`` step reads: ``mods/<mod>.sections``, one "name size"
     line per core section the module loader allocates (klpelf.klp.layout; the init
-    ones are freed once the module's init returns)."""
+    ones are freed once the module's init returns).  A NOBITS section holds zeros
+    that no relocation writes, and is left out (arm64's 126 MiB padding), unless the
+    loader resized it (arm64's .plt, where module_emit_plt_entry() writes)."""
+    from klpelf.elf.constants import SHT
     from klpelf.elf.reader import open_elf
     from klpelf.klp.layout import place
 
     out = {}
     for mod in sorted({s.arg for c in cases for s in c.steps if s.op == "sections"}):
-        placed = place(open_elf(modules[mod]))
+        elf = open_elf(modules[mod])
+        placed = place(elf)
+        zeros = {s.index: s.sh_size for s in elf.sections if s.sh_type == SHT.NOBITS}
         lines = [f"{p.name} {p.size}\n" for p in placed
-                 if p.size and not p.region.startswith("init")]  # fmt: skip
+                 if p.size and not p.region.startswith("init")
+                 and zeros.get(p.index) != p.size]  # fmt: skip
         out[f"mods/{mod}.sections"] = "".join(lines).encode()
     return out
 

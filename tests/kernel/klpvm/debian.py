@@ -156,9 +156,11 @@ class PrivateApt:
     #: package that is found needs no refresh at all)
     MAX_AGE = 24 * 3600
 
-    def __init__(self, suite: str, root: Path | None = None) -> None:
+    def __init__(self, suite: str, root: Path | None = None, *, arch: str | None = None) -> None:
         self.suite = suite
-        self.root = root or cache_root() / "apt" / suite
+        #: the Debian architecture of the packages (None: the host's)
+        self.arch = arch
+        self.root = root or cache_root() / "apt" / (f"{suite}-{arch}" if arch else suite)
         self._fresh = False
 
     def options(self) -> list[str]:
@@ -175,6 +177,8 @@ class PrivateApt:
             "-o", "Acquire::Languages=none",
             "-o", "Acquire::Check-Valid-Until=false",  # sid's Release can be expired
             "-o", "Debug::NoLocking=true",  # the cache entry's own lock serializes us
+            *(["-o", f"APT::Architecture={self.arch}", "-o", f"APT::Architectures={self.arch}"]
+              if self.arch else []),
         ]  # fmt: skip
 
     def _setup(self) -> None:

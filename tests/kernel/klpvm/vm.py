@@ -16,7 +16,8 @@ off; 30 s later it forces the power-off through sysrq), ``panic=-1`` with ``-no-
 (a panic ends qemu at once), and a host-side timeout that kills qemu.
 
 Everything is a parameter of :class:`KernelSpec`, so the same code boots any release
-whose image, modules and headers are at hand.
+whose image, modules and headers are at hand; its :class:`Machine` says how to boot and
+build for its architecture (x86_64's ``pc``, or arm64's ``virt``: tests/kernel/klpvm/arm64.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,40 @@ LOADER_SOURCE = HERE.parent / "guest" / "klpt_mod.c"
 VIRTIO_MODULES = ("virtio_pci", "virtio_blk")
 BUSYBOX = Path("/bin/busybox")
 QEMU = "qemu-system-x86_64"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """How to boot one architecture's kernels under qemu and build for them."""
+
+    name: str
+    qemu: str
+    #: the Debian package of ``qemu``
+    qemu_package: str
+    #: the machine (``{accel}``: tcg or kvm) and CPU options
+    qemu_args: tuple[str, ...]
+    #: the output disk (``{disk}``: its path)
+    disk_args: tuple[str, ...]
+    console: str
+    #: a static busybox of the architecture, and where it comes from
+    busybox: Path
+    busybox_hint: str
+    #: the C compiler of the guest loader (``-static``) and the static libc it needs
+    cc: str
+    libc: Path
+    libc_package: str
+    #: make options of kbuild (ARCH=, CROSS_COMPILE=)
+    kbuild_args: tuple[str, ...] = ()
+    #: the modules the guest loads for its output disk (none: built in)
+    virtio_modules: tuple[str, ...] = VIRTIO_MODULES
+
+
+X86_64 = Machine(
+    "x86_64", QEMU, "qemu-system-x86", ("-machine", "pc,accel={accel}"),
+    ("-drive", "file={disk},format=raw,if=virtio"), "ttyS0",
+    BUSYBOX, "apt-get install busybox-static",
+    "gcc", Path("/usr/lib/x86_64-linux-gnu/libc.a"), "libc6-dev",
+)  # fmt: skip
 
 
 def cache_root() -> Path:
@@ -74,6 +109,7 @@ class KernelSpec:
     #: a root directory with the release's own compiler and kbuild tools, in which
     #: ``make -C build_dir`` runs (tests/kernel/klpvm/debian.py); None: the host's
     chroot: Path | None = None
+    machine: Machine = X86_64
 
     @classmethod
     def installed(cls, release: str) -> KernelSpec:
@@ -96,7 +132,7 @@ class KernelSpec:
         out = []
         if not self.vmlinuz.is_file():
             out.append(f"{self.vmlinuz} is missing (apt-get install linux-image-{self.release})")
-        if not (self.modules_dir / "modules.dep").is_file():
+        if self.machine.virtio_modules and not (self.modules_dir / "modules.dep").is_file():
             out.append(f"{self.modules_dir}/modules.dep is missing (the image package's modules)")
         if not (self.host_build_dir / "Makefile").is_file():
             pkg = f"linux-headers-{self.release}"
@@ -129,17 +165,17 @@ def _version_key(release: str) -> tuple[int, ...]:
     return tuple(nums)
 
 
-def host_problems() -> list[str]:
+def host_problems(machine: Machine = X86_64) -> list[str]:
     """Host tools the harness needs that are missing, each with the Debian package."""
     out = []
-    if shutil.which(QEMU) is None:
-        out.append(f"{QEMU} not found (apt-get install qemu-system-x86)")
-    if not BUSYBOX.is_file() or not _is_static(BUSYBOX):
-        out.append(f"{BUSYBOX} is missing or not static (apt-get install busybox-static)")
-    if shutil.which("gcc") is None or shutil.which("make") is None:
-        out.append("gcc or make not found (apt-get install gcc make)")
-    elif not Path("/usr/lib/x86_64-linux-gnu/libc.a").is_file():
-        out.append("no static libc for the guest loader (apt-get install libc6-dev)")
+    if shutil.which(machine.qemu) is None:
+        out.append(f"{machine.qemu} not found (apt-get install {machine.qemu_package})")
+    if not machine.busybox.is_file() or not _is_static(machine.busybox):
+        out.append(f"{machine.busybox} is missing or not static ({machine.busybox_hint})")
+    if shutil.which(machine.cc) is None or shutil.which("make") is None:
+        out.append(f"{machine.cc} or make not found (apt-get install gcc make)")
+    elif not machine.libc.is_file():
+        out.append(f"no static libc for the guest loader (apt-get install {machine.libc_package})")
     return out
 
 
@@ -238,6 +274,8 @@ def virtio_modules(spec: KernelSpec) -> list[tuple[str, Path]]:
     """
     deps: dict[str, list[str]] = {}
     paths: dict[str, str] = {}
+    if not spec.machine.virtio_modules:
+        return []
     for line in (spec.modules_dir / "modules.dep").read_text().splitlines():
         mod, _, rest = line.partition(":")
         name = _modname(mod)
@@ -252,7 +290,7 @@ def virtio_modules(spec: KernelSpec) -> list[tuple[str, Path]]:
             visit(d)
         order.append(name)
 
-    for name in VIRTIO_MODULES:
+    for name in spec.machine.virtio_modules:
         if name in paths:
             visit(name)
     return [(n, spec.modules_dir / paths[n]) for n in order]
@@ -265,18 +303,19 @@ def _modname(path: str) -> str:
     return base.removesuffix(".ko").replace("-", "_")
 
 
-def build_loader(cache: Path | None = None) -> Path:
+def build_loader(cache: Path | None = None, machine: Machine = X86_64) -> Path:
     """Compile guest/klpt_mod.c with ``gcc -static`` (cached by the source's hash)."""
     src = LOADER_SOURCE.read_bytes()
     cache = cache or cache_root()
-    out = cache / f"klpt_mod-{hashlib.sha256(src).hexdigest()[:16]}"
+    arch = "" if machine is X86_64 else f"{machine.name}-"
+    out = cache / f"klpt_mod-{arch}{hashlib.sha256(src).hexdigest()[:16]}"
     if out.is_file():
         return out
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmpdir:
         tmp = Path(tmpdir) / "klpt_mod"
         res = subprocess.run(
-            ["gcc", "-static", "-O2", "-Wall", "-o", str(tmp), str(LOADER_SOURCE)],
+            [machine.cc, "-static", "-O2", "-Wall", "-o", str(tmp), str(LOADER_SOURCE)],
             capture_output=True,
             text=True,
             check=False,
@@ -305,9 +344,10 @@ def write_atomic(path: Path, data: bytes) -> None:
 def base_initramfs(spec: KernelSpec, cache: Path | None = None) -> Path:
     """The cached base archive for ``spec``: busybox, /init, the loader, virtio modules."""
     cache = cache or cache_root()
-    loader = build_loader(cache)
+    machine = spec.machine
+    loader = build_loader(cache, machine)
     mods = virtio_modules(spec)
-    missing = sorted(set(VIRTIO_MODULES) - {n for n, _ in mods})
+    missing = sorted(set(machine.virtio_modules) - {n for n, _ in mods})
     builtin = spec.modules_dir / "modules.builtin"
     if missing and builtin.is_file():
         names = {_modname(x) for x in builtin.read_text().split()}
@@ -315,7 +355,7 @@ def base_initramfs(spec: KernelSpec, cache: Path | None = None) -> Path:
     if missing:
         raise VmError(f"{spec.release}: modules {missing} are neither in modules.dep nor built in")
     h = hashlib.sha256()
-    for p in (BUSYBOX, loader, *(p for _, p in mods)):
+    for p in (machine.busybox, loader, *(p for _, p in mods)):
         st = p.stat()
         h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     h.update(INIT.encode())
@@ -323,7 +363,7 @@ def base_initramfs(spec: KernelSpec, cache: Path | None = None) -> Path:
     if out.is_file():
         return out
     entries = [
-        Entry("bin/busybox", BUSYBOX.read_bytes(), 0o755),
+        Entry("bin/busybox", machine.busybox.read_bytes(), 0o755),
         Entry("bin/sh", symlink="busybox"),
         Entry("bin/klpt_mod", loader.read_bytes(), 0o755),
         Entry("init", INIT.encode(), 0o755),
@@ -365,12 +405,13 @@ def boot(
     """Boot ``spec``, run ``run_script`` as /klpt/run.sh (cwd /klpt), return its /out.
 
     ``files`` maps paths under /klpt to their contents.  The full kernel command line
-    is ``console=ttyS0 nokaslr panic=-1 <cmdline>``.  ``timeout`` (host side) defaults
+    is ``console=<the machine's> nokaslr panic=-1 <cmdline>``.  ``timeout`` (host side) defaults
     to the watchdog plus 60 s.
 
     :raises VmError: with the serial console's tail when the guest brought nothing back.
     """
-    problems = host_problems() + spec.problems()
+    machine = spec.machine
+    problems = host_problems(machine) + spec.problems()
     if problems:
         raise VmError("cannot boot the test VM:\n  " + "\n  ".join(problems))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -392,13 +433,14 @@ def boot(
     console.unlink(missing_ok=True)
     accel = os.environ.get("KLPELF_VM_ACCEL", "tcg")
     extra = os.environ.get("KLPELF_VM_APPEND", "")  # e.g. loglevel=7 to debug a boot
-    append = " ".join(["console=ttyS0", "nokaslr", "panic=-1", cmdline, extra]).strip()
+    append = " ".join([f"console={machine.console}", "nokaslr", "panic=-1", cmdline, extra])
     cmd = [
-        QEMU, "-nodefaults", "-no-user-config", "-machine", f"pc,accel={accel}",
+        machine.qemu, "-nodefaults", "-no-user-config",
+        *(a.format(accel=accel) for a in machine.qemu_args),
         "-m", str(memory_mib), "-smp", "1", "-display", "none", "-no-reboot",
-        "-kernel", str(spec.vmlinuz), "-initrd", str(initrd), "-append", append,
+        "-kernel", str(spec.vmlinuz), "-initrd", str(initrd), "-append", append.strip(),
         "-serial", f"file:{console}",
-        "-drive", f"file={disk},format=raw,if=virtio",
+        *(a.format(disk=disk) for a in machine.disk_args),
     ]  # fmt: skip
     (workdir / "qemu.cmd").write_text(" ".join(cmd) + "\n")
     limit = timeout if timeout is not None else watchdog + 60

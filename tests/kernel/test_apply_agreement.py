@@ -18,6 +18,8 @@ the relocations (alternatives, ftrace's nops at __fentry__ calls, static keys).
 
 from __future__ import annotations
 
+import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,50 @@ def test_a_far_call_goes_through_a_module_plt_slot(arm64_lane: LaneResult) -> No
         slot = branch - bases[".plt"]
         assert 0 <= slot < len(kernel_bytes[".plt"]) and slot % 12 == 0
         assert kernel_bytes[".plt"][slot : slot + 12] == a64.plt_entry(target, branch)
+
+
+@pytest.mark.arm64
+def test_a_late_plt_slot_oopses_the_arm64_kernel(arm64_lane: LaneResult) -> None:
+    """Linux 7.2 on arm64: a klp relocation for a module object that needs a PLT slot,
+    applied once the livepatch module's text is read-only (complete_formation() made it
+    so before its init, where klp_enable_patch() applies the relocations of a target
+    already loaded; klp_module_coming() for a target that loads later), oopses:
+    module_emit_plt_entry() stores the slot into the read-only .plt directly, where the
+    place itself is written through aarch64_insn_copy().  The faulting address is the
+    slot klpelf apply gives that call."""
+    require_lane(arm64_lane)
+    res = arm64_lane.cases["late_plt_patch"]
+    assert res.ran and res.directory is not None, res.steps
+    assert res.errno == 128 + signal.SIGSEGV  # the loading task died in the oops
+    fault = re.compile(r"Unable to handle kernel write to read-only memory at virtual "
+                       r"address ([0-9a-f]{16})$")  # fmt: skip
+    (address,) = [int(m[1], 16) for line in res.dmesg if (m := fault.search(line))]
+    assert any(line.startswith("pc : module_emit_plt_entry+") for line in res.dmesg)
+    index = max(i for i, s in enumerate(res.case.steps) if s.op == "sections")
+    bases, kernel_bytes = _snapshot(res.directory, index)
+    ks = load_sources([f"kallsyms:{res.directory / 'kallsyms'}"])
+    applied = apply(arm64_lane.modules["klpt_a64_far_late"], ks, bases=bases,
+                    objects=["klpt_a64_target"])  # fmt: skip
+    (call,) = [w for w in applied.writes if w.symbol.endswith("klpt_target_value,0")]
+    section = next(s for s in applied.sections if s.name == call.section)
+    insn = applied.contents[section.index][call.offset : call.offset + 4]
+    assert _branch_target(bytes(insn), call.address) == address
+    # the kernel stopped there: the place still holds the compiler's BL
+    assert kernel_bytes[call.section][call.offset : call.offset + 4] != bytes(insn)
+
+
+@pytest.mark.arm64
+def test_the_arm64_patches_run(arm64_lane: LaneResult) -> None:
+    """The patched functions run the new code, with what the klp relocations reached:
+    non-exported vmlinux variables and nr_processes() (directly and through the far
+    module's PLT), and klpt_a64_target's static variable and function."""
+    require_lane(arm64_lane)
+    near = arm64_lane.cases["vmlinux_patch"]
+    assert near.output(0).startswith("console=ttyAMA0 ")
+    after = near.output(2)
+    assert after.startswith("klpt_a64_near: patched\ncmdline=console=ttyAMA0 "), after
+    assert re.search(r"^total_forks=[1-9]\d*\nnr_processes=[1-9]\d*$", after, re.M), after
+    far = arm64_lane.cases["plt_patch"].output(1)
+    assert far.startswith("klpt_a64_far: patched\n") and "nr_processes=" in far, far
+    late = arm64_lane.cases["late_module_patch"].output(1)
+    assert late == "klpt_a64_near: patched secret=4242 value=4243\n"

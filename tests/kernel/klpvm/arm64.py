@@ -155,7 +155,15 @@ def fill(jobs: int = 2, *, log: Path | None = None) -> Path:
 def _fill_into(stage: Path, jobs: int, log: Path | None) -> None:
     t0 = time.monotonic()
     dl = stage / "download"
-    src_deb = PrivateApt(SUITE).download({SOURCE: SOURCE_VERSION}, dl)[SOURCE]
+    src_apt = PrivateApt(SUITE)
+    found = src_apt.show(SOURCE)
+    if found is None or found["Version"] != SOURCE_VERSION:
+        now = "no version" if found is None else found["Version"]
+        raise PrepareError(
+            f"{SOURCE} {SOURCE_VERSION} is not in Debian {SUITE} any more ({now} is): name "
+            "the current one in tests/kernel/klpvm/arm64.py (SOURCE, SOURCE_VERSION, RELEASE)"
+        )
+    src_deb = src_apt.download({SOURCE: SOURCE_VERSION}, dl)[SOURCE]
     bb_apt = PrivateApt(BUSYBOX_SUITE, arch="arm64")
     bb = bb_apt.show("busybox-static")
     if bb is None:
@@ -246,8 +254,8 @@ CASES: tuple[Case, ...] = (
     Case(
         "late_plt_patch",
         "klpt_a64_far_late (far) patches the loaded klpt_a64_target: its CALL26 to "
-        "klpt_target_value needs a PLT slot, written after the module's text went "
-        "read-only.  LAST.",
+        "klpt_target_value needs a PLT slot, which module_emit_plt_entry() stores into "
+        "the .plt the loader already made read-only: the kernel oopses (7.2).  LAST.",
         (
             load("klpt_a64_far_late"),
             read(TARGET_PROC, may_fail=True),

@@ -171,7 +171,8 @@ def test_a_late_plt_slot_oopses_the_arm64_kernel(arm64_lane: LaneResult) -> None
     """Linux 7.2 on arm64: a klp relocation for a module object that needs a PLT slot,
     applied once the livepatch module's text is read-only (complete_formation() made it
     so before its init, where klp_enable_patch() applies the relocations of a target
-    already loaded; klp_module_coming() for a target that loads later), oopses:
+    already loaded; klp_module_coming(), for a target that loads later, reaches the same
+    code, not run here: one oops per boot), oopses:
     module_emit_plt_entry() stores the slot into the read-only .plt directly, where the
     place itself is written through aarch64_insn_copy().  The faulting address is the
     slot klpelf apply gives that call."""

@@ -54,22 +54,32 @@ def _make(build: str, d: Path, target: str) -> None:
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Build directory of the original and of each fix."""
+    """Directory of the original's objects and of each fix's.
+
+    Every build runs in one source directory, the fix written over the original, as a
+    fix is built in its tree: ``__FILE__`` (kbuild passes the source's path) is the
+    same in both builds, as it is in a kernel tree.
+    """
     build = _kbuild()
     root = tmp_path_factory.mktemp("kbuild")
     text = (SOURCE / f"{NAME}.c").read_text()
+    work = root / "src"
+    work.mkdir()
+    shutil.copy(SOURCE / "Kbuild", work)
     out = {}
     for what in ("orig", *FIXES):
-        d = root / what
-        d.mkdir()
-        shutil.copy(SOURCE / "Kbuild", d)
         src = text
         if what in FIXES:
             old, new = FIXES[what]
             assert old in src
             src = src.replace(old, new)
-        (d / f"{NAME}.c").write_text(src)
-        _make(build, d, "modules" if what == "orig" else f"{NAME}.o")
+        (work / f"{NAME}.c").write_text(src)
+        _make(build, work, "modules" if what == "orig" else f"{NAME}.o")
+        d = root / what
+        d.mkdir()
+        for f in (f"{NAME}.o", f"{NAME}.ko"):
+            if (work / f).exists() and (what == "orig" or f.endswith(".o")):
+                shutil.copy(work / f, d / f)
         out[what] = d
     out["symvers"] = Path(build) / "Module.symvers"
     return out

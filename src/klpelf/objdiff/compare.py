@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from klpelf.elf.constants import EM, SHF, SHN, SHT, STT
+from klpelf.elf.constants import EM, SHF, SHN, SHT
 from klpelf.elf.file import Section
 from klpelf.objdiff.correlate import Correlation, pattern
 from klpelf.objdiff.objects import Entity, Reloc, Unit
@@ -67,7 +67,8 @@ def reloc_key(unit: Unit, c: Correlation, r: Reloc, *, code: bool) -> Key:
     bias = code_bias(machine, r.type) if code else 0
     sec = unit.section(s.shndx)
     off = s.st_value + r.addend
-    if sec.sh_flags & SHF.STRINGS and s.type == STT.SECTION:
+    # against the section symbol, or a local label (s390x's as keeps .LC0 for PC32DBL)
+    if sec.sh_flags & SHF.STRINGS and r.sym not in unit.entity_of_symbol:
         text, at = string_at(sec, off + bias)
         return ("string", text, at)
     t, off = unit.target(r.sym, r.addend, bias)

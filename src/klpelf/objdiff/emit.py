@@ -176,8 +176,9 @@ def _klp_funcs(out: _Out, sel: Selection) -> list[tuple[str, int, str]]:
         alias = f"__klpelf_new_{stem}_{_C_NAME.sub('_', o.name)}"
         s = out.p.symbols[e.symbol]
         sec = out.where[e]
-        out.symbols[f"a{alias}"] = (alias, st_info(STB.GLOBAL, STT.FUNC), 0, sec.index,
-                                    s.st_value - e.start, s.st_size)  # fmt: skip
+        # st_other as the function's: ppc64's local entry point offset is there
+        out.symbols[f"a{alias}"] = (alias, st_info(STB.GLOBAL, STT.FUNC), s.st_other,
+                                    sec.index, s.st_value - e.start, s.st_size)  # fmt: skip
         found.append((o.name, pos, alias))
     return found
 

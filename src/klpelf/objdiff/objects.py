@@ -27,9 +27,12 @@ FUNCTION_PREFIXES = ("__pfx_", "__cfi_")
 
 #: allocated sections that are neither code nor data of the unit: export tables (the
 #: exports are facts about the target kernel, never copied), notes, .modinfo (its
-#: import_ns lines are kept apart), discarded sections
+#: import_ns lines are kept apart), discarded sections, and the compiler's unwind
+#: tables (.eh_frame: the module loader does not read them; kernel/module/main.c
+#: knows no .eh_frame, and arm64 reads only .init.eh_frame, for shadow call stacks)
 _METADATA_PREFIXES = ("___ksymtab", "__ksymtab", "__kcrctab", ".export_symbol", ".note",
-                      ".discard", ".modinfo", ".gnu.linkonce", "__versions")  # fmt: skip
+                      ".discard", ".modinfo", ".gnu.linkonce", "__versions",
+                      ".eh_frame")  # fmt: skip
 
 EntityKind = Literal["func", "data", "anon"]
 

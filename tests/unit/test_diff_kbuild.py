@@ -29,6 +29,8 @@ FIXES = {
     "message": ('pr_info("klpdiff_demo: %d\\n", r);', 'pr_info("klpdiff_demo: result %d\\n", r);'),
     "lines": ("#include <linux/bug.h>\n", "#include <linux/bug.h>\n\n/*\n * moved\n */\n"),
     "keyed": ("return x + 1;", "return x + 2;"),
+    "debug": ('pr_debug("klpdiff_demo: step %d\\n", x);',
+              'pr_debug("klpdiff_demo: step %d!\\n", x);'),
 }  # fmt: skip
 
 
@@ -186,3 +188,21 @@ def test_patch_module_builds_converts_and_checks(
     shown = capsys.readouterr().out
     assert "demo_entry,0 -> __klpelf_new_klpdiff_demo_demo_entry" in shown
     assert ".klp.rela.klpdiff_demo.text.demo_entry" in shown
+
+
+def test_pr_debug_descriptor_comes_with_its_function(builds: dict[str, Path],
+                                                     tmp_path: Path) -> None:  # fmt: skip
+    # the moved lines changed demo_step's __dyndbg descriptor (its lineno) only: no change
+    done, _ = _diff(builds, "lines", tmp_path)
+    assert done.refusals == () and done.functions == []
+    # a new format: demo_step changes, and its descriptor (with the static key its
+    # __jump_table entry names) is copied, not the module's own referred to
+    done, out = _diff(builds, "debug", tmp_path)
+    assert [f for f, _ in done.functions] == ["demo_step"]
+    data = dict(done.data)
+    (desc,) = [d for d in data if d.startswith("__UNIQUE_ID_ddebug")]
+    assert data[desc] == "__dyndbg entry of demo_step, copied with it"
+    assert done.entries["__jump_table"] == 1 and done.entries["__bug_table"] == 1
+    readelf_clean(out)
+    rel = relocations(out)
+    assert all(not n.startswith(".klp.sym.") for _, n, _ in rel["__jump_table"])

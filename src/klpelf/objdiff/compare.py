@@ -23,7 +23,13 @@ from klpelf.elf.constants import EM, SHF, SHN, SHT
 from klpelf.elf.file import Section
 from klpelf.objdiff.correlate import Correlation, pattern
 from klpelf.objdiff.objects import Entity, Reloc, Unit
-from klpelf.objdiff.special import LINE_AFTER_RELOCATIONS, Entry, code_bias, field_width
+from klpelf.objdiff.special import (
+    LINE_AFTER_RELOCATIONS,
+    OWNED_DATA_SECTIONS,
+    Entry,
+    code_bias,
+    field_width,
+)
 
 __all__ = ["Fingerprint", "Verdict", "compare", "fingerprint", "reloc_key"]
 
@@ -117,6 +123,11 @@ def fingerprint(unit: Unit, c: Correlation, e: Entity,
     keys = tuple((r.offset - e.start, r.type, reloc_key(unit, c, r, code=code)) for r in relocs)
     special = []
     lines = []
+    if e.kind == "data" and relocs and unit.section(e.section).name in OWNED_DATA_SECTIONS:
+        # the word after the pointers: a pr_debug descriptor's lineno and flags
+        last = max(r.offset - e.start + field_width(machine, r.type) for r in relocs)
+        lines.append(bytes(masked[last : last + 4]))
+        masked[last : last + 4] = bytes(len(masked[last : last + 4]))
     for sec, en in entries or ():
         raw = bytes(sec.data[en.start : en.end]) if sec.sh_type != SHT.NOBITS else b""
         b = _masked(raw, en.relocs, en.start, machine)

@@ -23,13 +23,17 @@ from klpelf.objdiff.special import code_bias
 __all__ = ["Correlation", "correlate", "parent_name", "pattern"]
 
 _NUMBER = re.compile(r"\.\d+(?=\.|$)")
+#: __UNIQUE_ID(prefix) names end the prefix with __COUNTER__ (include/linux/compiler.h):
+#: it counts every use in the unit, and a fix that adds one shifts the rest
+_UNIQUE_ID = re.compile(r"^(__UNIQUE_ID_[A-Za-z_]*?)\d+")
 #: suffixes of the parts gcc splits off a function: they belong to their parent
 _PART = re.compile(r"\.(cold|part\.\d+)(\.\d+)?$")
 
 
 def pattern(name: str) -> str:
-    """``name`` with each numbered part of its compiler suffixes made ``#``."""
-    return _NUMBER.sub(".#", name)
+    """``name`` with each numbered part of its compiler suffixes made ``#`` (and the
+    counter of a ``__UNIQUE_ID_`` name)."""
+    return _UNIQUE_ID.sub(r"\1#", _NUMBER.sub(".#", name))
 
 
 def parent_name(name: str) -> str | None:

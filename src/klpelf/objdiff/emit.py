@@ -69,8 +69,10 @@ class _Out:
 
     def section_for(self, e: Entity) -> Section:
         src = self.p.section(e.section)
+        # a function cut from a shared section gets one of its own; data keeps its
+        # section's name (ld -r merges them; the loader finds __dyndbg by name)
         alone = len(self.p.by_section.get(e.section, ())) == 1
-        name = src.name if alone else f"{src.name}.{e.name}"
+        name = src.name if alone or e.kind != "func" else f"{src.name}.{e.name}"
         data = b"" if src.sh_type == SHT.NOBITS else bytes(src.data[e.start : e.end])
         sec = self.elf.add_section(
             name, src.sh_type, sh_flags=src.sh_flags & ~SHF.INFO_LINK,

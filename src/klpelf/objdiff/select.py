@@ -24,7 +24,7 @@ from klpelf.elf.file import Section
 from klpelf.objdiff.compare import compare, fingerprint
 from klpelf.objdiff.correlate import Correlation, parent_name
 from klpelf.objdiff.objects import Entity, Unit, is_init_section
-from klpelf.objdiff.special import Entry, code_bias, entries_by_owner
+from klpelf.objdiff.special import OWNED_DATA_SECTIONS, Entry, code_bias, entries_by_owner
 
 __all__ = ["Included", "Selection", "select"]
 
@@ -63,6 +63,10 @@ class Selection:
 
 def _init(unit: Unit, e: Entity) -> bool:
     return is_init_section(unit.section(e.section).name)
+
+
+def _owned(unit: Unit, e: Entity) -> bool:
+    return e.kind == "data" and unit.section(e.section).name in OWNED_DATA_SECTIONS
 
 
 def _is_string(unit: Unit, e: Entity) -> bool:
@@ -116,6 +120,8 @@ def select(c: Correlation) -> Selection:
     # changed data and sections: refused, or pulled into the functions that use them
     for p, why in changed.items():
         was = c.to_orig.get(p)
+        if _owned(patched, p):
+            continue  # part of its function, below
         if p.kind == "data" and was is not None:
             if was.bind != STB.LOCAL or o_users.get(was):
                 sel.refusals.append(f"data {was.name} changed ({why}): the kernel's copy is in "
@@ -128,7 +134,7 @@ def select(c: Correlation) -> Selection:
     funcs: dict[Entity, str] = {p: why if why == "new" else f"changed: {why}"
                                 for p, why in changed.items() if p.kind == "func"}  # fmt: skip
     for p, why in changed.items():
-        if p.kind == "anon" and p in c.to_orig and not _init(patched, p):
+        if (p.kind == "anon" or _owned(patched, p)) and p in c.to_orig and not _init(patched, p):
             for u in p_users.get(p, ()):
                 if u.kind == "func" and u not in funcs:
                     funcs[u] = f"uses {p.name}, which changed ({why})"
@@ -172,7 +178,7 @@ def select(c: Correlation) -> Selection:
             continue
         if o.kind == "func":
             sel.removed.append(o.name)
-        elif o.kind == "data":
+        elif o.kind == "data" and not _owned(orig, o):
             still = [u for u in o_users.get(o, ()) if u.kind == "func"
                      and c.to_patched.get(u) not in sel.functions]  # fmt: skip
             if o.bind != STB.LOCAL or still:
@@ -255,6 +261,8 @@ def _needed(unit: Unit, c: Correlation, sel: Selection) -> None:
                 why = f"new, used by {e.name}"
             elif _constant_bytes(unit, t):
                 why = f"read-only bytes, copied for {e.name}"
+            elif _owned(unit, t):
+                why = f"{unit.section(t.section).name} entry of {e.name}, copied with it"
             else:
                 continue  # the kernel has it: a reference
             if _init(unit, t):

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from klpelf.objdiff.objects import Entity, Reloc, Unit
 
 __all__ = [
+    "OWNED_DATA_SECTIONS",
     "SPECIAL_SECTIONS",
     "Entry",
     "code_bias",
@@ -48,6 +49,15 @@ PARALLEL = {".orc_unwind": ".orc_unwind_ip"}
 #: last relocated field: struct bug_entry { bug_addr, file, line, flags } on every
 #: architecture with CONFIG_DEBUG_BUGVERBOSE (include/asm-generic/bug.h)
 LINE_AFTER_RELOCATIONS = frozenset({"__bug_table"})
+
+#: sections of data objects that belong to the one function that uses them: the
+#: dynamic debug descriptors of pr_debug() (struct _ddebug, include/linux/dynamic_debug.h:
+#: modname, function, filename, format, then lineno:18 and flags:8 in one word, then
+#: the static key of the call site's jump label).  Such an object is compared as part
+#: of its function (the word after its pointers, the line, ignored) and copied with it
+#: (kept under its section's name, which the module loader looks up: ld -r merges
+#: them), never referred to in the kernel, nor refused as changed data.
+OWNED_DATA_SECTIONS = frozenset({"__dyndbg"})
 
 
 def is_special_section(name: str) -> bool:

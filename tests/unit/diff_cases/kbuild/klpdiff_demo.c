@@ -11,6 +11,7 @@ static int demo_count;
 
 static noinline int demo_step(int x)
 {
+	pr_debug("klpdiff_demo: step %d\n", x);
 	WARN_ON(x < 0);
 	return x * 2 + demo_count;
 }

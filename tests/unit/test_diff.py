@@ -315,3 +315,10 @@ def test_part_clone_changed_alone(tmp_path: Path) -> None:
     assert [(old, pos) for old, pos, _ in done.klp_funcs] == [("lookup.part.0", 0)]
     assert {n for n, _, _, _ in done.references} == {"cache"}
     readelf_clean(out)
+
+
+def test_removed_data_is_refused_when_others_may_use_it(tmp_path: Path) -> None:
+    done, _ = run_diff("removed", tmp_path)
+    # the global may be used by other units; the static's only user is replaced
+    assert done.refusals == ("data legacy_value removed (global: other code may use it): the "
+                             "kernel keeps it; a livepatch cannot remove data",)  # fmt: skip

@@ -206,3 +206,18 @@ def test_pr_debug_descriptor_comes_with_its_function(builds: dict[str, Path],
     readelf_clean(out)
     rel = relocations(out)
     assert all(not n.startswith(".klp.sym.") for _, n, _ in rel["__jump_table"])
+
+
+def test_static_call_of_a_module_is_refused(tmp_path: Path) -> None:
+    build = _kbuild()
+    work = tmp_path / "src"
+    shutil.copytree(Path(__file__).parent / "diff_cases" / "kbuild_static_call", work)
+    _make(build, work, "klpdiff_sc.o")
+    orig = tmp_path / "orig.o"
+    shutil.copy(work / "klpdiff_sc.o", orig)
+    text = (work / "klpdiff_sc.c").read_text()
+    (work / "klpdiff_sc.c").write_text(text.replace("* 2;", "* 3;"))
+    _make(build, work, "klpdiff_sc.o")
+    with pytest.raises(KlpFormatError, match=r"__SCK__sc_call: static call of module "
+                       r"klpdiff_sc used in \.static_call_sites"):  # fmt: skip
+        diff(orig, work / "klpdiff_sc.o", tmp_path / "out.o", objname="klpdiff_sc")

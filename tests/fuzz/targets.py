@@ -16,7 +16,10 @@ from pathlib import Path
 from klpelf.errors import KlpError, UsageError
 from klpelf.text import terminal_line
 
-SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "klp_sample"
+# the samples with their DWARF stripped (strip --strip-debug samples/klp_sample/*.ko) and
+# the smallest module of each other architecture in the corpus (tests/corpus/fetch.py):
+# a few KiB each, so that an execution reads the module rather than 250 KiB of DWARF
+SEEDS = Path(__file__).resolve().parent / "seeds"
 
 KALLSYMS = (
     b"ffffffff81000000 T _stext\nffffffff81000600 D max_cstate\n"
@@ -160,4 +163,4 @@ def seeds(name: str) -> list[bytes]:
                 b".klp.sym.rela.lp.ext4.f,0", b"vmlinux:max_cstate=2"]  # fmt: skip
     if name == "symbol_sources":
         return [KALLSYMS, SYMVERS, b"ffffffff81000000 T _stext\n"]
-    return [(SAMPLES / f).read_bytes() for f in ("klp_sample.ko", "klp_sample_lp.ko")]
+    return [p.read_bytes() for p in sorted(SEEDS.glob("*.ko"))]

@@ -221,6 +221,9 @@ class ElfFile:
         self._rela_views: dict[int, RelocationTable] = {}
         self._modinfo: Modinfo | None = None
         self._record_count: int | None = None
+        # the first SHT_SYMTAB, found once per section count (asked per klp section:
+        # a search each time was quadratic in the number of sections)
+        self._symtab_at: tuple[int, Section | None] | None = None
 
     # --- identity -------------------------------------------------------------------
 
@@ -302,8 +305,11 @@ class ElfFile:
     @property
     def symtab(self) -> SymbolTable | None:
         """The SHT_SYMTAB of the object (the first, if there are several), or None."""
-        tabs = self.sections_of_type(SHT.SYMTAB)
-        return self.symbol_table(tabs[0]) if tabs else None
+        if self._symtab_at is None or self._symtab_at[0] != len(self.sections):
+            tabs = self.sections_of_type(SHT.SYMTAB)
+            self._symtab_at = (len(self.sections), tabs[0] if tabs else None)
+        sec = self._symtab_at[1]
+        return self.symbol_table(sec) if sec is not None else None
 
     def symbol_table(self, section: Section) -> SymbolTable:
         tab = self._symtabs.get(section.index)

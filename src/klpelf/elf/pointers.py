@@ -53,10 +53,24 @@ class Location(NamedTuple):
     offset: int
 
 
-def _tables(elf: ElfFile, section: Section) -> list[RelocationTable]:
+def relocations_by_target(elf: ElfFile) -> dict[int, list[Section]]:
+    """The relocation sections (and klp ones) by the index of the section their sh_info
+    names, in section-header order: one pass, for callers that ask of many sections."""
+    out: dict[int, list[Section]] = {}
+    for sec in elf.sections:
+        target = sec.info_section
+        if target is not None and (sec.sh_flags & SHF.RELA_LIVEPATCH or sec.is_relocation):
+            out.setdefault(target.index, []).append(sec)
+    return out
+
+
+def _tables(
+    elf: ElfFile, section: Section, by_target: dict[int, list[Section]] | None
+) -> list[RelocationTable]:
     """The relocation tables that apply to ``section``, in section-header order."""
     out = []
-    for sec in elf.sections:
+    candidates = elf.sections if by_target is None else by_target.get(section.index, [])
+    for sec in candidates:
         if sec.info_section is not section:
             continue
         if sec.sh_flags & SHF.RELA_LIVEPATCH:
@@ -104,7 +118,7 @@ def pointer_at(elf: ElfFile, section: Section, offset: int) -> Pointer | None:
     :raises ElfFormatError: the entry names a symbol past its symbol table, or an
         SHT_REL entry has no room for its implicit addend.
     """
-    for tab in _tables(elf, section):
+    for tab in _tables(elf, section, None):
         offsets = tab.offsets()
         try:
             entry = offsets.index(offset)
@@ -114,11 +128,14 @@ def pointer_at(elf: ElfFile, section: Section, offset: int) -> Pointer | None:
     return None
 
 
-def pointers_in(elf: ElfFile, section: Section) -> dict[int, Pointer]:
+def pointers_in(
+    elf: ElfFile, section: Section, by_target: dict[int, list[Section]] | None = None
+) -> dict[int, Pointer]:
     """Every pointer in ``section``, by offset (for decoding arrays of structs); at an
-    offset that several entries name, the one :func:`pointer_at` returns."""
+    offset that several entries name, the one :func:`pointer_at` returns.
+    ``by_target``: :func:`relocations_by_target` of ``elf``, when many sections are asked."""
     out: dict[int, Pointer] = {}
-    for tab in _tables(elf, section):
+    for tab in _tables(elf, section, by_target):
         for entry, offset in enumerate(tab.offsets()):
             if offset not in out:
                 out[offset] = _pointer(elf, tab, entry)

@@ -131,6 +131,7 @@ def _read_sections(elf: ElfFile) -> None:
     h.e_shstrndx = shstrndx
     h.e_shnum = shnum
     elf.orig_shnum = shnum
+    _check_entry_bytes(sections, size, path)
 
     shstr = sections[shstrndx]
     if shstr.sh_type != SHT.STRTAB:
@@ -144,6 +145,29 @@ def _read_sections(elf: ElfFile) -> None:
             raise ElfFormatError(
                 f"section {sec}: sh_link {sec.sh_link} is out of range (0..{shnum - 1})", path=path
             )
+
+
+#: section types whose contents klpelf decodes entry by entry (symbols, relocations)
+_ENTRY_TYPES = frozenset({SHT.SYMTAB, SHT.DYNSYM, SHT.REL, SHT.RELA, SHT.SYMTAB_SHNDX})
+
+#: how many times the file's size those sections may add up to
+ENTRY_BYTES_FACTOR = 2
+
+
+def _check_entry_bytes(sections: list[Section], size: int, path: str | None) -> None:
+    # Each section lies inside the file (checked above), but headers may share bytes: a
+    # 1 MB file with 16,000 headers naming one relocation table holds 16,000 copies of
+    # it for every reader (check and show -r ran for minutes, and 10 GB).  A linker
+    # never lays out symbol or relocation tables over one another, so together they
+    # fit in the file; twice its size leaves room for a hand-made overlap or two while
+    # keeping every per-entry pass linear in the file's size.
+    total = sum(s.sh_size for s in sections if s.sh_type in _ENTRY_TYPES)
+    if total > ENTRY_BYTES_FACTOR * size:
+        raise ElfFormatError(
+            f"symbol and relocation sections add up to {total:#x} bytes, more than "
+            f"{ENTRY_BYTES_FACTOR} times the file's size ({size:#x}): their contents overlap",
+            path=path,
+        )
 
 
 # section types whose sh_link must name another section

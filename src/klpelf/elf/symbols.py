@@ -100,6 +100,10 @@ class SymbolTable(RecordTable):
                 section,
             )
         self._names: list[str] | None = None
+        # names decoded one by one (name()), by index, and their bytes together: the
+        # same budget as names() (see _decode_names)
+        self._named: dict[int, str] = {}
+        self._named_bytes = 0
         self._shndx_sec: Section | None = None
         self._xindex_arr: npt.NDArray[np.uint32] | None = None
         self._xindex_list: list[int] | None = None
@@ -249,12 +253,35 @@ class SymbolTable(RecordTable):
     def name(self, index: int) -> str:
         if self._names is not None:
             return self._names[index]
-        return self.strtab.get(self.field(index, "st_name"))
+        name = self._named.get(index)
+        if name is None:
+            name = self.strtab.get(self.field(index, "st_name"))
+            self._named_bytes += len(name)
+            if self._named_bytes > self._name_budget():
+                raise self._name_budget_error(self._named_bytes)
+            self._named[index] = name
+        return name
+
+    def _name_budget(self) -> int:
+        return NAME_BYTES_FACTOR * (len(self.strtab) + self.section.sh_size) + (1 << 16)
+
+    def _name_budget_error(self, total: int) -> ElfFormatError:
+        return self.elf.error(
+            f"the symbols' names add up to more than {total:#x} bytes, over "
+            f"{NAME_BYTES_FACTOR} times the symbol and string tables: symbols share or "
+            "overlap long names",
+            self.section,
+        )
 
     def names(self) -> list[str]:
         """Every symbol's name, in index order (decoded once and cached)."""
         if self._names is None:
-            self._names = _decode_names(bytes(self.strtab.data), self.column("st_name"))
+            data = bytes(self.strtab.data)
+            try:
+                self._names = _decode_names(data, self.column("st_name"), self._name_budget())
+            except _NameBudgetError as e:
+                raise self._name_budget_error(e.total) from None
+            self._named.clear()
         return self._names
 
     def names_at(self, indices: Sequence[int]) -> list[str]:
@@ -393,6 +420,7 @@ class SymbolTable(RecordTable):
                   "st_value": st_value, "st_size": st_size}  # fmt: skip
         if name is not None:
             values["st_name"] = self.strtab.add(name)
+            self._named.pop(index, None)
             if self._names is not None:
                 self._names[index] = name
         if self.vector:
@@ -462,6 +490,7 @@ class SymbolTable(RecordTable):
                 values = list(self._xindex_values() or [])
                 values.insert(pos, xindex)
                 self._xindex_arr, self._xindex_list = None, values
+        self._named.clear()  # indices from pos on move
         if self._names is not None:
             self._names.insert(pos, name)
         self._commit()
@@ -493,9 +522,23 @@ class SymbolTable(RecordTable):
                 elf.modified = True
 
 
-def _decode_names(data: bytes, offsets: list[int]) -> list[str]:
+#: how many times the bytes of the string and symbol tables the symbols' names may add
+#: up to (see :meth:`SymbolTable.names`)
+NAME_BYTES_FACTOR = 4
+
+
+class _NameBudgetError(Exception):
+    def __init__(self, total: int) -> None:
+        self.total = total
+
+
+def _decode_names(data: bytes, offsets: list[int], budget: int) -> list[str]:
     # Most st_name values point at the start of a string: split the table once and
-    # look those up; the rest (tail-shared strings) are cut out one by one.
+    # look those up; the rest (tail-shared strings) are cut out one by one.  Symbols
+    # may share one name, or each point into the tail of a long one: every reader does
+    # per-name work, so the names together must stay within `budget` bytes (20,000
+    # symbols naming one 50 KB string drove show to 10 GB), else _NameBudgetError.
+    total = 0
     if data.isascii():
         text = data.decode("ascii")
         starts: dict[int, str] = {}
@@ -504,6 +547,27 @@ def _decode_names(data: bytes, offsets: list[int]) -> list[str]:
             starts[pos] = part
             pos += len(part) + 1
         find = text.find
-        return [starts[o] if o in starts else text[o : find("\0", o)] for o in offsets]
+        out = []
+        for o in offsets:
+            name = starts.get(o)
+            if name is None:
+                end = find("\0", o)
+                total += end - o
+                if total > budget:
+                    raise _NameBudgetError(total)
+                name = text[o:end]
+            else:
+                total += len(name)
+                if total > budget:
+                    raise _NameBudgetError(total)
+            out.append(name)
+        return out
     find_b = data.find
-    return [data[o : find_b(b"\0", o)].decode("utf-8", "surrogateescape") for o in offsets]
+    out = []
+    for o in offsets:
+        end = find_b(b"\0", o)
+        total += end - o
+        if total > budget:
+            raise _NameBudgetError(total)
+        out.append(data[o:end].decode("utf-8", "surrogateescape"))
+    return out

@@ -27,7 +27,15 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from klpelf.elf.file import ElfFile, Section
-from klpelf.elf.pointers import Location, Pointer, location, pointers_in, string_at, symbol_at
+from klpelf.elf.pointers import (
+    Location,
+    Pointer,
+    location,
+    pointers_in,
+    relocations_by_target,
+    string_at,
+    symbol_at,
+)
 from klpelf.elf.symbols import Symbol
 from klpelf.errors import UsageError
 from klpelf.release import KernelRelease
@@ -114,11 +122,14 @@ class _Reader:
         self.elf = elf
         self.w = 8 if elf.is64 else 4
         self._ptrs: dict[int, dict[int, Pointer]] = {}
+        self._by_target: dict[int, list[Section]] | None = None
 
     def ptrs(self, sec: Section) -> dict[int, Pointer]:
         got = self._ptrs.get(sec.index)
         if got is None:
-            got = self._ptrs[sec.index] = pointers_in(self.elf, sec)
+            if self._by_target is None:
+                self._by_target = relocations_by_target(self.elf)
+            got = self._ptrs[sec.index] = pointers_in(self.elf, sec, self._by_target)
         return got
 
     def ptr(self, sec: Section, off: int) -> Pointer | None:
@@ -190,7 +201,9 @@ def _stride(
     minimum, external, anchor = shape
     sym = r.array_symbol(loc)
     base = loc.offset
-    if sym is not None:
+    # a size past the section's end is no array's (and its strides would be tried one
+    # by one: a fuzzed st_size of 2**32 ran for minutes)
+    if sym is not None and 0 < sym.st_size <= len(loc.section.data) - base:
         size = sym.st_size
         inside = [o - base for o in r.ptrs(loc.section) if base <= o < base + size]
         fits = []

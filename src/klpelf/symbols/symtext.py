@@ -51,6 +51,9 @@ _SCAN_LOOKUPS = 8
 #: 200,000 lines: 100 names 28 ms, 1,000 names 80 ms; the full index 50 ms)
 _SCAN_NAMES = 500
 
+#: longest name the scan looks up (longer ones go to the index)
+_SCAN_NAME_BYTES = 1024
+
 _TYPES = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz?-"
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
@@ -257,7 +260,9 @@ class ScannedSymbolText:
         data, w = self.buf, self.width
         # ' TYPE NAME', NAME one of `todo` (the trie), then the rest of the line
         pattern = None
-        if len(raw) <= _SCAN_NAMES:  # above, indexing the whole file is faster
+        # a name no kernel writes (KSYM_NAME_LEN is 512) would make a trie node per
+        # byte (a 4 MB name took 900 MB): the index looks it up in linear time
+        if len(raw) <= _SCAN_NAMES and max(map(len, raw)) <= _SCAN_NAME_BYTES:
             # a trie nested deeper than the compiler recurses (each name a prefix of
             # the next) is left to the index too
             with contextlib.suppress(RecursionError):

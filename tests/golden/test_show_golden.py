@@ -48,7 +48,7 @@ def test_show(
 def test_json_is_valid_and_complete(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["show", "--json", SAMPLE]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["schema"] == "klpelf.show/1"
+    assert doc["schema"] == "klpelf.show/2"
     (mod,) = doc["modules"]
     assert mod["livepatch"] == "Y" and mod["name"] == "klp_sample"
     (vmlinux,) = mod["objects"]

@@ -90,14 +90,14 @@ def _keys(typed_dict: type) -> set[str]:
 @pytest.mark.parametrize(
     ("schema", "types"),
     [
-        ("klpelf.show/1", [j.ShowJson, j.ShowModuleJson, j.ShowSymbolJson, j.RelaSectionJson,
+        ("klpelf.show/2", [j.ShowJson, j.ShowModuleJson, j.ShowSymbolJson, j.RelaSectionJson,
                            j.RelocJson, j.ObjectJson, j.OddityJson, j.SectionRefJson,
                            j.FailedJson, j.PatchJson, j.PatchObjectJson, j.PatchFuncJson,
                            j.PatchStateJson, j.NewFuncJson]),
         ("klpelf.check/2", [j.CheckJson, j.CheckResultJson, j.DiagnosticJson, j.RefJson]),
         ("klpelf.resolve/2", [j.ResolveJson, j.ResolveModuleJson, j.ResolveSymbolJson,
                               j.CandidateJson, j.KernelJson]),
-        ("klpelf.apply/1", [j.ApplyJson, j.ApplyModuleJson, j.PlacedSectionJson, j.WriteJson,
+        ("klpelf.apply/2", [j.ApplyJson, j.ApplyModuleJson, j.PlacedSectionJson, j.WriteJson,
                             j.RefusalJson]),
         ("klpelf.diff/1", [j.DiffJson, j.DiffItemJson, j.RenamedJson, j.DiffReferenceJson,
                            j.DiffExternJson, j.DiffKlpFuncJson]),

@@ -178,12 +178,12 @@ def test_cli_text_json_and_output_dir(tmp_path: Path, capsys: pytest.CaptureFixt
     )
     assert main([*args, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["schema"] == "klpelf.apply/1"
+    assert doc["schema"] == "klpelf.apply/2"
     (m,) = doc["modules"]
     assert m["name"] == "lp" and m["machine"] == "x86_64"
-    assert [w["value"] for w in m["writes"]][2] == FOO
-    assert m["writes"][0]["address"] == TEXT + 1
-    assert {s["name"]: s["address"] for s in m["sections"]}[".text"] == TEXT
+    assert [w["value"] for w in m["writes"]][2] == f"{FOO:#x}"
+    assert m["writes"][0]["address"] == f"{TEXT + 1:#x}"
+    assert {s["name"]: s["address"] for s in m["sections"]}[".text"] == f"{TEXT:#x}"
 
 
 def test_module_object_applied_when_present(

@@ -103,3 +103,34 @@ def test_stdin_module() -> None:
                              capture_output=True, text=True, check=False)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("/dev/stdin: module klp_sample, x86_64 ELF64 little-endian")
+
+
+def test_apply_takes_directories_stdin_and_lists_failed_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # apply as every other command: MODULE... with directories (recursive), - for
+    # stdin, and the files it could not read in its JSON's failed list
+    k = tmp_path / "kallsyms"
+    k.write_text(KALLSYMS)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    shutil.copy(SAMPLE, tree / "a.ko")
+    (tree / "junk.ko").write_bytes(b"junk")
+    missing = tmp_path / "missing.ko"
+    assert main(["apply", "--json", "-k", str(k), str(tree), str(missing)]) == 1
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert doc["schema"] == "klpelf.apply/2"
+    assert [m["path"] for m in doc["modules"]] == [str(tree / "a.ko")]
+    assert [f["path"] for f in doc["failed"]] == [str(tree / "junk.ko"), str(missing)]
+    assert doc["failed"][1]["error"] == f"{missing}: No such file or directory"
+    assert err.splitlines()[1] == f"klpelf: {missing}: No such file or directory"
+    assert all(w["address"].startswith("0xffffffff") for w in doc["modules"][0]["writes"])
+    assert main(["apply", "-k", str(k), "-o", str(tmp_path / "o"), str(tree / "a.ko"),
+                 str(tree / "a.ko")]) == 2  # fmt: skip
+    assert "-o writes the sections" in capsys.readouterr().err
+    with SAMPLE.open("rb") as f:
+        res = subprocess.run([sys.executable, "-m", "klpelf", "apply", "-k", str(k), "-"],
+                             stdin=f, capture_output=True, text=True, check=False)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("/dev/stdin: module klp_sample, x86_64")

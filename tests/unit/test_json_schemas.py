@@ -33,8 +33,8 @@ def inputs(tmp_path: Path) -> list[str]:
 @pytest.mark.parametrize(
     ("args", "schema", "typed"),
     [
-        (["show", "--json"], "klpelf.show/1", j.ShowJson),
-        (["show", "-r", "--json"], "klpelf.show/1", j.ShowJson),
+        (["show", "--json"], "klpelf.show/2", j.ShowJson),
+        (["show", "-r", "--json"], "klpelf.show/2", j.ShowJson),
         (["check", "--json", "--kernel-release", "6.1"], "klpelf.check/2", j.CheckJson),
         (["check", "--json"], "klpelf.check/2", j.CheckJson),
         (["resolve", "--json"], "klpelf.resolve/2", j.ResolveJson),
@@ -59,7 +59,7 @@ def test_apply_json_validates(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     k.write_text(KALLSYMS)
     assert main(["apply", "--json", "-k", str(k), str(SAMPLES / "klp_sample_lp.ko")]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["schema"] == "klpelf.apply/1"
+    assert doc["schema"] == "klpelf.apply/2"
     assert problems(doc, j.ApplyJson) == []
 
 

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from klpelf.errors import UsageError
+from klpelf.cli._common import (
+    MODULE_HELP,
+    add_common,
+    add_kernel_option,
+    failed_file,
+    open_modules,
+    print_json,
+    stdin_path,
+)
+from klpelf.errors import KlpError, UsageError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,9 +30,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "writes each laid-out section's bytes after every relocation as DIR/<section>.bin. "
         "Exit status 1 when the kernel would stop at a relocation.",
     )
-    p.add_argument("module", metavar="MODULE", help="livepatch module (.ko)")
-    p.add_argument("-k", "--kernel", action="append", metavar="SOURCE", default=[],
-                   required=True, help="kernel symbol source (repeatable)")  # fmt: skip
+    p.add_argument("modules", nargs="+", metavar="MODULE", help=MODULE_HELP)
+    add_kernel_option(p, "the target kernel's symbols (at least one)")
     p.add_argument("--object", action="append", metavar="OBJ", dest="objects",
                    help="apply the klp relocations of module object OBJ (repeatable; "
                    "default: every object the sources know; vmlinux always)")  # fmt: skip
@@ -55,10 +62,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "per target, no SHN_LIVEPATCH (for objdump -dr and gdb, not for loading)",
     )
     out = p.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="JSON output (schema klpelf.apply/1)")
+    out.add_argument("--json", action="store_true", help="JSON output (schema klpelf.apply/2)")
     out.add_argument("--summary", action="store_true",
                      help="print the summary lines, not each value written (with -o DIR: "
                      "the bytes only)")  # fmt: skip
+    add_common(p)
     p.set_defaults(func=run)
 
 
@@ -76,30 +84,53 @@ def _bases(specs: list[str]) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from klpelf.operations.apply import apply, apply_document, write_sections
+    from klpelf.operations.apply import AppliedModule, apply, apply_document, write_sections
     from klpelf.operations.check import parse_release
     from klpelf.operations.resolve import resolve_kernel
 
     bases = _bases(args.base)
     version = parse_release(args.kernel_release) if args.kernel_release else None
+    if not args.kernel:
+        raise UsageError("apply needs the kernel's symbols: -k/--kernel SOURCE")
     if args.flatten and not args.output:
         raise UsageError("--flatten needs -o OUT.ko")
-    ks = resolve_kernel(args.kernel)
+    failed: list[tuple[str, str]] = []
+    opened = open_modules(args.modules, failed)
+    if args.output and len(opened) + len(failed) > 1:
+        raise UsageError("-o writes the sections (or --flatten's module) of one MODULE only")
+    status = 1 if failed else 0
+    applied: list[AppliedModule] = []
+    if not opened:  # the kernel's symbols are not read for nothing
+        if args.json:
+            print_json(apply_document(applied, failed))
+        return status
+    ks = resolve_kernel([stdin_path(k) for k in args.kernel])
     if args.flatten:
         from klpelf.operations.apply import flatten
 
-        done = flatten(args.module, ks, args.output, version=version)
-        print(f"{done.output}: {done.resolved} livepatch symbols absolute, {done.unresolved} "
-              f"left undefined, {done.merged} klp relocation sections merged")  # fmt: skip
-        return 0
-    res = apply(args.module, ks, objects=args.objects, bases=bases, version=version)
-    if args.output:
-        write_sections(res, args.output)
+        for elf in opened:
+            done = flatten(elf, ks, args.output, version=version)
+            print(f"{done.output}: {done.resolved} livepatch symbols absolute, {done.unresolved} "
+                  f"left undefined, {done.merged} klp relocation sections merged")  # fmt: skip
+        return status
+    for elf in opened:
+        path = elf.path or ""
+        try:
+            res = apply(elf, ks, objects=args.objects, bases=bases, version=version)
+            if args.output:
+                write_sections(res, args.output)
+        except UsageError:
+            raise  # an option that names no section of the module: exit 2
+        except KlpError as e:
+            failed_file(e, path, failed)
+            status = 1
+            continue
+        if res.refusals:
+            status = 1
+        if args.json:
+            applied.append(res)
+        else:
+            print(res.to_text(summary=args.summary))
     if args.json:
-        import json
-
-        json.dump(apply_document([res]), sys.stdout, indent=2)
-        print()
-    else:
-        print(res.to_text(summary=args.summary))
-    return 1 if res.refusals else 0
+        print_json(apply_document(applied, failed))
+    return status

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from klpelf.cli._common import (
     MODULE_HELP,
@@ -11,6 +10,7 @@ from klpelf.cli._common import (
     add_kernel_option,
     failed_file,
     open_modules,
+    print_json,
 )
 from klpelf.errors import KlpError
 from klpelf.release import NEWEST_MODELLED, OLDEST_MODELLED
@@ -91,8 +91,5 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(res.to_text())
     if args.json:
-        import json  # lazily: a run without --json does not pay for it
-
-        json.dump(check_document(checked, failed), sys.stdout, indent=2)
-        print()
+        print_json(check_document(checked, failed))
     return status

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from klpelf.cli._common import (
     MODULE_HELP,
@@ -11,6 +10,7 @@ from klpelf.cli._common import (
     add_kernel_option,
     failed_file,
     open_modules,
+    print_json,
 )
 from klpelf.errors import KlpError
 
@@ -71,10 +71,7 @@ def run(args: argparse.Namespace) -> int:
         if rep.failed(strict=args.strict):
             status = 1
     if args.json:
-        import json  # lazily: a run without --json does not pay for it
-
-        json.dump(resolve_document(ks, resolved, failed), sys.stdout, indent=2)
-        print()
+        print_json(resolve_document(ks, resolved, failed))
         return status
     print(kernel_text(ks))
     for rep in resolved:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from klpelf.cli._common import MODULE_HELP, add_common, failed_file, module_arguments
+from klpelf.cli._common import (
+    MODULE_HELP,
+    add_common,
+    failed_file,
+    module_arguments,
+    print_json,
+)
 from klpelf.errors import KlpError
 
 
@@ -20,7 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("modules", nargs="+", metavar="MODULE", help=MODULE_HELP)
     p.add_argument("-r", "--relocs", action="store_true", help="list every klp relocation")
-    p.add_argument("--json", action="store_true", help="JSON output (schema klpelf.show/1)")
+    p.add_argument("--json", action="store_true", help="JSON output (schema klpelf.show/2)")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -49,8 +54,5 @@ def run(args: argparse.Namespace) -> int:
             first = False
             print(m.to_text())
     if args.json:
-        import json  # lazily: a run without --json does not pay for it
-
-        json.dump(show_document(shown, failed), sys.stdout, indent=2)
-        print()
+        print_json(show_document(shown, failed))
     return status

@@ -11,7 +11,7 @@ relocation writes is reported; the section bytes after all of it are kept for
 ``-o DIR``.  Ordinary undefined symbols resolve as ``simplify_symbols()`` would,
 to the kernel symbol of that name in the sources (vmlinux first).
 
-The result gives the ``klpelf.apply/1`` schema (docs/json.md) and the text table.
+The result gives the ``klpelf.apply/2`` schema (docs/json.md) and the text table.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ __all__ = [
     "write_sections",
 ]
 
-SCHEMA: Literal["klpelf.apply/1"] = "klpelf.apply/1"
+SCHEMA: Literal["klpelf.apply/2"] = "klpelf.apply/2"
 
 
 class Write(NamedTuple):
@@ -140,16 +140,18 @@ class AppliedModule(FrozenRecord):
         return len(self._log)
 
     def to_json(self) -> ApplyModuleJson:
-        """The module as one ``Module`` object of the ``klpelf.apply/1`` schema."""
+        """The module as one ``Module`` object of the ``klpelf.apply/2`` schema."""
         return {
             "path": self.path, "name": self.name, "machine": self.machine,
             "kernel_release": str(self.release),
             "sections": [{"index": s.index, "name": s.name, "region": s.region,
-                          "offset": s.offset, "size": s.size, "address": s.address}
+                          "offset": s.offset, "size": s.size, "address": f"{s.address:#x}"}
                          for s in self.sections],
             "writes": [{"object": w.object, "rela_section": w.rela_section, "entry": w.entry,
                         "section": w.section, "offset": w.offset, "type": w.type,
-                        "symbol": w.symbol, "value": w.value, "address": w.address}
+                        "symbol": w.symbol,
+                        "value": None if w.value is None else f"{w.value:#x}",
+                        "address": f"{w.address:#x}"}
                        for w in self.writes],
             "refusals": [{"object": r.object, "rela_section": r.rela_section,
                           "entry": r.entry, "rule": r.rule, "message": r.message}
@@ -413,9 +415,13 @@ def _apply_all(walk: _Walk, klp_sections: Sequence[KlpRelaSection], kernel: Kern
     return skipped
 
 
-def apply_document(applied: Sequence[AppliedModule]) -> ApplyJson:
-    """The ``klpelf apply --json`` document of several modules."""
-    return {"schema": SCHEMA, "modules": [a.to_json() for a in applied]}
+def apply_document(
+    applied: Sequence[AppliedModule], failed: Sequence[tuple[str, str]] = ()
+) -> ApplyJson:
+    """The ``klpelf apply --json`` document of several modules; ``failed``: the files
+    that could not be read or applied, as (path, error)."""
+    return {"schema": SCHEMA, "modules": [a.to_json() for a in applied],
+            "failed": [{"path": path, "error": error} for path, error in failed]}  # fmt: skip
 
 
 def section_file_name(name: str) -> str:

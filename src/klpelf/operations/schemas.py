@@ -1,7 +1,7 @@
 """The JSON schemas of klpelf's output, as TypedDicts: one set per schema of docs/json.md.
 
-``klpelf.show/1`` (:class:`ShowJson`), ``klpelf.check/2`` (:class:`CheckJson`),
-``klpelf.resolve/2`` (:class:`ResolveJson`) and ``klpelf.apply/1`` (:class:`ApplyJson`),
+``klpelf.show/2`` (:class:`ShowJson`), ``klpelf.check/2`` (:class:`CheckJson`),
+``klpelf.resolve/2`` (:class:`ResolveJson`) and ``klpelf.apply/2`` (:class:`ApplyJson`),
 key for key as docs/json.md documents them (tests/unit/test_api.py compares the two).  A
 schema only grows by new keys.
 
@@ -16,7 +16,7 @@ from typing import Literal, TypedDict
 
 from klpelf.klp.diagnostics import Severity, When
 
-# --- klpelf.show/1 ---------------------------------------------------------------------
+# --- klpelf.show/2 ---------------------------------------------------------------------
 
 
 class ShowSymbolJson(TypedDict):
@@ -33,12 +33,13 @@ class ShowSymbolJson(TypedDict):
 
 
 class RelocJson(TypedDict):
-    offset: int
+    #: r_offset and r_addend as hex strings ("-0x4"), as every 64-bit value (show/2)
+    offset: str
     type: str
     r_type: int
     symbol_index: int
     symbol: str
-    addend: int | None
+    addend: str | None
 
 
 class SectionRefJson(TypedDict):
@@ -52,7 +53,7 @@ class RelaSectionJson(TypedDict):
     objname: str | None
     target: SectionRefJson | None
     flags: str
-    sh_flags: int
+    sh_flags: str
     sh_type: int
     relocations: int
     error: str | None
@@ -74,7 +75,7 @@ class OddityJson(TypedDict):
 
 class NewFuncJson(TypedDict):
     name: str
-    size: int
+    size: str
 
 
 class PatchFuncJson(TypedDict):
@@ -92,7 +93,7 @@ class PatchObjectJson(TypedDict):
 
 
 class PatchStateJson(TypedDict):
-    id: int
+    id: str
     version: int
 
 
@@ -128,7 +129,7 @@ class ShowModuleJson(TypedDict):
 class ShowJson(TypedDict):
     """The whole output of ``klpelf show --json``."""
 
-    schema: Literal["klpelf.show/1"]
+    schema: Literal["klpelf.show/2"]
     modules: list[ShowModuleJson]
     failed: list[FailedJson]
 
@@ -253,7 +254,7 @@ class ResolveJson(TypedDict):
     failed: list[FailedJson]
 
 
-# --- klpelf.apply/1 ----------------------------------------------------------------------
+# --- klpelf.apply/2 ----------------------------------------------------------------------
 
 
 class PlacedSectionJson(TypedDict):
@@ -262,7 +263,8 @@ class PlacedSectionJson(TypedDict):
     region: str
     offset: int
     size: int
-    address: int
+    #: hex strings from apply/2 on, as every address
+    address: str
 
 
 class WriteJson(TypedDict):
@@ -273,8 +275,8 @@ class WriteJson(TypedDict):
     offset: int
     type: str
     symbol: str
-    value: int | None
-    address: int
+    value: str | None
+    address: str
 
 
 class RefusalJson(TypedDict):
@@ -300,8 +302,9 @@ class ApplyModuleJson(TypedDict):
 class ApplyJson(TypedDict):
     """The whole output of ``klpelf apply --json``."""
 
-    schema: Literal["klpelf.apply/1"]
+    schema: Literal["klpelf.apply/2"]
     modules: list[ApplyModuleJson]
+    failed: list[FailedJson]
 
 
 # --- klpelf.diff/1 -----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """``klpelf show``: what a module contains, as data (JSON-ready) and as text.
 
 :func:`show` is the verb; :class:`ShownModule` its result, whose
-:meth:`~ShownModule.to_json` is one ``Module`` of the ``klpelf.show/1`` schema
+:meth:`~ShownModule.to_json` is one ``Module`` of the ``klpelf.show/2`` schema
 (docs/json.md; :class:`~klpelf.operations.schemas.ShowJson`) and whose
 :meth:`~ShownModule.to_text` is what ``klpelf show`` prints.  The schema only grows
 by new keys, so consumers can rely on the ones there.
@@ -40,7 +40,13 @@ __all__ = [
     "show_module",
 ]
 
-SCHEMA: Literal["klpelf.show/1"] = "klpelf.show/1"
+SCHEMA: Literal["klpelf.show/2"] = "klpelf.show/2"
+
+
+def _hex(value: int) -> str:
+    # values of 64-bit fields as hex strings ("-0x4" for a negative addend): JSON
+    # numbers above 2**53 are rounded by jq and JavaScript (docs/json.md)
+    return f"{value:#x}" if value >= 0 else f"-{-value:#x}"
 
 
 def _symbol_json(s: LivepatchSymbol) -> ShowSymbolJson:
@@ -63,15 +69,16 @@ def _section_json(mod: KlpModule, k: KlpRelaSection, relocs: bool) -> RelaSectio
         symtab = elf.symbol_table(elf.section(sec.sh_link)) if sec.sh_link else None
         for r in tab:
             entries.append({
-                "offset": r.r_offset, "type": reloc_type_display(elf.machine, r.type),
+                "offset": _hex(r.r_offset), "type": reloc_type_display(elf.machine, r.type),
                 "r_type": r.type, "symbol_index": r.sym,
-                "symbol": symtab.name(r.sym) if symtab else "", "addend": r.r_addend,
+                "symbol": symtab.name(r.sym) if symtab else "",
+                "addend": None if r.r_addend is None else _hex(r.r_addend),
             })  # fmt: skip
     return {
         "index": sec.index, "name": sec.name, "objname": k.objname,
         "target": {"index": k.target.index, "name": k.target.name} if k.target else None,
         "flags": section_flags(sec.sh_flags, elf.machine, elf.ident[7]),
-        "sh_flags": sec.sh_flags, "sh_type": sec.sh_type, "relocations": k.count,
+        "sh_flags": _hex(sec.sh_flags), "sh_type": sec.sh_type, "relocations": k.count,
         "error": k.error, "detail": k.detail, "entries": entries,
     }  # fmt: skip
 
@@ -84,21 +91,21 @@ def _patch_json(p: KlpPatch) -> PatchJson:
                 "name": o.name, "objname": o.objname, "callbacks": dict(o.callbacks),
                 "funcs": [
                     {"old_name": f.old_name, "old_sympos": f.old_sympos, "where": f.where,
-                     "new_func": {"name": f.new_func.name, "size": f.new_func.size}
+                     "new_func": {"name": f.new_func.name, "size": _hex(f.new_func.size)}
                      if f.new_func else None}
                     for f in o.funcs
                 ],
             }
             for o in p.objects
         ],
-        "states": [{"id": s.id, "version": s.version} for s in p.states]
+        "states": [{"id": _hex(s.id), "version": s.version} for s in p.states]
         if p.states is not None else None,
         "replace": p.replace, "notes": list(p.notes),
     }  # fmt: skip
 
 
 def show_module(mod: KlpModule, *, relocs: bool = False) -> ShowModuleJson:
-    """Describe ``mod`` as the ``klpelf.show/1`` JSON object of one module."""
+    """Describe ``mod`` as the ``klpelf.show/2`` JSON object of one module."""
     elf = mod.elf
     objects: list[ObjectJson] = [
         {
@@ -123,10 +130,10 @@ def show_module(mod: KlpModule, *, relocs: bool = False) -> ShowModuleJson:
     }  # fmt: skip
 
 
-def _addend(a: int | None) -> str:
+def _addend(a: str | None) -> str:
     if a is None:
         return ""
-    return f" + {a:#x}" if a >= 0 else f" - {-a:#x}"
+    return f" - {a[1:]}" if a.startswith("-") else f" + {a}"
 
 
 def _render_section(k: RelaSectionJson, lines: list[str]) -> None:
@@ -136,13 +143,13 @@ def _render_section(k: RelaSectionJson, lines: list[str]) -> None:
         f"    [{k['index']:>3}] {k['name']}  -> {target}  flags {k['flags'] or '-'}  "
         f"{n} relocation{'s' if n != 1 else ''}"
     )
-    if not k["sh_flags"] & SHF.RELA_LIVEPATCH:
+    if not int(k["sh_flags"], 16) & SHF.RELA_LIVEPATCH:
         lines.append("          (no SHF_RELA_LIVEPATCH flag)")
     if k["error"]:
         lines.append(f"          {k['error']}" + (f" ({k['detail']})" if k["detail"] else ""))
     for r in k["entries"] or []:
         lines.append(
-            f"          {r['offset']:#010x}  {r['type']:<24} [{r['symbol_index']}] "
+            f"          {int(r['offset'], 16):#010x}  {r['type']:<24} [{r['symbol_index']}] "
             f"{r['symbol']}{_addend(r['addend'])}"
         )
 
@@ -208,13 +215,13 @@ def _render_patch(p: PatchJson, lines: list[str]) -> None:
         lines.append(f"    object {o['objname']}: {n} function{'s' if n != 1 else ''}")
         for f in o["funcs"]:
             new = f["new_func"]
-            target = f"{new['name']} ({new['size']} bytes)" if new else "(no new_func)"
+            target = f"{new['name']} ({int(new['size'], 16)} bytes)" if new else "(no new_func)"
             old = f["old_name"] if f["old_name"] is not None else "(no old_name)"
             lines.append(f"      {old},{f['old_sympos']} -> {target}")
         for member, fn in o["callbacks"].items():
             lines.append(f"      callback {member}: {fn}")
     if p["states"]:
-        states = ", ".join(f"id {s['id']} version {s['version']}" for s in p["states"])
+        states = ", ".join(f"id {int(s['id'], 16)} version {s['version']}" for s in p["states"])
         lines.append(f"    states: {states}")
     for note in p["notes"]:
         lines.append(f"    note: {note}")
@@ -229,11 +236,11 @@ class ShownModule(FrozenRecord):
     def __init__(self, module: KlpModule, data: ShowModuleJson) -> None:
         #: the livepatch view of the module
         self.module: Final = module
-        #: the module as one ``Module`` object of the ``klpelf.show/1`` schema
+        #: the module as one ``Module`` object of the ``klpelf.show/2`` schema
         self.data: Final = data
 
     def to_json(self) -> ShowModuleJson:
-        """The module as one ``Module`` object of the ``klpelf.show/1`` schema."""
+        """The module as one ``Module`` object of the ``klpelf.show/2`` schema."""
         return self.data
 
     def to_text(self) -> str:

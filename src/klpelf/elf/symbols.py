@@ -254,12 +254,15 @@ class SymbolTable(RecordTable):
         if self._names is not None:
             return self._names[index]
         name = self._named.get(index)
-        if name is None:
-            name = self.strtab.get(self.field(index, "st_name"))
-            self._named_bytes += len(name)
-            if self._named_bytes > self._name_budget():
-                raise self._name_budget_error(self._named_bytes)
-            self._named[index] = name
+        return name if name is not None else self._decode(index, self.field(index, "st_name"))
+
+    def _decode(self, index: int, st_name: int) -> str:
+        # one name decoded by itself, kept, and counted against the names' budget
+        name = self.strtab.get(st_name)
+        self._named_bytes += len(name)
+        if self._named_bytes > self._name_budget():
+            raise self._name_budget_error(self._named_bytes)
+        self._named[index] = name
         return name
 
     def _name_budget(self) -> int:
@@ -289,8 +292,8 @@ class SymbolTable(RecordTable):
         if self._names is not None:
             names = self._names
             return [names[i] for i in indices]
-        st_name, get = self.column("st_name"), self.strtab.get
-        return [get(st_name[i]) for i in indices]
+        st_name, named = self.column("st_name"), self._named
+        return [named.get(i) or self._decode(i, st_name[i]) for i in indices]
 
     def symbols_at(self, indices: Sequence[int]) -> list[Symbol]:
         """``[self[i] for i in indices]`` (in range), for many: one conversion of the
@@ -308,13 +311,13 @@ class SymbolTable(RecordTable):
             rows = list(zip(*(self.column(name) for name in order), strict=True))
             rows = [rows[i] for i in indices]
         xindex = self._xindex_values() if self._shndx_sec is not None else None
-        names, get = self._names, self.strtab.get
+        names, named = self._names, self._named
         out = []
         for i, (st_name, st_info, st_other, st_shndx, st_value, st_size) in zip(
             indices, rows, strict=True
         ):
             shndx = xindex[i] if xindex is not None and st_shndx == SHN.XINDEX else st_shndx
-            name = names[i] if names is not None else get(st_name)
+            name = names[i] if names is not None else named.get(i) or self._decode(i, st_name)
             out.append(Symbol(i, name, st_name, st_info, st_other, st_shndx, st_value, st_size,
                               shndx))  # fmt: skip
         return out

@@ -49,6 +49,8 @@ class Emitted(NamedTuple):
     notes: list[str]
     #: the functions a klp_func replaces: (old_name, old_sympos, the new code's symbol)
     klp_funcs: list[tuple[str, int, str]]
+    #: what the references make impossible (a module's static key or static call)
+    refusals: list[str]
 
 
 class _Out:
@@ -132,8 +134,8 @@ def emit(c: Correlation, sel: Selection, *, objname: str, ks: KernelSymbols | No
          choices: list[SymposChoice]) -> Emitted:  # fmt: skip
     """Build the diff object of ``sel`` (see the module docstring).
 
-    :raises KlpFormatError: a reference that cannot be placed, a static key or static
-        call of a module used from kept entries, an ambiguous external symbol.
+    :raises KlpFormatError: a reference that cannot be placed, an ambiguous external
+        symbol (a static key or static call of a module is a refusal in the result).
     """
     out = _Out(c, objname, ks, {(ch.objname, ch.name): ch for ch in choices})
     p = c.patched
@@ -159,8 +161,8 @@ def emit(c: Correlation, sel: Selection, *, objname: str, ks: KernelSymbols | No
             "undefined symbols left as they are: without the kernel's Module.symvers "
             "(--symvers, --kernel) exported symbols cannot be told from the others"
         )
-    _refuse_late(elf)
-    return Emitted(elf, out.references, out.externs, entries, notes, klp_funcs)
+    return Emitted(elf, out.references, out.externs, entries, notes, klp_funcs,
+                   _refuse_late(elf))
 
 
 def _klp_funcs(out: _Out, sel: Selection) -> list[tuple[str, int, str]]:
@@ -253,13 +255,14 @@ def _write_symbols(out: _Out) -> None:
             for off, typ, key, add in out.relocs[sidx]))  # fmt: skip
 
 
-def _refuse_late(elf: ElfFile) -> None:
+def _refuse_late(elf: ElfFile) -> list[str]:
     # kernel/livepatch/core.c applies a module's klp relocations (klp_write_section_relocs)
     # after the loader has processed __jump_table and .static_call_sites (jump_label_add_module,
     # static_call_add_module): a static key or static call of a module is refused, as
     # objtool's klp diff refuses it
     tab = elf.symtab
     assert tab is not None
+    found: dict[str, str] = {}
     for rs in elf.relocation_sections:
         target = rs.info_section
         if target is None or not target.name.startswith(UNSAFE_LATE_SECTIONS):
@@ -269,15 +272,11 @@ def _refuse_late(elf: ElfFile) -> None:
             if not name.startswith(KLP_SYM_PREFIX):
                 continue
             k = KlpSymbolName.parse(name)
-            if k.objname != "vmlinux":
-                what = (
-                    "static call"
-                    if "static_call" in target.name
-                    else ("static key" if "jump" in target.name else "symbol")
-                )
-                raise KlpFormatError(
+            if k.objname != "vmlinux" and k.name not in found:
+                what = ("static call" if "static_call" in target.name
+                        else "static key" if "jump" in target.name else "symbol")  # fmt: skip
+                found[k.name] = (
                     f"{k.name}: {what} of module {k.objname} used in {target.name}: the "
                     "kernel writes a module's klp relocations after the loader has "
-                    f"processed {target.name} (klp_write_section_relocs)",
-                    path=elf.path,
-                )
+                    f"processed {target.name} (klp_write_section_relocs)")  # fmt: skip
+    return list(found.values())

@@ -189,6 +189,9 @@ def diff(orig: ModuleSource, patched: ModuleSource, output: str | os.PathLike[st
 
             ks = load_sources([os.fspath(k) for k in kernel])
         em = emit(c, sel, objname=objname, ks=ks, choices=choices)
+        if em.refusals:
+            sel.refusals.extend(em.refusals)
+            return result(None, [], [], {}, notes=[], elf=None)
     out = os.fspath(output) if output is not None else None
     if out is not None:
         with naming(out):

@@ -135,6 +135,29 @@ MODULE_STRUCT = """
 """
 
 
+def module_source(text: str, name: str = "m") -> str:
+    """Assembly of a module named ``name`` whose .text is ``text``: with .modinfo's
+    name= and :data:`MODULE_STRUCT`, the loader takes it as far as its relocations."""
+    return f"""
+    .text
+{text}
+    .section .modinfo,"a"
+    .string "name={name}"
+""" + MODULE_STRUCT
+
+
+def check_refused(name: str, reloc: str, release: str, dest: Path) -> tuple[object, ...]:
+    """(verdict, errno, kernel message) of ``klpelf check --kernel-release release`` on
+    a module named "m" built by GNU as for target ``name``, with one ``reloc`` in .text
+    against an undefined symbol: what dmesg says when apply_relocate_add() stops."""
+    from klpelf.operations.check import check
+
+    target = next(t for t in TARGETS if t.name == name)
+    text = f"g:  nop\n    .reloc g, {reloc}, ext_func"
+    doc = check(assemble(target, dest, module_source(text)), version=release).to_json()
+    return doc["verdict"], doc["errno"], doc["kernel_message"]
+
+
 def assemble(target: Target, dest: Path, source: str | None = None) -> Path:
     """Assemble ``source`` (default: the target's sample) into ``dest``; skip if no assembler."""
     if shutil.which(target.as_cmd[0]) is None:

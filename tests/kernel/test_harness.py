@@ -330,8 +330,8 @@ def test_check_quoting_the_kernel() -> None:
     warning = (
         "module klpt_target cannot be loaded again while this patch stays loaded: Linux 6.1 "
         "does not clear klp relocations when klpt_target unloads (6.3+ does), so its next "
-        "load fails (errno 8) with: x86/modules: Skipping invalid relocation target, existing "
-        "value is nonzero for type 2, loc <loc>, val <val>"
+        "load fails (errno 8) with: module: x86/modules: Skipping invalid relocation target, "
+        "existing value is nonzero for type 2, loc <loc>, val <val>"
     )
     assert quotes_kernel(warning, kernel)
     assert not quotes_kernel(warning.replace("type 2", "type 4"), kernel)

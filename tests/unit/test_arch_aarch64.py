@@ -16,7 +16,8 @@ from klpelf.release import KernelRelease
 from ld_oracle import cross, link, twin
 from reloc_entries import relocation_table
 
-V61, V612, V72 = KernelRelease(6, 1), KernelRelease(6, 12), KernelRelease(7, 2)
+V510, V61, V66 = KernelRelease(5, 10), KernelRelease(6, 1), KernelRelease(6, 6)
+V612, V72 = KernelRelease(6, 12), KernelRelease(7, 2)
 TEXT, DATA, PLT = 0xFFFF8000_0800_0000, 0xFFFF8000_0810_0000, 0xFFFF8000_0820_0000
 
 #: every type the kernel computes and GNU ld computes the same way, each in range
@@ -216,11 +217,14 @@ def test_overflow_stops_with_the_kernels_message() -> None:
     assert after[:4] == (0x10).to_bytes(4, "little") and after[4:6] == b"\0\0"  # written, cut
     assert after[8:] == bytes(4)  # never reached
     assert a64.refusal(V612, "m", 3, facts) == (
-        "arm64-relocation-overflow", "Modules: module m: overflow in relocation type 259 val 10000"
+        "arm64-relocation-overflow", "module m: overflow in relocation type 259 val 10000"
     )  # fmt: skip
-    assert a64.refusal(V61, "m", 3, facts)[1] == (
-        "module m: overflow in relocation type 259 val 10000"
-    )
+    # in dmesg: after module.c's pr_fmt, "Modules: " since v6.5, nothing before
+    for release, prefix in ((V510, ""), (V61, ""), (V66, "Modules: "), (V612, "Modules: "),
+                            (V72, "Modules: ")):  # fmt: skip
+        _, message = a64.refusal(release, "m", 3, facts)
+        line = a64.ARCH.refusal_dmesg_prefix(release, facts) + message
+        assert line == f"{prefix}module m: overflow in relocation type 259 val 10000", release
     # the _NC forms and ABS64 are not checked
     facts, _ = _walk([(0, 2, 264, 0), (4, 2, 257, 0)], bytes(12), V612, {2: 1 << 40})
     assert facts.stop is None
@@ -234,9 +238,24 @@ def test_unknown_type_and_no_values() -> None:
     assert a64.refusal(V61, "m", 3, facts) == (
         "arm64-unknown-relocation", "module m: unsupported RELA relocation: 311"
     )  # fmt: skip
-    assert (
-        a64.unknown_message(V72, "m", 311) == "Modules: module m: unsupported RELA relocation: 311"
-    )
+    assert a64.refusal(V72, "m", 3, facts)[1] == "module m: unsupported RELA relocation: 311"
+    assert a64.ARCH.refusal_dmesg_prefix(V72, facts) == "Modules: "
+
+
+@pytest.mark.parametrize(("release", "line"), [
+    ("5.10", "module m: unsupported RELA relocation: 549"),
+    ("6.1", "module m: unsupported RELA relocation: 549"),
+    ("6.6", "Modules: module m: unsupported RELA relocation: 549"),
+    ("6.12", "Modules: module m: unsupported RELA relocation: 549"),
+    ("7.2", "Modules: module m: unsupported RELA relocation: 549"),
+])  # fmt: skip
+def test_check_predicts_the_dmesg_line(release: str, line: str, tmp_path: Path) -> None:
+    # the line the kernel logs when apply_relocate_add() meets a type it has no case
+    # for (TLSLE_ADD_TPREL_HI12, 549): "Modules: " is module.c's pr_fmt since v6.5
+    from toolchain import check_refused
+
+    got = check_refused("aarch64", "R_AARCH64_TLSLE_ADD_TPREL_HI12", release, tmp_path / "m.ko")
+    assert got == ("refuse", 8, line)
 
 
 def test_signed_movw_picks_movn_or_movz() -> None:

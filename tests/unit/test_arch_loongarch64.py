@@ -321,6 +321,8 @@ def test_bad_got_and_b26_messages(tmp_path: Path) -> None:
     assert la.refusal(V612, "m", 2, facts) == (
         "loongarch-relocation-overflow", "m: module contains bad GOT relocation"
     )  # fmt: skip
+    # module_emit_got_entry() is module-sections.c's: no pr_fmt, unlike module.c's
+    assert la.ARCH.refusal_dmesg_prefix(V612, facts) == ""
     # B26 to an odd address in range: unaligned; through a PLT out of range: overflow
     facts = _walk([(0, 1, R_B26, 0)], lambda i: TEXT + 0x102)
     assert la.refusal(V612, "m", 2, facts)[1] == (
@@ -379,6 +381,7 @@ def test_refused_types(release: KernelRelease, r_type: int, message: str) -> Non
     assert (facts.stop, facts.reason, len(facts)) == (1, "unknown-type", 2)
     assert not facts[1].known and facts[1].width == 0
     assert la.refusal(release, "m", 3, facts) == ("loongarch-unknown-relocation", message)
+    assert la.ARCH.refusal_dmesg_prefix(release, facts) == "kmod: "  # module.c's pr_fmt
 
 
 def test_stack_machine_checks() -> None:
@@ -565,10 +568,11 @@ def test_module_without_the_got_and_plt_placeholders_is_refused(
     ks = str(tmp_path / "kallsyms")
     capsys.readouterr()
     assert main(["check", "--kernel-release", "6.12", "-k", ks, str(bare)]) == 1
-    assert ("would refuse the module when the module loads (errno 8): kmod: bare: module GOT "
+    # printed by module-sections.c, which has no pr_fmt (module.c's is "kmod: ")
+    assert ("would refuse the module when the module loads (errno 8): bare: module GOT "
             "section(s) missing") in capsys.readouterr().out
     assert main(["check", "--kernel-release", "6.0", "-k", ks, str(bare)]) == 1
-    assert "kmod: bare: module PLT section(s) missing" in capsys.readouterr().out
+    assert "(errno 8): bare: module PLT section(s) missing" in capsys.readouterr().out
     assert main(["check", "--kernel-release", "6.12", "-k", ks, str(ko)]) == 0
 
 

@@ -300,6 +300,16 @@ def test_entry_prologue_rewritten_as_ld_does(tmp_path: Path) -> None:
     assert kept == bytes(open_elf(linked.obj).section_by_name(".text").data)  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("release", ["5.10", "6.1", "6.6", "6.12", "7.2"])
+def test_check_predicts_the_dmesg_line(release: str, tmp_path: Path) -> None:
+    # module_64.c's pr_fmt is KBUILD_MODNAME ": ", module_64.o's basename; the message
+    # carries the module's name itself (R_PPC64_TPREL16, 69: no case in the switch)
+    from toolchain import check_refused
+
+    got = check_refused("ppc64le", "R_PPC64_TPREL16", release, tmp_path / "m.ko")
+    assert got == ("refuse", 8, "module_64: m: Unknown ADD relocation: 69")
+
+
 def test_rel24_out_of_range(tmp_path: Path) -> None:
     # bl g with .text.g 64 MiB away: "REL24 <value> out of range!"
     far = {**SECTIONS, ".text.g": TEXT + (64 << 20)}
@@ -309,6 +319,8 @@ def test_rel24_out_of_range(tmp_path: Path) -> None:
     assert ppc64.refusal(V612, "m", 2, facts) == (
         "ppc64-relocation-overflow", f"m: REL24 {(64 << 20) + 8 - 8} out of range!"
     )  # fmt: skip
+    for release in (V510, V61, V612):
+        assert ppc64.ARCH.refusal_dmesg_prefix(release, facts) == "module_64: "
 
 
 @pytest.mark.corpus

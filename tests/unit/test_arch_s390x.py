@@ -232,6 +232,18 @@ def test_unknown_and_shared_types_refused() -> None:
     assert "R_390_COPY is refused with -ENOEXEC and no message" in message
 
 
+@pytest.mark.parametrize("release", ["5.10", "6.1", "6.6", "6.12", "7.2"])
+def test_check_predicts_the_dmesg_line(release: str, tmp_path: Path) -> None:
+    # module.c prints with printk(KERN_ERR ...), no pr_fmt: the line is the message
+    # (R_390_TLS_LE64, 51, has no case in apply_rela())
+    from toolchain import check_refused
+
+    got = check_refused("s390x", "R_390_TLS_LE64", release, tmp_path / "m.ko")
+    assert got == ("refuse", 8, "module m: unknown relocation: 51")
+    facts, _ = _walk([(0, 1, 22, 0), (8, 1, 56, 0)], bytes(16))
+    assert s390.ARCH.refusal_dmesg_prefix(KernelRelease.parse(release), facts) == ""
+
+
 def test_no_zero_check_and_marks() -> None:
     # s390 has no "existing value is nonzero" rule: a written place may be written again
     facts, place = _walk([(0, 1, 4, 0), (0, 1, 4, 0), (4, 1, 2, 0)], b"\0" * 4 + b"\xa0\0")

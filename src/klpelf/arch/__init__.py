@@ -13,7 +13,9 @@ An :class:`Arch` holds:
 * the twin of its ``apply_relocate_add()``: :attr:`Arch.write_relocate_add` walks the
   entries of one section over a copy of the target section's bytes and returns facts
   (:class:`WriteFacts`), never diagnostics;
-* the texts the kernel prints when it stops (:attr:`Arch.refusal`), per release.
+* the texts the kernel prints when it stops (:attr:`Arch.refusal`), per release, and
+  what its files' ``pr_fmt`` puts before them in dmesg (:class:`PrFmt`, once per file:
+  a message text never carries the prefix).
 
 The interface is meant for the machines to come: a place that is an instruction field
 (arm64 CALL26, ppc64 REL24) is a :class:`RelocType` whose ``encode`` merges the value
@@ -195,6 +197,30 @@ class SectionFrob(NamedTuple):
     sh_addralign: int
 
 
+class PrFmt(NamedTuple):
+    """What one kernel file's ``#define pr_fmt(fmt)`` puts before the messages of its
+    ``pr_err()``/``pr_warn()`` calls in dmesg, per release.
+
+    Without a define, ``pr_fmt(fmt)`` is ``fmt`` (include/linux/printk.h): no prefix;
+    ``printk(KERN_ERR ...)`` never applies it (s390's module.c).  ``KBUILD_MODNAME``
+    in a built-in object is the object's basename, ``-`` and ``,`` made ``_``
+    (scripts/Makefile.lib: ``modname = basetarget``): "module" for x86's module.o,
+    "module_64" for powerpc's module_64.o.  Called with a release: the prefix then.
+    """
+
+    #: the text before each message ("": the file defines no pr_fmt)
+    prefix: str = ""
+    #: the first release whose file defines it (None: every release klpelf models)
+    since: KernelRelease | None = None
+
+    def __call__(self, release: KernelRelease) -> str:
+        return self.prefix if self.since is None or release >= self.since else ""
+
+
+#: a file without ``#define pr_fmt``
+NO_PR_FMT = PrFmt()
+
+
 class Arch(NamedTuple):
     """One machine's relocation code (``arch/<name>/kernel/module.c``)."""
 
@@ -216,9 +242,14 @@ class Arch(NamedTuple):
     nonzero_message: Callable[[KernelRelease, int, int, int], str] | None = None
     #: the common case of a whole section at once (numpy); None: walk every section
     vector_relocate_add: VectorRelocateAdd | None = None
-    #: what the kernel's pr_fmt puts before the refusal messages in dmesg
-    #: (arch/x86/kernel/module.c: KBUILD_MODNAME ": ", i.e. "module: ")
-    dmesg_prefix: str = "module: "
+    #: the pr_fmt of the file of apply_relocate_add(): what dmesg shows before
+    #: :attr:`refusal`'s messages (x86's module.c: "module: "); see
+    #: :meth:`refusal_dmesg_prefix`
+    dmesg_prefix: PrFmt = NO_PR_FMT
+    #: the facts of a stop -> the pr_fmt of the file that prints its message, for a
+    #: machine where some are printed by another file than apply_relocate_add()'s
+    #: (loongarch's bad GOT entry, module-sections.c); None: always :attr:`dmesg_prefix`
+    refusal_pr_fmt: Callable[[WriteFacts], PrFmt] | None = None
     #: the errno apply_relocate_add() returns for the stop in the facts (None: -ENOEXEC)
     refusal_errno: Callable[[WriteFacts], int] | None = None
     #: (layout, section index -> its bytes): write the entries of the machine's own
@@ -227,9 +258,17 @@ class Arch(NamedTuple):
     #: (release, module, module name) -> (rule, the kernel's message) when the
     #: machine's module_frob_arch_sections() refuses the module (-ENOEXEC), else None
     frob_refusal: Callable[[KernelRelease, ElfFile, str], tuple[str, str] | None] | None = None
+    #: the pr_fmt of the file of module_frob_arch_sections(), before
+    #: :attr:`frob_refusal`'s messages (loongarch's module-sections.c: none)
+    frob_dmesg_prefix: PrFmt = NO_PR_FMT
     #: the module -> section index -> its header after module_frob_arch_sections();
     #: None: the machine changes no section the layout depends on (as modelled)
     frob_sections: Callable[[ElfFile], Mapping[int, SectionFrob]] | None = None
+
+    def refusal_dmesg_prefix(self, release: KernelRelease, facts: WriteFacts) -> str:
+        """What dmesg shows before :attr:`refusal`'s message for the stop in ``facts``."""
+        pr_fmt = self.dmesg_prefix if self.refusal_pr_fmt is None else self.refusal_pr_fmt(facts)
+        return pr_fmt(release)
 
 
 def _registry() -> dict[int, Arch]:

@@ -14,7 +14,10 @@ place is zero.
 Per release:
 
 * v6.5 (3e35d303ab7d "arm64: module: rework module VA range selection") adds
-  ``#define pr_fmt(fmt) "Modules: " fmt``: both messages gain the prefix;
+  ``#define pr_fmt(fmt) "Modules: " fmt`` to module.c: in dmesg both messages gain
+  the prefix (:data:`PR_FMT`; read: absent in 5.10 and 6.1, present in 6.12 and 7.2).
+  module-plts.c has no pr_fmt in any release read ("%s: module PLT section(s)
+  missing", not modelled);
 * before v6.5 a CALL26/JUMP26 out of range goes through a PLT only with
   CONFIG_ARM64_MODULE_PLTS (selected by RANDOMIZE_BASE, which Debian and defconfig
   enable); v6.5 (ea3752ba9685 "arm64: module: mandate MODULE_PLTS") always does.
@@ -44,13 +47,21 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
-from klpelf.arch import Arch, ModuleLayout, RelocType, SectionFrob, StopReason, WriteFacts
+from klpelf.arch import (
+    Arch,
+    ModuleLayout,
+    PrFmt,
+    RelocType,
+    SectionFrob,
+    StopReason,
+    WriteFacts,
+)
 from klpelf.elf.constants import EM, SHF, SHT
+from klpelf.release import KernelRelease
 
 if TYPE_CHECKING:
     from klpelf.elf.file import ElfFile
     from klpelf.elf.relocs import RelocationTable
-    from klpelf.release import KernelRelease
 
 _U64 = (1 << 64) - 1
 R_ARM_NONE, R_AARCH64_NONE = 0, 256
@@ -628,32 +639,33 @@ def _apply_adrp(o: _Op, target: bytearray, off: int, place: int, val: int, *, in
 # --- the kernel's messages --------------------------------------------------------------
 
 
-def _prefix(release: KernelRelease) -> str:
-    # v6.5 3e35d303ab7d: #define pr_fmt(fmt) "Modules: " fmt
-    return "Modules: " if release.at_least(6, 5) else ""
+#: module.c's pr_fmt: v6.5 3e35d303ab7d "arm64: module: rework module VA range selection"
+PR_FMT = PrFmt("Modules: ", since=KernelRelease(6, 5))
 
 
-def unknown_message(release: KernelRelease, module: str, r_type: int) -> str:
+def unknown_message(module: str, r_type: int) -> str:
     """What the kernel prints for a type apply_relocate_add() does not handle."""
-    return f"{_prefix(release)}module {module}: unsupported RELA relocation: {r_type}"
+    return f"module {module}: unsupported RELA relocation: {r_type}"
 
 
-def overflow_message(release: KernelRelease, module: str, r_type: int, val: int | None) -> str:
+def overflow_message(module: str, r_type: int, val: int | None) -> str:
     """What the kernel prints for a range-checked value out of range (``val``: S + A,
     or the PLT slot's address)."""
     shown = "<val>" if val is None else f"{val:x}"
-    return f"{_prefix(release)}module {module}: overflow in relocation type {r_type} val {shown}"
+    return f"module {module}: overflow in relocation type {r_type} val {shown}"
 
 
 def refusal(release: KernelRelease, module: str, sec: int, facts: WriteFacts) -> tuple[str, str]:
     """The rule and the kernel's message for the entry where ``facts`` stopped."""
-    del sec  # arm64's messages name neither the section nor the entry
+    # the same text in every release (what changed, v6.5, is PR_FMT before it); arm64's
+    # messages name neither the section nor the entry
+    del release, sec
     assert facts.stop is not None
     r_type = facts.types[facts.stop]
     if facts.reason == "unknown-type":
-        return "arm64-unknown-relocation", unknown_message(release, module, r_type)
+        return "arm64-unknown-relocation", unknown_message(module, r_type)
     val = facts.kernel_val if isinstance(facts, Aarch64Facts) else None
-    return "arm64-relocation-overflow", overflow_message(release, module, r_type, val)
+    return "arm64-relocation-overflow", overflow_message(module, r_type, val)
 
 
 ARCH = Arch(
@@ -666,4 +678,5 @@ ARCH = Arch(
     refusal=refusal,
     write_tables=write_tables,
     frob_sections=frob_sections,
+    dmesg_prefix=PR_FMT,
 )

@@ -8,7 +8,10 @@ handler table has an entry for every type up to its last designated index; a typ
 past it stops the walk with "%s: Unknown relocation type %u", an entry that is
 ``apply_r_larch_error`` with "%s: Unsupport relocation type %u, please add its
 support.", and a handler's own ``default:`` case with "%s: Unsupport relocation type
-%u" (all -EINVAL, ``pr_fmt`` "kmod: ").  No handler checks that the place is zero.
+%u" (all -EINVAL).  No handler checks that the place is zero.  In dmesg, module.c's
+messages follow its ``pr_fmt`` "kmod: " (:data:`PR_FMT`); module-sections.c, which
+prints the bad GOT entry and the missing sections, has no pr_fmt (read in 6.1, 6.12
+and 7.2).
 
 Per release (mainline commits; what the modelled stable releases took is said where
 it differs):
@@ -52,7 +55,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from klpelf.arch import Arch, ModuleLayout, RelocType, StopReason, WriteFacts
+from klpelf.arch import NO_PR_FMT, Arch, ModuleLayout, PrFmt, RelocType, StopReason, WriteFacts
 from klpelf.arch.kernel_sort import double_pop, heapsort_order
 from klpelf.arch.loongarch64_sections import (
     ModuleTables,
@@ -453,8 +456,20 @@ def write_relocate_add(
 # --- the kernel's messages --------------------------------------------------------------
 
 
+#: module.c's pr_fmt
+PR_FMT = PrFmt("kmod: ")
+
+
+def refusal_pr_fmt(facts: WriteFacts) -> PrFmt:
+    """The pr_fmt before the message of the stop in ``facts``: module-sections.c's
+    module_emit_got_entry() prints the bad GOT entry (no pr_fmt), module.c the rest."""
+    detail = facts.detail if isinstance(facts, LoongFacts) else None
+    return NO_PR_FMT if detail is not None and detail[0] == "bad-got" else PR_FMT
+
+
 def message(module: str, detail: tuple[str, int]) -> str:
-    """What the kernel prints for a stop's ``detail`` (after pr_fmt's "kmod: ")."""
+    """What the kernel prints for a stop's ``detail`` (the text after the pr_fmt of
+    :func:`refusal_pr_fmt`)."""
     what, n = detail
     if what == "unknown":
         return f"{module}: Unknown relocation type {n}"
@@ -541,9 +556,11 @@ ARCH = Arch(
     none_type=R_LARCH_NONE,
     write_relocate_add=write_relocate_add,
     refusal=refusal,
-    dmesg_prefix="kmod: ",  # pr_fmt
+    dmesg_prefix=PR_FMT,
+    refusal_pr_fmt=refusal_pr_fmt,
     refusal_errno=refusal_errno,
     write_tables=write_tables,
     frob_refusal=frob_refusal,
+    frob_dmesg_prefix=NO_PR_FMT,  # module_frob_arch_sections() is module-sections.c's
     frob_sections=frob_sections,
 )

@@ -20,6 +20,12 @@ kernel-rules.md 5.2 for the v6.3 ``ld r2`` change.  The "bad TOC16... relocation
 messages print the value as 0x%lx in the v6.4+ file and %lu in the v4.x-era one;
 klpelf prints 0x%lx for every release (where it changed was not pinned down).
 CONFIG_PPC_KERNEL_PCREL (not the Debian configuration) is not modelled.
+
+dmesg: module_64.c has ``#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt`` and is built as
+module_64.o, so every message is preceded by "module_64: " (:data:`PR_FMT`; read in
+5.10, 6.1, 6.12 and 7.2, and in reported dmesg lines such as "module_64:
+livepatch_nfsd: Expected nop after call, ..."); the v4.x-era file read first printed
+with a bare printk() (no prefix), where the define came in is not pinned down.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from klpelf.arch import Arch, ModuleLayout, RelocType, StopReason, WriteFacts
+from klpelf.arch import Arch, ModuleLayout, PrFmt, RelocType, StopReason, WriteFacts
 from klpelf.elf.constants import EM, SHN, SHT
 
 if TYPE_CHECKING:
@@ -397,6 +403,10 @@ def _restore(release: KernelRelease, name: str, target: bytearray, off: int) -> 
 # --- the kernel's messages --------------------------------------------------------------
 
 
+#: module_64.c's pr_fmt: KBUILD_MODNAME of module_64.o
+PR_FMT = PrFmt("module_64: ")
+
+
 def _signed(v: int) -> int:
     return v - (1 << 64) if v >> 63 else v
 
@@ -437,4 +447,7 @@ ARCH = Arch(
     write_relocate_add=write_relocate_add,
     refusal=refusal,
     nonzero_message=None,
+    dmesg_prefix=PR_FMT,
+    # module_frob_arch_sections() is module_64.c's too (its refusals are not modelled)
+    frob_dmesg_prefix=PR_FMT,
 )

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from klpelf.arch import Arch, ModuleLayout, RelocType, StopReason, WriteFacts
+from klpelf.arch import NO_PR_FMT, Arch, ModuleLayout, RelocType, StopReason, WriteFacts
 from klpelf.elf.constants import EM, SHF, SHT
 
 if TYPE_CHECKING:
@@ -388,4 +388,7 @@ ARCH = Arch(
     write_relocate_add=write_relocate_add,
     refusal=refusal,
     nonzero_message=None,
+    # module.c prints with printk(KERN_ERR "module %s: ..."), which no pr_fmt touches
+    # (and it defines none): the line is the message (read in 5.10, 6.1, 6.12, 7.2)
+    dmesg_prefix=NO_PR_FMT,
 )

@@ -21,7 +21,7 @@ from itertools import compress, islice, repeat
 from operator import add, gt
 from typing import TYPE_CHECKING
 
-from klpelf.arch import Arch, ModuleLayout, RelocType, StopReason, WriteFacts
+from klpelf.arch import Arch, ModuleLayout, PrFmt, RelocType, StopReason, WriteFacts
 from klpelf.elf.constants import EM
 
 if TYPE_CHECKING:
@@ -387,4 +387,7 @@ ARCH = Arch(
     refusal=refusal,
     nonzero_message=nonzero_message,
     vector_relocate_add=vector_relocate_add,
+    # arch/x86/kernel/module.c: #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt, module.o
+    # (read in 5.10, 6.1, 6.12 and 7.2; the harness's dmesg shows "module: ")
+    dmesg_prefix=PrFmt("module: "),
 )

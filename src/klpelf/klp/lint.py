@@ -81,7 +81,9 @@ def target_reload(state: LoadState, obj: TargetObject) -> None:
         for idx, r_type in enumerate(types):
             if r_type == arch.none_type:
                 continue
-            kernel_text = arch.nonzero_message(v, k.section.index, idx, r_type)
+            # the dmesg line: the message after its file's pr_fmt (x86: "module: ")
+            message = arch.nonzero_message(v, k.section.index, idx, r_type)
+            kernel_text = arch.dmesg_prefix(v) + message
             state.add(
                 "warning",
                 "target-reload-refused",
@@ -93,7 +95,6 @@ def target_reload(state: LoadState, obj: TargetObject) -> None:
                 relocation=idx,
                 when="target-load",
                 errno=ENOEXEC,
-                dmesg_prefix="module: ",
             )
             return
 

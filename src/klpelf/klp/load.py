@@ -151,7 +151,7 @@ def module_frob_arch_sections(state: LoadState) -> bool:
         return True
     rule, message = refused
     state.add("error", rule, message, when="load", kernel=True, errno=ENOEXEC,
-              dmesg_prefix=arch.dmesg_prefix)  # fmt: skip
+              dmesg_prefix=arch.frob_dmesg_prefix(state.release))  # fmt: skip
     return False
 
 
@@ -398,5 +398,6 @@ def apply_relocate_add(state: LoadState, sec: Section, when: When) -> bool:
     rule, message = arch.refusal(state.release, state.mod.name, sec.index, facts)
     errno = ENOEXEC if arch.refusal_errno is None else arch.refusal_errno(facts)
     state.add("error", rule, message, section=sec, relocation=facts.stop, when=when,
-              kernel=True, errno=errno, dmesg_prefix=arch.dmesg_prefix)  # fmt: skip
+              kernel=True, errno=errno,
+              dmesg_prefix=arch.refusal_dmesg_prefix(state.release, facts))  # fmt: skip
     return False

@@ -187,6 +187,11 @@ def _callbacks(r: _Reader, sec: Section, off: int) -> dict[str, str]:
     return out
 
 
+#: the largest entry tried for a klp array (struct klp_object and klp_func are a few
+#: hundred bytes in every release)
+_MAX_STRIDE = 4096
+
+
 def _stride(
     r: _Reader,
     loc: Location,
@@ -207,7 +212,9 @@ def _stride(
         size = sym.st_size
         inside = [o - base for o in r.ptrs(loc.section) if base <= o < base + size]
         fits = []
-        for s in range(-(-minimum // r.w) * r.w, size + 1, r.w):
+        # no klp struct is larger than a page: the strides tried stay few whatever the
+        # size (each array symbol would otherwise cost a pass per word of its size)
+        for s in range(-(-minimum // r.w) * r.w, min(size, _MAX_STRIDE) + 1, r.w):
             if size % s or any(o % s >= external for o in inside):
                 continue
             n = size // s

@@ -21,11 +21,13 @@ _SHDR = struct.Struct("<IIQQQQIIQQ")
 _SYM = struct.Struct("<IBBHQQ")
 
 _MEASURE = """
-import json, resource, sys, time
+import json, sys, time
 from klpelf.cli import main
 start = time.monotonic()
 rc = main(sys.argv[1:])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+# VmHWM, this process's own peak: ru_maxrss keeps the forking parent's across exec
+hwm = next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:"))
+peak = int(hwm.split()[1]) // 1024
 print(json.dumps({"rc": rc, "seconds": time.monotonic() - start, "mb": peak}), file=sys.stderr)
 """
 

@@ -2,7 +2,8 @@
 
 For every case whose verdict is one module's load (``Case.module``), run
 ``klpelf check --json --kernel-release <release> --kernel kallsyms:<the VM's
-/proc/kallsyms> MODULE`` on the very file the VM loaded and compare with what the kernel
+/proc/kallsyms> --kernel symvers:<its Module.symvers> --kernel modules:<its module
+tree> MODULE`` on the very file the VM loaded and compare with what the kernel
 did:
 
 * the verdict: ``accept`` when finit_module returned 0, ``refuse`` otherwise (or the
@@ -39,6 +40,7 @@ from kernel.conftest import require
 from kernel.klpvm.cases import CASES_BY_NAME, Case, normalize
 from kernel.klpvm.matrix import MatrixReport
 from kernel.klpvm.suite import SuiteResult
+from kernel.klpvm.vm import KernelSpec
 
 pytestmark = pytest.mark.kernel
 
@@ -58,11 +60,18 @@ def klpelf_check() -> list[str]:
     return cmd
 
 
-def check_json(cmd: list[str], kallsyms: Path, module: Path, release: str | None) -> dict[str, Any]:
+def check_json(cmd: list[str], kallsyms: Path, module: Path, release: str | None,
+               spec: KernelSpec | None = None) -> dict[str, Any]:  # fmt: skip
     opt = ["--kernel-release", release] if release else []
     # the kind named: a module-free dump of 6.12+ lists kallsyms' own tables, which
     # content detection takes for System.map
-    full = [*cmd, "--json", *opt, "--kernel", f"kallsyms:{kallsyms}", str(module)]
+    sources = ["--kernel", f"kallsyms:{kallsyms}"]
+    if spec is not None:
+        # what the loader's own checks need, as a user gives them: the kernel's
+        # Module.symvers (exports and their CRCs) and its module tree (its vermagic)
+        sources += ["--kernel", f"symvers:{spec.host_build_dir / 'Module.symvers'}",
+                    "--kernel", f"modules:{spec.modules_dir}"]  # fmt: skip
+    full = [*cmd, "--json", *opt, *sources, str(module)]
     res = subprocess.run(full, capture_output=True, text=True, check=False)
     try:
         doc: dict[str, Any] | None = json.loads(res.stdout)
@@ -127,7 +136,8 @@ def test_check_agrees_with_kernel(
     module = suite.modules.modules[case.module]
     kernel_verdict = "accept" if res.errno == 0 else "refuse"
     want = case.check_verdict or kernel_verdict
-    got = check_json(klpelf_check, suite.kallsyms_for(case), module, suite.spec.release)
+    got = check_json(klpelf_check, suite.kallsyms_for(case), module, suite.spec.release,
+                     suite.spec)  # fmt: skip
     verdict, diag = prediction(case, got)
     message = str(diag["message"]) if diag else ""
     diags = got.get("diagnostics", [])

@@ -108,6 +108,23 @@ def test_relevant_messages_and_patterns() -> None:
     assert not messages_match(got[:2], got)
 
 
+def test_loader_messages_and_release_pattern() -> None:
+    # the module loader's lines without a module name (a plain object) are relevant;
+    # <release> stands for a kernel release (the host's 6.1 moves with Debian's bumps)
+    dmesg = [
+        "(missing .modinfo section or name field): No module found in object",
+        "module (missing .modinfo section or name field): Exactly one "
+        ".gnu.linkonce.this_module section must exist.",
+        "klpt_v: version magic '6.1.0-57-amd64 SMP modversions ' should be "
+        "'6.1.0-57-amd64 SMP mod_unload modversions '",
+    ]
+    assert relevant_messages(dmesg) == dmesg
+    pat = message_pattern("klpt_v: version magic '<release> SMP modversions ' should be "
+                          "'<release> SMP mod_unload modversions '")  # fmt: skip
+    assert pat.fullmatch(dmesg[2])
+    assert not pat.fullmatch(dmesg[2].replace("SMP mod_unload", "SMP"))
+
+
 def test_check_message_matching() -> None:
     kernel = relevant_messages(
         [

@@ -157,14 +157,21 @@ class ModuleTree:
 
     def vermagic(self) -> str | None:
         """The vermagic of the first module that has one (every module of a kernel's
-        tree has the kernel's own), else None."""
-        for name in list(self.paths)[:8]:
+        tree has the kernel's own), else None.  Files modules.dep lists but the tree
+        lacks (a partial copy of a tree) are skipped; at most 8 are read."""
+        tried = 0
+        for name, path in self.paths.items():
+            if not os.path.isfile(path):
+                continue
+            tried += 1
             try:
                 mod = self.load(name)
             except KlpError:
-                continue
+                mod = None
             if mod is not None and mod.vermagic:
                 return mod.vermagic
+            if tried == 8:
+                break
         return None
 
 

@@ -121,6 +121,9 @@ def build_all(spec: KernelSpec, workdir: Path, kallsyms: Path) -> BuiltModules:
     for name in PLAIN_MODULES:
         mods[name] = ko / f"{name}.ko"
         shutil.copyfile(src / f"{name}.ko", mods[name])
+    # a plain object, as gcc -c (kbuild) made it before modpost: no struct module
+    mods["klpt_plain_object"] = ko / "klpt_plain_object.ko"
+    shutil.copyfile(src / "klpt_target.o", mods["klpt_plain_object"])
     for case, mutation in MUTATIONS.items():
         modname = f"klpt_{case}"
         mods[modname] = make_variant(mods[mutation.base], ko / f"{modname}.ko", modname, mutation)

@@ -195,6 +195,11 @@ CASES: tuple[Case, ...] = (
     _negative("two_symtabs", "a second SHT_SYMTAB section"),
     _negative("unknown_rela_type", "ordinary relocation of a type x86_64 does not handle"),
     _negative("not_et_rel", "e_type ET_DYN"),
+    _negative("unknown_export", "an ordinary undefined symbol nothing exports"),
+    _negative("crc_mismatch", "seq_printf's CRC in __versions is not the kernel's"),
+    _negative("vermagic_flags", "the vermagic without mod_unload"),
+    _negative("vermagic_release", "the vermagic's release word is another release"),
+    _negative("plain_object", "a plain object file (klpt_target.o, before modpost)"),
     Case(
         "reload_target",
         "unload the late-patched klpt_target (klpt_late stays) and load it again; when "
@@ -412,7 +417,8 @@ NOISE = (
 )
 _RELEVANT = re.compile(
     r"^(livepatch: |klpt_\w+: |module: |x86/modules: |BUG: |Oops: |WARNING: |"
-    r"general protection fault|Kernel panic|Invalid ELF |ELF Spec violation)"
+    r"general protection fault|Kernel panic|Invalid ELF |ELF Spec violation|"
+    r"module \(missing |\(missing \.modinfo )"
 )
 #: %p prints a hashed pointer (16 hex digits), or "(____ptrval____)" while the hashing
 #: key is not ready yet (early, or under qemu without an entropy source)
@@ -445,10 +451,17 @@ def relevant_messages(dmesg: list[str]) -> list[str]:
 _VAL = re.compile(r"\bval (?:[0-9a-f]+\b|<module address>)")
 
 
+#: a kernel release in an expected line: the host's 6.1 moves with Debian's ABI bumps
+#: (its vermagic is in the vermagic_flags message)
+_RELEASE = r"\d+\.\d+[\w.+~-]*"
+
+
 def message_pattern(expected: str) -> re.Pattern[str]:
     """An expected line as a regex: ``<hex>`` matches any hex number (or a normalized
-    module address), the rest literally."""
-    parts = [re.escape(p) for p in expected.split("<hex>")]
+    module address), ``<release>`` a kernel release, the rest literally."""
+    parts = [
+        _RELEASE.join(re.escape(q) for q in p.split("<release>")) for p in expected.split("<hex>")
+    ]
     return re.compile("(?:[0-9a-f]+|<module address>)".join(parts))
 
 

@@ -248,6 +248,56 @@ def not_et_rel(elf: ElfFile) -> None:
     elf.modified = True
 
 
+def _modversion_entry(name: str, crc: int) -> bytes:
+    # struct modversion_info on 64-bit: unsigned long crc, char name[56]
+    return crc.to_bytes(8, "little") + name.encode().ljust(56, b"\0")
+
+
+def crc_mismatch(elf: ElfFile) -> None:
+    """seq_printf's CRC in ``__versions`` is not the kernel's.  A release built without
+    CONFIG_MODVERSIONS (Debian's 7.2) gives its modules no ``__versions``: one is
+    added, with that one wrong entry (the kernel does not look at it)."""
+    sec = elf.section_by_name("__versions")
+    if sec is None:
+        elf.add_section("__versions", SHT.PROGBITS, sh_flags=SHF.ALLOC,
+                        data=_modversion_entry("seq_printf", 0x12345678))  # fmt: skip
+        return
+    data = bytearray(sec.data)
+    for off in range(0, len(data), 64):
+        if data[off + 8 : off + 8 + 11] == b"seq_printf\0":
+            crc = int.from_bytes(data[off : off + 8], "little")
+            data[off : off + 8] = (crc ^ 0x5A5A5A5A).to_bytes(8, "little")
+            sec.set_data(bytes(data))
+            return
+    raise MutationError("no __versions entry for seq_printf")
+
+
+def unknown_export(elf: ElfFile) -> None:
+    """The ordinary undefined seq_printf becomes klpt_no_such_export, which nothing exports."""
+    _rename_symbol("seq_printf", "klpt_no_such_export")(elf)
+
+
+def _vermagic(edit: Callable[[list[str]], list[str]]) -> Callable[[ElfFile], None]:
+    def f(elf: ElfFile) -> None:
+        mi = elf.modinfo
+        magic = mi.get("vermagic") if mi is not None else None
+        if mi is None or magic is None:
+            raise MutationError("no vermagic")
+        words = magic.split(" ")
+        new = " ".join(edit(words))
+        if new == magic:
+            raise MutationError(f"vermagic {magic!r} unchanged")
+        mi.set("vermagic", new)
+
+    return f
+
+
+#: the vermagic without its "mod_unload" word (MODULE_VERMAGIC_MODULE_UNLOAD)
+vermagic_flags = _vermagic(lambda w: [x for x in w if x != "mod_unload"])
+#: the vermagic's release word changed (the flags kept)
+vermagic_release = _vermagic(lambda w: ["9.9.9-klpt", *w[1:]])
+
+
 #: case name -> mutation.  The case names are also the module names (klpt_<case>).
 MUTATIONS: dict[str, Mutation] = {
     "flag_on_ordinary_rela": Mutation(
@@ -322,6 +372,20 @@ MUTATIONS: dict[str, Mutation] = {
         unknown_rela_type,
     ),
     "not_et_rel": Mutation("klpt_vmlinux", "e_type ET_DYN (3), not ET_REL", not_et_rel),
+    "unknown_export": Mutation(
+        "klpt_vmlinux",
+        "an ordinary undefined symbol nothing exports (seq_printf renamed klpt_no_such_export)",
+        unknown_export,
+    ),
+    "crc_mismatch": Mutation(
+        "klpt_vmlinux", "seq_printf's CRC in __versions is not the kernel's", crc_mismatch
+    ),
+    "vermagic_flags": Mutation(
+        "klpt_vmlinux", "the vermagic without its mod_unload word", vermagic_flags
+    ),
+    "vermagic_release": Mutation(
+        "klpt_vmlinux", "the vermagic's release word is 9.9.9-klpt", vermagic_release
+    ),
     # accepted oddities (the kernel loads them; they patch as well as the original)
     "ok_sympos1_unique": Mutation(
         "klpt_vmlinux",

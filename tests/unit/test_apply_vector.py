@@ -50,9 +50,12 @@ RELEASES = [KernelRelease(5, 10), KernelRelease(6, 1), KernelRelease(6, 19)]
 def _entries(rows: list[tuple[int, int, int, int]], values: dict[int, int]) -> Entries:
     col = [np.array([r[k] & U64 for r in rows], dtype=np.uint64) for k in range(4)]
     offsets, syms, types, addends = col
-    known = np.array([r[1] in values for r in rows], dtype=bool)
-    vals = np.array([values.get(r[1], 0) for r in rows], dtype=np.uint64)
-    return Entries(offsets, types, syms, addends, vals, known)
+    # symbols 0..7, the last one standing for any index past the table
+    sym_values = np.array([values.get(i, 0) for i in range(8)], dtype=np.uint64)
+    sym_known = np.array([i in values for i in range(8)], dtype=bool)
+    info = (syms << np.uint64(32)) | types
+    return Entries(offsets, info, shift=32, addends=addends, sym_values=sym_values,
+                   sym_known=sym_known)  # fmt: skip
 
 
 def _section(rng: random.Random) -> tuple[list[tuple[int, int, int, int]], bytearray]:

@@ -28,13 +28,21 @@ if TYPE_CHECKING:
 
     from klpelf.elf.relocs import RelocationTable
 
-__all__ = ["Entries", "VectorWrites", "entries", "places_free", "scatter", "symbol_columns"]
+__all__ = [
+    "Block",
+    "Entries",
+    "VectorWrites",
+    "entries",
+    "places_free",
+    "scatter",
+    "symbol_columns",
+]
 
 U64 = np.uint64
 
 
-class Entries(NamedTuple):
-    """One relocation section's entries as numpy columns, with S known for each."""
+class Block(NamedTuple):
+    """Entries ``[start, stop)`` of a section as numpy columns, with S of each."""
 
     offsets: npt.NDArray[np.uint64]
     types: npt.NDArray[np.uint64]
@@ -47,6 +55,41 @@ class Entries(NamedTuple):
     known: npt.NDArray[np.bool_]
 
 
+class Entries:
+    """One relocation section's entries as numpy columns over the file's records, and
+    the symbol values (:func:`symbol_columns`); :meth:`block` decodes a block of them
+    (ELF_R_SYM, ELF_R_TYPE, S), so no whole-section temporary is made."""
+
+    __slots__ = ("addends", "info", "offsets", "shift", "sym_known", "sym_values")
+
+    def __init__(self, offsets: npt.NDArray[np.uint64], info: npt.NDArray[np.uint64], *,
+                 shift: int, addends: npt.NDArray[np.uint64], sym_values: npt.NDArray[np.uint64],
+                 sym_known: npt.NDArray[np.bool_]) -> None:  # fmt: skip
+        self.offsets, self.info, self.shift, self.addends = offsets, info, shift, addends
+        self.sym_values, self.sym_known = sym_values, sym_known
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    @property
+    def types(self) -> npt.NDArray[np.uint64]:
+        """ELF_R_TYPE of every entry."""
+        return self.info & U64((1 << self.shift) - 1)
+
+    @property
+    def syms(self) -> npt.NDArray[np.uint64]:
+        """ELF_R_SYM of every entry."""
+        return self.info >> U64(self.shift)
+
+    def block(self, sl: slice) -> Block:
+        info = self.info[sl]
+        syms = info >> U64(self.shift)
+        # "clip": an index past the table takes the last entry, the unknown one
+        return Block(self.offsets[sl], info & U64((1 << self.shift) - 1), syms,
+                     self.addends[sl], np.take(self.sym_values, syms, mode="clip"),
+                     np.take(self.sym_known, syms, mode="clip"))  # fmt: skip
+
+
 class VectorWrites(NamedTuple):
     """What a vector twin wrote for one section: every entry was applied, none stopped.
 
@@ -54,9 +97,7 @@ class VectorWrites(NamedTuple):
     model); ``values[i]`` is then meaningless.
     """
 
-    offsets: npt.NDArray[np.uint64]
-    types: npt.NDArray[np.uint64]
-    syms: npt.NDArray[np.uint64]
+    entries: Entries
     widths: npt.NDArray[np.uint8]
     values: npt.NDArray[np.uint64]
 
@@ -88,20 +129,16 @@ def symbol_columns(
 
 def entries(relocs: RelocationTable, sym_values: npt.NDArray[np.uint64],
             sym_known: npt.NDArray[np.bool_]) -> Entries:  # fmt: skip
-    """The columns of ``relocs`` (decoded with numpy) with S of each entry
-    (:func:`symbol_columns`: a symbol index past the table is unknown, as
-    ``symbol_value`` has it)."""
+    """The entries of ``relocs`` (decoded with numpy), with the symbol values of
+    :func:`symbol_columns`."""
     arr = relocs.array
-    offsets = arr["r_offset"].astype(U64, copy=False)
-    syms, types = relocs.sym_array, relocs.type_array
-    # "clip": an index past the table takes the last entry, the unknown one
-    values = np.take(sym_values, syms, mode="clip")
-    known = np.take(sym_known, syms, mode="clip")
     if relocs.is_rela:
         addends = arr["r_addend"].astype(np.int64, copy=False).view(U64)
     else:
         addends = np.zeros(len(arr), dtype=U64)
-    return Entries(offsets, types, syms, addends, values, known)
+    return Entries(arr["r_offset"].astype(U64, copy=False), arr["r_info"].astype(U64, copy=False),
+                   shift=relocs.r_sym_shift, addends=addends, sym_values=sym_values,
+                   sym_known=sym_known)  # fmt: skip
 
 
 def places_free(target: bytearray, offsets: npt.NDArray[np.uint64],

@@ -293,15 +293,15 @@ def vector_relocate_add(
 
     from klpelf.arch._vector import VectorWrites, blocks, places_free, scatter
 
-    e = entries
     width_of, pc_of, known_type = _vector_tables()
-    n = len(e.types)
+    n = len(entries)
     widths = np.empty(n, dtype=np.uint8)
     values = np.empty(n, dtype=np.uint64)
     at = np.uint64(address)
     checks = [(t, ok) for t, (_, _, ok) in _VECTOR.items() if ok is not None]
     for sl in blocks(n):
-        types = e.types[sl]
+        e = entries.block(sl)
+        types = e.types
         if int(types.max()) >= len(known_type):
             return None
         index = types.astype(np.intp)
@@ -309,21 +309,21 @@ def vector_relocate_add(
             return None
         w = widths[sl]
         np.take(width_of, index, out=w)
-        known = e.known[sl]
+        known = e.known
         if not bool(known.all()) and not bool((known | (w == 0)).all()):
             return None  # the walk writes marker bytes where S is not known
         v = values[sl]
-        np.add(e.values[sl], e.addends[sl], out=v)
+        np.add(e.values, e.addends, out=v)
         pc = pc_of[index]
         if bool(pc.any()):
-            v -= np.where(pc, e.offsets[sl] + at, np.uint64(0))
+            v -= np.where(pc, e.offsets + at, np.uint64(0))
         for t, ok in checks:
             if bool((~ok(v) & (types == t)).any()):
                 return None
-    if not places_free(target, e.offsets, widths, zero=True):
+    if not places_free(target, entries.offsets, widths, zero=True):
         return None
-    scatter(target, e.offsets, values, widths, "little")
-    return VectorWrites(e.offsets, e.types, e.syms, widths, values)
+    scatter(target, entries.offsets, values, widths, "little")
+    return VectorWrites(entries, widths, values)
 
 
 # --- the kernel's messages --------------------------------------------------------------

@@ -80,6 +80,11 @@ class RelocationTable(RecordTable):
         """The section the relocations apply to (sh_info), if it is in range."""
         return self.section.info_section
 
+    @property
+    def r_sym_shift(self) -> int:
+        """ELF_R_SYM(r_info) is ``r_info >> r_sym_shift`` (32 in ELF64, 8 in ELF32)."""
+        return self._shift
+
     def offsets(self) -> list[int]:
         """r_offset of every entry (the cached column: do not modify it)."""
         return self.column("r_offset")

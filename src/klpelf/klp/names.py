@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from klpelf._record import FrozenRecord
 from klpelf.errors import KlpFormatError
@@ -407,12 +407,22 @@ class KlpSymbolName(FrozenRecord):
     __slots__ = _fields
 
     def __init__(self, objname: str, name: str, sympos: int) -> None:
-        self.objname: Final = _canonical(objname)
-        self.name: Final = _canonical(name)
-        self.sympos: Final = sympos
-        _check_objname("object name", self.objname)
-        _check_symname(self.name)
-        _check_sympos(self.sympos)
+        objname, name = _canonical(objname), _canonical(name)
+        _check_objname("object name", objname)
+        _check_symname(name)
+        _check_sympos(sympos)
+        if TYPE_CHECKING:
+            self.objname: Final = objname
+            self.name: Final = name
+            self.sympos: Final = sympos
+        else:
+            # each field once, without FrozenRecord's check of an unset slot (an
+            # AttributeError raised and caught per field: most of the time of
+            # klp_module() on a module with thousands of livepatch symbols)
+            _set = object.__setattr__
+            _set(self, "objname", objname)
+            _set(self, "name", name)
+            _set(self, "sympos", sympos)
 
     @classmethod
     def scan(cls, s: str, *, ksym_name_len: int = KSYM_NAME_LEN) -> KlpSymbolScan:

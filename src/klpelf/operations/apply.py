@@ -241,11 +241,11 @@ class WriteLog:
         assert self._arch is not None and self._symtab is not None
         w, names, arch = b.written, self._symtab.names(), self._arch
         live = np.flatnonzero(w.widths)
-        offsets = w.offsets[live].tolist()
-        types = w.types[live].tolist()
+        offsets = w.entries.offsets[live].tolist()
+        types = w.entries.types[live].tolist()
         type_names = {t: _type_name(arch, t) for t in set(types)}
         n = len(names)
-        syms = [names[s] if s < n else f"#{s}" for s in w.syms[live].tolist()]
+        syms = [names[s] if s < n else f"#{s}" for s in w.entries.syms[live].tolist()]
         base, obj, rela, sec = b.address, b.objname, b.rela_section, b.section
         return [Write(obj, rela, i, sec, off, type_names[t], sym, v, base + off)
                 for i, off, t, sym, v in zip(live.tolist(), offsets, types, syms,

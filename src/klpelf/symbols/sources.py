@@ -95,6 +95,7 @@ class KernelSymbols:
         self.is_running = False
         self._release: str | None = None
         self._parts: list[str] = []
+        self._vmlinux_of: tuple[int, Text | None] | None = None
 
     # --- what was loaded --------------------------------------------------------------
 
@@ -144,12 +145,14 @@ class KernelSymbols:
         return text is not None and text.zeroed
 
     def _vmlinux_text(self) -> Text | None:
+        # asked at every vmlinux lookup: kept until a source is added
+        if self._vmlinux_of is not None and self._vmlinux_of[0] == len(self.texts):
+            return self._vmlinux_of[1]
         texts = [t for t in self.texts if t.has_vmlinux]
-        for kind in ("kallsyms", "System.map"):
-            for t in texts:
-                if t.kind == kind:
-                    return t
-        return None
+        found = next((t for kind in ("kallsyms", "System.map") for t in texts if t.kind == kind),
+                     None)  # fmt: skip
+        self._vmlinux_of = (len(self.texts), found)
+        return found
 
     def has_vmlinux(self) -> bool:
         return self._vmlinux_text() is not None or self.vmlinux_elf is not None

@@ -33,7 +33,10 @@ a warm-up round (the order rotated each round, outputs deleted before each run):
     per-write report (:class:`Write` tuples), the text table, the JSON document;
     and the entry-by-entry walk alone (the vector twin off), for scale.
 
-Medians are reported; CPU times are the steadier figures on a shared machine.
+Medians are reported, and the least CPU time of the rounds; the target is judged
+on the median CPU time (process time of the benchmark, rusage of a child), the
+steadier figure on a shared machine, where wall time also counts the time other
+processes held the CPU.
 klpelf's bytecode is compiled first (``compileall``), as ``pip install`` does.
 """
 
@@ -214,29 +217,24 @@ def main() -> int:
                                 check=True).stdout.splitlines()[0]  # fmt: skip
     print(f"{sys.version.split()[0]}, numpy {numpy.__version__}, {ld_version}")
     print()
-    head = (
-        "measure",
-        "wall ms",
-        "cpu ms",
-        "ld wall",
-        "ld cpu",
-        "ratio wall",
-        "ratio cpu",
-        "target",
-    )
+    min_c = {k: min(v) for k, v in cpu.items()}
+    head = ("measure", "wall ms", "cpu ms", "cpu min", "ld wall", "ld cpu", "ld min",
+            "ratio wall", "ratio cpu", "ratio min", "target")  # fmt: skip
     rows: list[tuple[str, ...]] = [head]
 
     def row(label: str, key: str, target: float | None = None) -> None:
         rw, rc = med_w[key] / med_w["ld"], med_c[key] / med_c["ld"]
+        rm = min_c[key] / min_c["ld"]
         verdict = "" if target is None else f"<= {target:g}x " + (
-            "ok" if min(rw, rc) <= target else "MISSED")  # fmt: skip
+            "ok" if rc <= target else "MISSED")  # fmt: skip
         rows.append((label, f"{med_w[key] * 1e3:.1f}", f"{med_c[key] * 1e3:.1f}",
-                     f"{med_w['ld'] * 1e3:.1f}", f"{med_c['ld'] * 1e3:.1f}",
-                     f"{rw:.2f}x", f"{rc:.2f}x", verdict))  # fmt: skip
+                     f"{min_c[key] * 1e3:.1f}", f"{med_w['ld'] * 1e3:.1f}",
+                     f"{med_c['ld'] * 1e3:.1f}", f"{min_c['ld'] * 1e3:.1f}",
+                     f"{rw:.2f}x", f"{rc:.2f}x", f"{rm:.2f}x", verdict))  # fmt: skip
 
     def plain(label: str, key: str) -> None:
         rows.append((label, f"{med_w[key] * 1e3:.1f}", f"{med_c[key] * 1e3:.1f}",
-                     "", "", "", "", ""))  # fmt: skip
+                     f"{min_c[key] * 1e3:.1f}", "", "", "", "", "", "", ""))  # fmt: skip
 
     row("(a) whole process: klpelf apply -o DIR --summary", "klpelf")
     plain("(a) fixed cost: python -c pass", "python")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from klpelf._record import FrozenRecord
@@ -54,6 +54,7 @@ __all__ = [
     "SCHEMA",
     "AppliedModule",
     "Refusal",
+    "SectionBytes",
     "Write",
     "WriteLog",
     "apply",
@@ -106,7 +107,7 @@ class AppliedModule(FrozenRecord):
     def __init__(self, path: str, name: str, machine: str, release: KernelRelease, *,
                  sections: list[PlacedSection], writes: list[Write] | WriteLog,
                  refusals: list[Refusal], skipped: list[str],
-                 contents: dict[int, bytearray], assumed: bool = False) -> None:  # fmt: skip
+                 contents: SectionBytes, assumed: bool = False) -> None:  # fmt: skip
         self.path: Final = path
         self.name: Final = name
         self.machine: Final = machine
@@ -192,6 +193,46 @@ def _table(writes: Sequence[Write]) -> list[str]:
     return [fmt.format(*head).rstrip()] + [fmt.format(*r).rstrip() for r in zip(*cols, strict=True)]
 
 
+class SectionBytes(Mapping[int, bytearray]):
+    """Section index -> its bytes after every relocation applied, for the sections the
+    loader places.  A section is copied from the file when first asked for (every
+    relocation target is): a livepatch module's klp relocation sections are placed
+    (SHF_ALLOC) but never written, 3.4 MB of the 7 MB of the 300,000-relocation bench."""
+
+    def __init__(self, elf: ElfFile, indices: Iterable[int]) -> None:
+        self._elf = elf
+        self._indices = list(indices)
+        self._placed = frozenset(self._indices)
+        self._copies: dict[int, bytearray] = {}
+
+    def __getitem__(self, index: int) -> bytearray:
+        copy = self._copies.get(index)
+        if copy is None:
+            if index not in self._placed:
+                raise KeyError(index)
+            copy = self._copies[index] = section_bytes(self._elf, index)
+        return copy
+
+    def __contains__(self, index: object) -> bool:
+        return index in self._placed
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def raw(self, index: int) -> bytes | bytearray | memoryview:
+        """The bytes of ``index`` without copying a section nothing wrote."""
+        copy = self._copies.get(index)
+        if copy is not None:
+            return copy
+        if index not in self._placed:
+            raise KeyError(index)
+        s = self._elf.sections[index]
+        return bytes(s.sh_size) if s.sh_type == SHT.NOBITS else s.data
+
+
 def _type_name(arch: Arch, r_type: int) -> str:
     t = arch.relocation_types.get(r_type)
     return t.name if t is not None else str(r_type)
@@ -267,7 +308,7 @@ class _Walk:
         self.addresses = addresses
         self._values = values
         self._columns = columns
-        self.contents = {i: section_bytes(elf, i) for i in addresses}
+        self.contents = SectionBytes(elf, addresses)
         tab = elf.symtab
         assert tab is not None
         self.log = WriteLog(arch=arch, symtab=tab)
@@ -444,7 +485,7 @@ def write_sections(applied: AppliedModule, directory: str | os.PathLike[str]) ->
     out = []
     for s in applied.sections:
         path = os.path.join(directory, section_file_name(s.name))
-        write_atomic(path, applied.contents[s.index], overwrite=True)
+        write_atomic(path, applied.contents.raw(s.index), overwrite=True)
         out.append(path)
     return out
 

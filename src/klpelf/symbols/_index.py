@@ -158,10 +158,17 @@ class NameIndex:
         maybe = np.flatnonzero(table[(self._keys & np.uint64(0xFFFF)).astype(np.intp)])
         at = np.minimum(np.searchsorted(qsorted, self._keys[maybe]), len(qsorted) - 1)
         hits = maybe[qsorted[at] == self._keys[maybe]]
-        by_key: dict[int, list[int]] = {}
-        for row, k in zip(hits.tolist(), self._keys[hits].tolist(), strict=True):
-            by_key.setdefault(k, []).append(row)
-        return [self._verify(n, by_key.get(int(k), [])) for n, k in zip(names, qkeys, strict=True)]
+        # the candidates' spans read at once, compared with the query name by name
+        by_key: dict[int, list[tuple[int, int, int]]] = {}
+        for row, k, s, e in zip(hits.tolist(), self._keys[hits].tolist(),
+                                self.start[hits].tolist(), self.end[hits].tolist(),
+                                strict=True):  # fmt: skip
+            by_key.setdefault(k, []).append((row, s, e))
+        buf = self.buf
+        return [
+            [row for row, s, e in by_key.get(k, ()) if e - s == len(n) and buf[s:e] == n]
+            for n, k in zip(names, qkeys.tolist(), strict=True)
+        ]
 
     def _verify(self, name: bytes, rows: list[int]) -> list[int]:
         buf, start, end = self.buf, self.start, self.end

@@ -126,6 +126,37 @@ def test_x86_64_twin_agrees_with_the_walk() -> None:
     assert applied > 800 and refused > 800, (applied, refused)
 
 
+# --- the kernel symbols of many names at once -----------------------------------------
+
+SYMBOLS = """\
+ffffffff81000000 T one
+ffffffff81000100 t twice
+ffffffff81000080 t twice
+ffffffff81000200 U undefined_here
+ffffffff81000300 A absolute
+0000000000000000 T at_zero
+ffffffffc0000000 t in_module\t[mod]
+ffffffffc0000040 T both\t[mod]
+ffffffff81000400 T both
+"""
+
+
+@pytest.mark.parametrize("kind", ["kallsyms", "System.map", "zeroed"])
+def test_vmlinux_matches_many_is_vmlinux_matches(tmp_path: Path, kind: str) -> None:
+    text = SYMBOLS
+    if kind == "System.map":  # no module lines there
+        text = "".join(line + "\n" for line in text.splitlines() if "[" not in line)
+    elif kind == "zeroed":
+        text = "".join("0" * 16 + line[16:] + "\n" for line in text.splitlines())
+    path = tmp_path / ("System.map" if kind == "System.map" else "kallsyms")
+    path.write_text(text)
+    names = ["one", "twice", "undefined_here", "absolute", "at_zero", "in_module", "both",
+             "nowhere", "one"]  # fmt: skip
+    ks = load_sources([str(path)])
+    ks.prefetch(names)
+    assert ks.vmlinux_matches_many(names) == [ks.vmlinux_matches(n) for n in names]
+
+
 # --- apply(): modules ---------------------------------------------------------------------
 
 

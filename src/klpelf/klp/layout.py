@@ -289,12 +289,16 @@ def _kernel_values(elf: ElfFile, ks: KernelSymbols, release: KernelRelease,
     # one search per kallsyms for all the names (symbols/sources.py)
     ks.prefetch([*(s.parsed.name for s in mod.symbols if s.parsed is not None),
                  *(name for _, name in undefined)])  # fmt: skip
+    lps = [(s.symbol.index, s.parsed) for s in mod.symbols
+           if s.parsed is not None and s.symbol.st_shndx == SHN.LIVEPATCH]  # fmt: skip
+    in_vmlinux = [p.name for _, p in lps if p.objname == "vmlinux"]
+    # the vmlinux lines of every name at once: most names have one
+    cands = iter(ks.vmlinux_matches_many([*in_vmlinux, *(name for _, name in undefined)]))
     out: dict[int, int | None] = {}
-    for s in mod.symbols:
-        p = s.parsed
-        if p is not None and s.symbol.st_shndx == SHN.LIVEPATCH:
-            out[s.symbol.index] = klp_find_address(ks, p.objname, p.name, p.sympos)
-    for i, name in undefined:  # simplify_symbols(): by name
-        found = [c.address for c in ks.vmlinux_matches(name) if c.address]
+    for i, p in lps:
+        given = next(cands) if p.objname == "vmlinux" else None
+        out[i] = klp_find_address(ks, p.objname, p.name, p.sympos, candidates=given)
+    for i, _ in undefined:  # simplify_symbols(): by name
+        found = [c.address for c in next(cands) if c.address]
         out[i] = found[0] if found else None
     return out

@@ -25,8 +25,7 @@ entries are in the kernel's kallsyms table.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from itertools import islice
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -70,7 +69,7 @@ class SymbolText(Record):
     """
 
     _fields = ("path", "kind", "buf", "index", "address", "type", "module", "modules", "zeroed")
-    __slots__ = (*_fields, "_cache", "_entries", "_vmlinux_count")
+    __slots__ = (*_fields, "_cache", "_vmlinux_count")
 
     path: str
     kind: SymbolTextKind
@@ -93,8 +92,6 @@ class SymbolText(Record):
         self.address, self.type, self.module = address, type, module
         self.modules, self.zeroed, self._cache = modules, zeroed, {}
         self._vmlinux_count: int | None = None
-        #: the lines of the names prefetched
-        self._entries: dict[str, list[Entry]] = {}
 
     def __len__(self) -> int:
         return len(self.address)
@@ -118,21 +115,29 @@ class SymbolText(Record):
         return found
 
     def prefetch(self, names: Iterable[str]) -> None:
-        """Look ``names`` up in one vectorised search, for :meth:`rows` and
-        :meth:`matches` to answer later (the lines' fields read at once too)."""
+        """Look ``names`` up in one vectorised search, for :meth:`rows` to answer later."""
         todo = sorted({n for n in names if n not in self._cache})
         found = self.index.rows_many([n.encode("utf-8", "surrogateescape") for n in todo])
         self._cache.update(zip(todo, found, strict=True))
-        rows = [r for f in found for r in f]
-        if not rows:
-            return
-        at = np.array(rows, dtype=np.intp)
+
+    def lone_lines(self, names: Sequence[str]) -> list[Entry | bool]:
+        """Per name: its one line (an :class:`Entry`) when the file has exactly one of
+        that name, False when it has none, True when several (ask :meth:`matches`);
+        the fields of all the lone lines read at once."""
+        rows = [self.rows(n) for n in names]
+        lone = [r[0] for r in rows if len(r) == 1]
+        at = np.array(lone, dtype=np.intp)
+        fields = zip(lone, self.address[at].tolist(), self.type[at].tolist(),
+                     self.module[at].tolist(), strict=True)  # fmt: skip
         mods = self.modules
-        lines = iter(zip(rows, self.address[at].tolist(), self.type[at].tolist(),
-                         self.module[at].tolist(), strict=True))  # fmt: skip
-        for name, f in zip(todo, found, strict=True):
-            self._entries[name] = [Entry(r, a, chr(t), mods[m] if m >= 0 else None)
-                                   for r, a, t, m in islice(lines, len(f))]  # fmt: skip
+        out: list[Entry | bool] = []
+        for r in rows:
+            if len(r) != 1:
+                out.append(bool(r))
+                continue
+            row, address, type_, m = next(fields)
+            out.append(Entry(row, address, chr(type_), mods[m] if m >= 0 else None))
+        return out
 
     def module_id(self, name: str) -> int | None:
         try:
@@ -146,9 +151,6 @@ class SymbolText(Record):
 
     def matches(self, name: str) -> list[Entry]:
         """Every line named ``name``, in file order."""
-        known = self._entries.get(name)
-        if known is not None:
-            return list(known)
         mods = self.modules
         out = []
         for r in self.rows(name):

@@ -181,17 +181,20 @@ def klp_find_object_symbol(ks: KernelSymbols, objname: str, name: str, sympos: i
     )  # fmt: skip
 
 
-def klp_find_address(ks: KernelSymbols, objname: str, name: str, sympos: int) -> int | None:
+def klp_find_address(ks: KernelSymbols, objname: str, name: str, sympos: int, *,
+                     candidates: list[Candidate] | None = None) -> int | None:  # fmt: skip
     """The address :func:`klp_find_object_symbol` resolves to, now or when the module
     object comes (``ok or coming_ok``), else None: for many lookups (``klpelf apply``),
-    a vmlinux symbol without building the :class:`Resolution`."""
+    a vmlinux symbol without building the :class:`Resolution`.  ``candidates``: what
+    ``ks.vmlinux_matches(name)`` gives, when the caller has it (vmlinux only)."""
     if objname != "vmlinux":
         r = klp_find_object_symbol(ks, objname, name, sympos)
         ok = r.ok if r.coming_ok is None else r.ok or r.coming_ok
         return r.address if ok else None
     if not ks.has_vmlinux():
         return None
-    ok, addr, _, _ = _klp_match(objname, name, sympos, ks.vmlinux_matches(name))
+    cands = ks.vmlinux_matches(name) if candidates is None else candidates
+    ok, addr, _, _ = _klp_match(objname, name, sympos, cands)
     return addr if ok else None
 
 

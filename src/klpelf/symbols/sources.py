@@ -239,6 +239,25 @@ class KernelSymbols:
             found = _with_hints(found, self.vmlinux_elf.matches(name))
         return found
 
+    def vmlinux_matches_many(self, names: Sequence[str]) -> list[list[Candidate]]:
+        """``[self.vmlinux_matches(n) for n in names]``, where a parsed kallsyms or
+        System.map has one line of the name (most names) read at once."""
+        text = self._vmlinux_text()
+        if text is None or isinstance(text, ScannedSymbolText) or self.vmlinux_elf is not None:
+            return [self.vmlinux_matches(n) for n in names]
+        zeroed, system_map = text.zeroed, text.kind == "System.map"
+        out: list[list[Candidate]] = []
+        for name, line in zip(names, text.lone_lines(names), strict=True):
+            if line is True:  # several lines: ordered as _text_matches() orders them
+                out.append(self.vmlinux_matches(name))
+            elif (line is False or line.module is not None
+                  or (system_map and is_ignored_symbol(name, line.type))):  # fmt: skip
+                out.append([])
+            else:  # _text_matches() of one line
+                address = None if zeroed else line.address
+                out.append([Candidate(1, address, line.type, None, None, None, 1)])
+        return out
+
     def loaded_module_matches(self, text: Text, objname: str, name: str) -> list[Candidate]:
         """The kallsyms lines of loaded module ``objname`` named ``name``, in its symtab order."""
         found = _text_matches(text, name, objname)

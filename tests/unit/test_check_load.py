@@ -113,6 +113,28 @@ def test_weak_and_got_symbols_are_allowed(tmp_path: Path) -> None:
     assert _check(ko, _symvers(tmp_path)).kernel_verdict == "accept"
 
 
+def test_gpl_only_export_needs_a_gpl_license(tmp_path: Path) -> None:
+    # klp_enable_patch is EXPORT_SYMBOL_GPL: a proprietary module does not see it
+    crcs = _crcs()
+    sv = _symvers(tmp_path, {k: v for k, v in crcs.items() if k != "klp_enable_patch"},
+                  f"{crcs['klp_enable_patch']:#010x}\tklp_enable_patch\tvmlinux\t"
+                  "EXPORT_SYMBOL_GPL\t\n")  # fmt: skip
+    assert _check(SAMPLE, sv).errors == []
+    for lic in ("Proprietary", None):
+
+        def edit(e: ElfFile, lic: str | None = lic) -> None:
+            mi = e.modinfo
+            assert mi is not None
+            mi.set("license", lic if lic is not None else "")  # '' is not GPL either
+
+        ko = _edited(tmp_path, edit, f"{lic}.ko")
+        res = _check(ko, sv)
+        assert _unknown(res) == ["klp_sample: Unknown symbol klp_enable_patch (err -2)"]
+        assert any(d.rule == "gpl-only-export" for d in res.diagnostics)
+    ko = _edited(tmp_path, lambda e: e.modinfo.set("license", "Dual MIT/GPL"), "mit.ko")  # type: ignore[union-attr]
+    assert _check(ko, sv).errors == []
+
+
 def test_exports_from_kallsyms_ksymtab(tmp_path: Path) -> None:
     ko = _edited(tmp_path, _rename("seq_puts", "total_forks"))
     ks = tmp_path / "kallsyms"

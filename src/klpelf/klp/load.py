@@ -283,6 +283,10 @@ def simplify_symbols(state: LoadState) -> None:
     names = tab.names()
     st_info = tab.column("st_info")
     depends = module_depends(state.elf)
+    mi = state.elf.modinfo
+    found = mi.get("license") if mi is not None else None
+    license = "unspecified" if found is None else found  # set_license(mod, NULL)
+    gplok = license_is_gpl_compatible(license)
     for i in tab.indices_where_shndx(SHN.UNDEF):
         name = names[i]
         if i == 0:
@@ -295,6 +299,14 @@ def simplify_symbols(state: LoadState) -> None:
         if state.find_export is None:
             continue
         export = state.find_export(name)
+        if export is not None and export.gpl_only and not gplok:
+            # find_symbol() with gplok false skips EXPORT_SYMBOL_GPL exports
+            state.add("note", "gpl-only-export",
+                      f"{name} is EXPORT_SYMBOL_GPL and the module's license '{license}' "
+                      f"is not GPL-compatible ({state.mod.name}: module license "
+                      f"'{license}' taints kernel.): the loader does not see it",
+                      symbol=(i, name))  # fmt: skip
+            export = None
         if export is not None and export.loaded is False:
             if export.owner not in depends:
                 export = None  # its module is not loaded: find_symbol() does not see it
@@ -316,6 +328,15 @@ def simplify_symbols(state: LoadState) -> None:
         if state.modversions and not check_version(state, name, export.crc, errno=EINVAL,
                                                    symbol=(i, name)):  # fmt: skip
             _unknown(state, i, name, EINVAL)
+
+
+def license_is_gpl_compatible(license: str) -> bool:
+    """Mirrors include/linux/license.h (the same list in 5.10 and 7.2): a module
+    whose license is not one of these is tainted proprietary by set_license() (
+    module_license_taint_check() since 6.4), and find_symbol() then hides
+    EXPORT_SYMBOL_GPL symbols from it."""
+    return license in ("GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL",
+                       "Dual MIT/GPL", "Dual MPL/GPL")  # fmt: skip
 
 
 def _unknown(state: LoadState, i: int, name: str, errno: int) -> None:

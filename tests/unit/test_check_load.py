@@ -135,6 +135,27 @@ def test_gpl_only_export_needs_a_gpl_license(tmp_path: Path) -> None:
     assert _check(ko, sv).errors == []
 
 
+def test_namespace_must_be_imported(tmp_path: Path) -> None:
+    crcs = _crcs()
+    rest = {k: v for k, v in crcs.items() if k != "seq_puts"}
+
+    def sv(ns: str) -> Path:
+        line = f"{crcs['seq_puts']:#010x}\tseq_puts\tvmlinux\tEXPORT_SYMBOL\t{ns}\n"
+        return _symvers(tmp_path, rest, line)
+
+    assert _kernel_errors(_check(SAMPLE, sv("KLPT_NS"))) == [
+        ("namespace-not-imported", "klp_sample: module uses symbol (seq_puts) from namespace "
+         "KLPT_NS, but does not import it.", 22),
+        ("unknown-symbol", "klp_sample: Unknown symbol seq_puts (err -22)", 22),
+    ]  # fmt: skip
+    imports = _edited(tmp_path, lambda e: e.modinfo.set("import_ns", "KLPT_NS"), "ns.ko")  # type: ignore[union-attr]
+    assert _check(imports, sv("KLPT_NS")).errors == []
+    # 7.2's module namespaces: the exporting module names its users
+    assert _check(SAMPLE, sv("module:klpt_other,klp_s*")).errors == []
+    assert _check(SAMPLE, sv("module:klp-sample")).errors == []
+    assert _check(SAMPLE, sv("module:klpt_other")).errors != []
+
+
 def test_exports_from_kallsyms_ksymtab(tmp_path: Path) -> None:
     ko = _edited(tmp_path, _rename("seq_puts", "total_forks"))
     ks = tmp_path / "kallsyms"

@@ -325,9 +325,40 @@ def simplify_symbols(state: LoadState) -> None:
                       f"{name} is exported by module {export.owner}, which depends= does not "
                       f"name: the load fails ({state.mod.name}: Unknown symbol {name} (err "
                       f"-2)) unless {export.owner} is loaded first", symbol=(i, name))  # fmt: skip
-        if state.modversions and not check_version(state, name, export.crc, errno=EINVAL,
-                                                   symbol=(i, name)):  # fmt: skip
+        # resolve_symbol(): check_version(), then verify_namespace_is_imported(); either
+        # failing is ERR_PTR(-EINVAL)
+        versioned = not state.modversions or check_version(
+            state, name, export.crc, errno=EINVAL, symbol=(i, name)
+        )
+        if not (versioned and verify_namespace_is_imported(state, i, name, export.namespace)):
             _unknown(state, i, name, EINVAL)
+
+
+def verify_namespace_is_imported(state: LoadState, i: int, name: str,
+                                 namespace: str | None) -> bool:  # fmt: skip
+    """Mirrors ``verify_namespace_is_imported()`` (the same in 5.10, 6.1 and 6.12): an
+    export in a namespace (EXPORT_SYMBOL_NS, Module.symvers' last field) needs a
+    modinfo ``import_ns=`` of it; 7.2 also lets a ``module:`` namespace (a comma
+    list of module names, ``*`` at the end a glob; '-' and '_' alike) name the module.
+    CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS (not in Debian's) would only warn."""
+    if not namespace:
+        return True
+    mod = state.mod.name
+    if namespace.startswith("module:"):
+        for pattern in namespace.removeprefix("module:").split(","):
+            glob = pattern.endswith("*")
+            stem = pattern.removesuffix("*").replace("-", "_")
+            here = mod.replace("-", "_")
+            if here.startswith(stem) if glob else here == stem:
+                return True
+    mi = state.elf.modinfo
+    if mi is not None and namespace in mi.get_all("import_ns"):
+        return True
+    state.add("error", "namespace-not-imported",
+              f"{mod}: module uses symbol ({name}) from namespace {namespace}, but does "
+              "not import it.", symbol=(i, name), when="load", kernel=True,
+              errno=EINVAL)  # fmt: skip
+    return False
 
 
 def license_is_gpl_compatible(license: str) -> bool:

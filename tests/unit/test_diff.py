@@ -53,7 +53,7 @@ def build(name: str, tmp: Path, flags: list[str] = KERNEL_FLAGS) -> tuple[Path, 
     out = []
     for side in ("orig", "patched"):
         d = tmp / side
-        d.mkdir(exist_ok=True)
+        d.mkdir(parents=True, exist_ok=True)
         shutil.copy(CASES / "kernel_like.h", d)
         src = ORIG_OF.get(name, name) if side == "orig" else name
         shutil.copy(CASES / f"{src}.{side}.c", d / f"{name}.c")
@@ -322,3 +322,14 @@ def test_removed_data_is_refused_when_others_may_use_it(tmp_path: Path) -> None:
     # the global may be used by other units; the static's only user is replaced
     assert done.refusals == ("data legacy_value removed (global: other code may use it): the "
                              "kernel keeps it; a livepatch cannot remove data",)  # fmt: skip
+
+
+def test_builds_with_different_flags_are_refused(tmp_path: Path) -> None:
+    o, _ = build("changed", tmp_path)
+    _, p = build("changed", tmp_path / "plain",
+                 [f for f in KERNEL_FLAGS if f != "-ffunction-sections"])  # fmt: skip
+    done = diff(o, p, tmp_path / "x.o")
+    assert len(done.refusals) == 1
+    assert done.refusals[0].endswith("has a section of its own in one build only: ORIG.o and "
+                                     "PATCHED.o must be built with the same flags "
+                                     "(-ffunction-sections -fdata-sections)")  # fmt: skip

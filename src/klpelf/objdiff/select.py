@@ -102,6 +102,15 @@ def select(c: Correlation) -> Selection:
     p_owned, p_orphans = entries_by_owner(patched)
     sel.entries = p_owned
     o_users, p_users = _users(orig), _users(patched)
+    mismatch = next((o for o, p in c.to_patched.items() if o.kind == "func"
+                     and not _init(orig, o) and _shares_code_section(orig, o)
+                     != _shares_code_section(patched, p)), None)  # fmt: skip
+    if mismatch is not None:
+        # one build with -ffunction-sections, the other without: nothing compares
+        sel.refusals.append(f"function {mismatch.name} has a section of its own in one build "
+                            "only: ORIG.o and PATCHED.o must be built with the same flags "
+                            "(-ffunction-sections -fdata-sections)")  # fmt: skip
+        return sel
     changed: dict[Entity, str] = {}
     for o, p in c.to_patched.items():
         if o.kind == "anon" and _is_string(orig, o):

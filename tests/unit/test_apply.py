@@ -259,19 +259,31 @@ def test_check_kernel_shows_the_overflow(
     out = capsys.readouterr().out
     sec = open_elf(ko).section_by_name(".klp.rela.vmlinux.text")
     assert sec is not None
-    message = (
-        f"overflow in relocation type 10 val {FOO:x} sec {sec.index} idx 0; "
-        "`overflow' likely not compiled with -mcmodel=kernel"
-    )
-    assert f"error: {message}" in out
+    first = f"overflow in relocation type 10 val {FOO:x} sec {sec.index} idx 0"
+    second = "`overflow' likely not compiled with -mcmodel=kernel"
+    # the kernel's two pr_err() lines: two lines of the text, each with dmesg's prefix
+    # in the verdict
+    where = f"{ko}: {sec.name}[{sec.index}] entry 0: error: "
+    assert f"{where}{first}\n{where}{second}\n" in out
+    verdict = f"(errno 8): module: {first}\n{ko}: module: {second}\n"
+    assert verdict in out
     res = apply(ko, load_sources([str(k)]), version=KernelRelease(6, 19))
     assert [(r.rule, r.entry, r.message) for r in res.refusals] == [
-        ("x86-relocation-overflow", 0, message)
+        ("x86-relocation-overflow", 0, (first, second))
     ]
-    # before v6.19 the message names neither section nor entry
+    assert main(["apply", rel, "6.19", "--kernel", str(k), str(ko)]) == 1
+    shown = capsys.readouterr().out
+    assert f"error: {sec.name} entry 0: {first}\n  error: {sec.name} entry 0: {second}" in shown
+    # the JSON: dmesg and kernel_message hold both lines, each with its prefix
+    assert main(["check", "--json", rel, "6.19", "--kernel", str(k), str(ko)]) == 1
+    doc = json.loads(capsys.readouterr().out)["modules"][0]
+    assert doc["kernel_message"] == f"module: {first}\nmodule: {second}"
+    (err,) = [d for d in doc["diagnostics"] if d["rule"] == "x86-relocation-overflow"]
+    assert (err["message"], err["dmesg"]) == (f"{first}\n{second}", doc["kernel_message"])
+    # before v6.19 the first line names neither section nor entry
     assert main(["check", rel, "6.1", "--kernel", str(k), str(ko)]) == 1
-    assert (
-        f"overflow in relocation type 10 val {FOO:x}; `overflow' likely" in capsys.readouterr().out
+    assert f"(errno 8): module: overflow in relocation type 10 val {FOO:x}\n" in (
+        capsys.readouterr().out
     )
 
 

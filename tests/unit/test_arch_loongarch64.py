@@ -201,9 +201,12 @@ def test_sort_since_6_17_reorders_the_stack(tmp_path: Path) -> None:
     for release in (V612, V72):
         facts, _ = twin(linked, ".text", release)
         assert facts.reason == "rela-stack", release
+        r_type = facts.types[facts.stop or 0]
         assert la.refusal(release, "m", 2, facts) == ("loongarch-rela-stack", (
-            f"m: {la._name(facts.types[facts.stop or 0])} is refused with -ENOEXEC and "
-            "no message (rela_stack_pop(): the relocation stack is empty)"))  # fmt: skip
+            f"{la._name(r_type)} ({r_type}) is refused silently: rela_stack_pop() returns "
+            "-ENOEXEC (errno 8) without a message (the relocation stack is empty)"))  # fmt: skip
+        # nothing in dmesg: check predicts no line (and no prefix) for it
+        assert not la.ARCH.refusal_is_logged(facts)
     assert not la.sorts_relocations(V616) and la.sorts_relocations(KernelRelease(6, 17))
 
 
@@ -382,6 +385,7 @@ def test_refused_types(release: KernelRelease, r_type: int, message: str) -> Non
     assert not facts[1].known and facts[1].width == 0
     assert la.refusal(release, "m", 3, facts) == ("loongarch-unknown-relocation", message)
     assert la.ARCH.refusal_dmesg_prefix(release, facts) == "kmod: "  # module.c's pr_fmt
+    assert la.ARCH.refusal_is_logged(facts)
 
 
 def test_stack_machine_checks() -> None:
@@ -402,7 +406,12 @@ def test_stack_machine_checks() -> None:
     # RELA_STACK_DEPTH 16: the 17th push overflows, silently
     facts = _walk([push] * 17, 1)
     assert (facts.stop, facts.reason) == (16, "rela-stack")
-    assert "stack is full" in la.refusal(V612, "m", 2, facts)[1]
+    assert la.refusal(V612, "m", 2, facts)[1] == (
+        "R_LARCH_SOP_PUSH_ABSOLUTE (23) is refused silently: rela_stack_push() returns "
+        "-ENOEXEC (errno 8) without a message (the relocation stack is full, "
+        "RELA_STACK_DEPTH 16)")  # fmt: skip
+    assert not la.ARCH.refusal_is_logged(facts) and la.ARCH.refusal_errno is not None
+    assert la.ARCH.refusal_errno(facts) == 8
     # the stack lives for one call: a pop in the next section finds it empty
     facts = _walk([(0, 0, 46, 0)], 1)
     assert facts.reason == "rela-stack"

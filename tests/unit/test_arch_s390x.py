@@ -226,10 +226,36 @@ def test_unknown_and_shared_types_refused() -> None:
         "s390-unknown-relocation", "module m: unknown relocation: 56"
     )  # fmt: skip
     assert place[:8] == b"\xff" * 8 and place[8:] == bytes(8)  # written before the stop
+    assert s390.ARCH.refusal_is_logged(facts)
     facts, _ = _walk([(0, 1, R_COPY, 0)], bytes(8))
     assert facts.reason == "unknown-type"
     _, message = s390.refusal(V61, "m", 2, facts)
-    assert "R_390_COPY is refused with -ENOEXEC and no message" in message
+    assert message.startswith("R_390_COPY (9) is refused silently: apply_rela() returns "
+                              "-ENOEXEC (errno 8) without a message")  # fmt: skip
+    assert not s390.ARCH.refusal_is_logged(facts)
+
+
+@pytest.mark.parametrize("reloc", ["R_390_COPY", "R_390_GLOB_DAT", "R_390_JMP_SLOT",
+                                   "R_390_RELATIVE"])  # fmt: skip
+def test_check_predicts_no_dmesg_line_for_shared_types(reloc: str, tmp_path: Path) -> None:
+    # apply_rela() returns -ENOEXEC for them before any printk(): check predicts the
+    # refusal and errno 8, no kernel_message, no dmesg, and says it is silent
+    from klpelf.operations.check import check
+    from toolchain import TARGETS, assemble, module_source
+
+    target = next(t for t in TARGETS if t.name == "s390x")
+    text = f"g:  nop\n    .reloc g, {reloc}, ext_func"
+    ko = assemble(target, tmp_path / "m.ko", module_source(text))
+    checked = check(ko, version="6.12")
+    doc = checked.to_json()
+    assert (doc["verdict"], doc["errno"], doc["kernel_message"]) == ("refuse", 8, None)
+    (err,) = [d for d in doc["diagnostics"] if d["rule"] == "s390-unknown-relocation"]
+    assert (err["kernel"], err["errno"], err["dmesg"]) == (True, 8, None)
+    assert "refused silently" in err["message"] and "without a message" in err["message"]
+    verdict = checked.to_text().splitlines()[-2]
+    assert verdict.startswith(f"{ko}: Linux 6.12 (--kernel-release) would refuse the module "
+                              "when the module loads, silently (errno 8, nothing in dmesg): "
+                              f"{reloc} (")  # fmt: skip
 
 
 @pytest.mark.parametrize("release", ["5.10", "6.1", "6.6", "6.12", "7.2"])

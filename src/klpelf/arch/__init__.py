@@ -13,9 +13,11 @@ An :class:`Arch` holds:
 * the twin of its ``apply_relocate_add()``: :attr:`Arch.write_relocate_add` walks the
   entries of one section over a copy of the target section's bytes and returns facts
   (:class:`WriteFacts`), never diagnostics;
-* the texts the kernel prints when it stops (:attr:`Arch.refusal`), per release, and
-  what its files' ``pr_fmt`` puts before them in dmesg (:class:`PrFmt`, once per file:
-  a message text never carries the prefix).
+* the texts the kernel prints when it stops (:attr:`Arch.refusal`), per release (a
+  :data:`Message`: x86's overflow prints two lines), whether it
+  prints anything (:attr:`Arch.refusal_logged`), and what its files' ``pr_fmt`` puts
+  before each line in dmesg (:class:`PrFmt`, once per file: a message text never
+  carries the prefix).
 
 The interface is meant for the machines to come: a place that is an instruction field
 (arm64 CALL26, ppc64 REL24) is a :class:`RelocType` whose ``encode`` merges the value
@@ -187,6 +189,17 @@ class VectorRelocateAdd(Protocol):
                  layout: ModuleLayout | None = None) -> VectorWrites | None: ...  # fmt: skip
 
 
+#: what the kernel prints for a stop: one line, or the lines of several pr_err() calls
+#: in order (x86's overflow: label), each with the file's pr_fmt in dmesg.  Lines, not
+#: one string with newlines: a name from the module may hold a newline itself.
+Message = str | tuple[str, ...]
+
+
+def message_lines(message: Message) -> tuple[str, ...]:
+    """The lines of ``message``."""
+    return (message,) if isinstance(message, str) else message
+
+
 class SectionFrob(NamedTuple):
     """What a machine's ``module_frob_arch_sections()`` makes of one section before
     ``layout_sections()`` lays it out (the module's own .plt/.got placeholders)."""
@@ -235,8 +248,8 @@ class Arch(NamedTuple):
     #: the twin of apply_relocate_add(); see :class:`WriteRelocateAdd`
     write_relocate_add: WriteRelocateAdd
     #: (release, module name, relocation section index, facts) -> (rule, the kernel's
-    #: message) for the entry where the walk stopped
-    refusal: Callable[[KernelRelease, str, int, WriteFacts], tuple[str, str]]
+    #: message) for the entry where the walk stopped (a :data:`Message`)
+    refusal: Callable[[KernelRelease, str, int, WriteFacts], tuple[str, Message]]
     #: (release, relocation section index, entry, type) -> what the kernel prints when
     #: a place to write is not zero; None: this machine does not check
     nonzero_message: Callable[[KernelRelease, int, int, int], str] | None = None
@@ -252,6 +265,11 @@ class Arch(NamedTuple):
     refusal_pr_fmt: Callable[[WriteFacts], PrFmt] | None = None
     #: the errno apply_relocate_add() returns for the stop in the facts (None: -ENOEXEC)
     refusal_errno: Callable[[WriteFacts], int] | None = None
+    #: whether the kernel prints anything for the stop in the facts: False where
+    #: apply_relocate_add() returns the errno without a message (s390's COPY,
+    #: GLOB_DAT, JMP_SLOT and RELATIVE; loongarch's relocation stack full or empty),
+    #: :attr:`refusal`'s text then being klpelf's explanation; None: always printed
+    refusal_logged: Callable[[WriteFacts], bool] | None = None
     #: (layout, section index -> its bytes): write the entries of the machine's own
     #: tables (GOT, PLT) the walks emitted into their sections' bytes; None: not modelled
     write_tables: Callable[[ModuleLayout, Mapping[int, bytearray]], None] | None = None
@@ -265,10 +283,22 @@ class Arch(NamedTuple):
     #: None: the machine changes no section the layout depends on (as modelled)
     frob_sections: Callable[[ElfFile], Mapping[int, SectionFrob]] | None = None
 
+    def refusal_is_logged(self, facts: WriteFacts) -> bool:
+        """Whether the kernel prints :attr:`refusal`'s message for the stop in ``facts``."""
+        return self.refusal_logged is None or self.refusal_logged(facts)
+
     def refusal_dmesg_prefix(self, release: KernelRelease, facts: WriteFacts) -> str:
         """What dmesg shows before :attr:`refusal`'s message for the stop in ``facts``."""
         pr_fmt = self.dmesg_prefix if self.refusal_pr_fmt is None else self.refusal_pr_fmt(facts)
         return pr_fmt(release)
+
+
+def silent_refusal(what: str, function: str, errno: tuple[str, int], why: str) -> str:
+    """klpelf's text for a stop the kernel does not log (:attr:`Arch.refusal_logged`
+    False): ``what`` is refused, ``function`` returning ``errno`` (name, number)."""
+    name, number = errno
+    return (f"{what} is refused silently: {function} returns -{name} (errno {number}) "
+            f"without a message ({why})")  # fmt: skip
 
 
 def _registry() -> dict[int, Arch]:

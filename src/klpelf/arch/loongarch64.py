@@ -55,7 +55,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from klpelf.arch import NO_PR_FMT, Arch, ModuleLayout, PrFmt, RelocType, StopReason, WriteFacts
+from klpelf.arch import (
+    NO_PR_FMT,
+    Arch,
+    ModuleLayout,
+    PrFmt,
+    RelocType,
+    StopReason,
+    WriteFacts,
+    silent_refusal,
+)
 from klpelf.arch.kernel_sort import double_pop, heapsort_order
 from klpelf.arch.loongarch64_sections import (
     ModuleTables,
@@ -495,6 +504,12 @@ def refusal_errno(facts: WriteFacts) -> int:
     return ENOEXEC
 
 
+def refusal_logged(facts: WriteFacts) -> bool:
+    """Every stop is printed but the relocation stack's: rela_stack_push() and
+    rela_stack_pop() return -ENOEXEC and nothing prints it (read in 6.1, 6.12, 7.2)."""
+    return facts.reason != "rela-stack"
+
+
 def refusal(release: KernelRelease, module: str, sec: int, facts: WriteFacts) -> tuple[str, str]:
     """The rule and the kernel's message for the entry where ``facts`` stopped."""
     del release, sec  # the messages name neither the section nor the entry
@@ -505,11 +520,10 @@ def refusal(release: KernelRelease, module: str, sec: int, facts: WriteFacts) ->
         detail = ("error", r_type)
     what, n = detail
     if what in {"push", "pop"}:
-        return "loongarch-rela-stack", (
-            f"{module}: {_name(r_type)} is refused with "
-            f"-ENOEXEC and no message (rela_stack_{what}(): the relocation stack is "
-            + ("full, RELA_STACK_DEPTH 16)" if what == "push" else "empty)")
-        )
+        why = f"full, RELA_STACK_DEPTH {RELA_STACK_DEPTH}" if what == "push" else "empty"
+        return "loongarch-rela-stack", silent_refusal(
+            f"{_name(r_type)} ({r_type})", f"rela_stack_{what}()", ("ENOEXEC", ENOEXEC),
+            f"the relocation stack is {why}")  # fmt: skip
     if what.startswith("sop-"):
         return "loongarch-relocation-overflow", (
             f"module {module}: opr1 = 0x{n & _U64:x} {what[4:]}! dangerous "
@@ -559,6 +573,7 @@ ARCH = Arch(
     dmesg_prefix=PR_FMT,
     refusal_pr_fmt=refusal_pr_fmt,
     refusal_errno=refusal_errno,
+    refusal_logged=refusal_logged,
     write_tables=write_tables,
     frob_refusal=frob_refusal,
     frob_dmesg_prefix=NO_PR_FMT,  # module_frob_arch_sections() is module-sections.c's

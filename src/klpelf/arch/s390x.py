@@ -33,8 +33,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from klpelf.arch import NO_PR_FMT, Arch, ModuleLayout, RelocType, StopReason, WriteFacts
+from klpelf.arch import (
+    NO_PR_FMT,
+    Arch,
+    ModuleLayout,
+    RelocType,
+    StopReason,
+    WriteFacts,
+    silent_refusal,
+)
 from klpelf.elf.constants import EM, SHF, SHT
+from klpelf.release import ENOEXEC
 
 if TYPE_CHECKING:
     from klpelf.elf.file import ElfFile
@@ -372,11 +381,18 @@ def refusal(release: KernelRelease, module: str, sec: int, facts: WriteFacts) ->
         return "s390-relocation-error", error_message(module, "<symbol>", r_type, value)
     row = _TYPES.get(r_type)
     if row is not None:  # COPY, GLOB_DAT, JMP_SLOT, RELATIVE: -ENOEXEC, nothing printed
-        return "s390-unknown-relocation", (
-            f"module {module}: {row[0]} is refused with -ENOEXEC and no message "
-            "(the kernel handles it only for modules linked with -shared)"
-        )
+        return "s390-unknown-relocation", silent_refusal(
+            f"{row[0]} ({r_type})", "apply_rela()", ("ENOEXEC", ENOEXEC),
+            "only needed for modules linked with -shared")  # fmt: skip
     return "s390-unknown-relocation", unknown_message(module, r_type)
+
+
+def refusal_logged(facts: WriteFacts) -> bool:
+    """apply_rela() prints every stop but COPY, GLOB_DAT, JMP_SLOT and RELATIVE, which
+    return -ENOEXEC before the printk()s (read in 5.10, 6.1, 6.12 and 7.2)."""
+    assert facts.stop is not None
+    row = _TYPES.get(facts.types[facts.stop])
+    return not (facts.reason == "unknown-type" and row is not None and row[1] == _SHARED)
 
 
 ARCH = Arch(
@@ -391,4 +407,5 @@ ARCH = Arch(
     # module.c prints with printk(KERN_ERR "module %s: ..."), which no pr_fmt touches
     # (and it defines none): the line is the message (read in 5.10, 6.1, 6.12, 7.2)
     dmesg_prefix=NO_PR_FMT,
+    refusal_logged=refusal_logged,
 )

@@ -21,7 +21,7 @@ from itertools import compress, islice, repeat
 from operator import add, gt
 from typing import TYPE_CHECKING
 
-from klpelf.arch import Arch, ModuleLayout, PrFmt, RelocType, StopReason, WriteFacts
+from klpelf.arch import Arch, Message, ModuleLayout, PrFmt, RelocType, StopReason, WriteFacts
 from klpelf.elf.constants import EM
 
 if TYPE_CHECKING:
@@ -354,16 +354,20 @@ def unknown_message(module: str, r_type: int) -> str:
 
 
 def overflow_message(release: KernelRelease, module: str, sec: int, idx: int, r_type: int, *,
-                     value: int | None) -> str:  # fmt: skip
-    """The kernel's two lines for a 32/32S value out of range (joined with "; ")."""
+                     value: int | None) -> tuple[str, str]:  # fmt: skip
+    """The kernel's two lines for a 32/32S value out of range: the
+    overflow: label of __write_relocate_add() has two pr_err() calls, each line with
+    the file's pr_fmt in dmesg (read in 5.10, 6.1, 6.12: "val %Lx"; 7.2, since the v6.19
+    "Improve relocation error messages": "val %llx sec %u idx %d")."""
     val = "<val>" if value is None else f"{value:x}"
     first = f"overflow in relocation type {r_type} val {val}"
     if release.at_least(6, 19):
         first += f" sec {sec} idx {idx}"
-    return f"{first}; `{module}' likely not compiled with -mcmodel=kernel"
+    return first, f"`{module}' likely not compiled with -mcmodel=kernel"
 
 
-def refusal(release: KernelRelease, module: str, sec: int, facts: WriteFacts) -> tuple[str, str]:
+def refusal(release: KernelRelease, module: str, sec: int,
+            facts: WriteFacts) -> tuple[str, Message]:  # fmt: skip
     """The rule and the kernel's message for the entry where ``facts`` stopped."""
     assert facts.stop is not None
     idx = facts.stop

@@ -35,7 +35,8 @@ class Diagnostic(NamedTuple):
     severity: Severity
     #: a short stable identifier of the rule, for --json consumers and tests
     rule: str
-    #: the kernel's message text where the kernel has the same check (no prefix)
+    #: the kernel's message text where the kernel has the same check (no prefix); its
+    #: first line when the kernel prints several (see ``more``)
     message: str
     section: Section | None = None
     symbol: tuple[int, str] | None = None
@@ -48,6 +49,22 @@ class Diagnostic(NamedTuple):
     dmesg_prefix: str = ""
     #: the kernel logs the message (False: it refuses silently, e.g. 5.10's ELF checks)
     logged: bool = True
+    #: the lines the kernel prints after ``message``, each with the same prefix
+    #: (x86's overflow: label has two pr_err() calls)
+    more: tuple[str, ...] = ()
+
+    @property
+    def lines(self) -> list[str]:
+        """The message's lines: ``message``, then ``more``."""
+        return [self.message, *self.more]
+
+    @property
+    def dmesg(self) -> list[str]:
+        """The lines the kernel logs for this finding, each with its prefix, as dmesg
+        shows them; empty for klpelf's own findings and silent refusals."""
+        if not (self.kernel and self.logged):
+            return []
+        return [self.dmesg_prefix + line for line in self.lines]
 
 
 #: (objname, name, sympos) -> (error message or None, address or None)

@@ -18,7 +18,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from klpelf._record import Record
-from klpelf.arch import NOT_MODELLED_RULE, Arch, ModuleLayout, arch_for, not_modelled_message
+from klpelf.arch import (
+    NOT_MODELLED_RULE,
+    Arch,
+    ModuleLayout,
+    arch_for,
+    message_lines,
+    not_modelled_message,
+)
 from klpelf.elf.constants import EM, ET, SHF, SHN, SHT, STB
 from klpelf.elf.file import ElfFile, Section
 from klpelf.elf.modinfo import module_depends
@@ -447,9 +454,12 @@ def apply_relocate_add(state: LoadState, sec: Section, when: When) -> bool:
         if keep and target is not None:
             state.written[target.index] = place
         return True
-    rule, message = arch.refusal(state.release, state.mod.name, sec.index, facts)
+    rule, said = arch.refusal(state.release, state.mod.name, sec.index, facts)
+    message, *more = message_lines(said)
     errno = ENOEXEC if arch.refusal_errno is None else arch.refusal_errno(facts)
+    logged = arch.refusal_is_logged(facts)
+    prefix = arch.refusal_dmesg_prefix(state.release, facts) if logged else ""
     state.add("error", rule, message, section=sec, relocation=facts.stop, when=when,
-              kernel=True, errno=errno,
-              dmesg_prefix=arch.refusal_dmesg_prefix(state.release, facts))  # fmt: skip
+              kernel=True, errno=errno, dmesg_prefix=prefix, logged=logged,
+              more=tuple(more))  # fmt: skip
     return False

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from klpelf._record import FrozenRecord
-from klpelf.arch import Arch, arch_for, not_modelled_message
+from klpelf.arch import Arch, Message, arch_for, message_lines, not_modelled_message
 from klpelf.elf.arrays import use_vector
 from klpelf.elf.constants import SHF, SHN, SHT
 from klpelf.elf.file import ElfFile, Section
@@ -93,7 +93,8 @@ class Refusal(NamedTuple):
     rela_section: str
     entry: int
     rule: str
-    message: str
+    #: the kernel's message, or its lines when it prints several (x86's overflow)
+    message: Message
 
 
 class AppliedModule(FrozenRecord):
@@ -155,7 +156,8 @@ class AppliedModule(FrozenRecord):
                         "address": f"{w.address:#x}"}
                        for w in self.writes],
             "refusals": [{"object": r.object, "rela_section": r.rela_section,
-                          "entry": r.entry, "rule": r.rule, "message": r.message}
+                          "entry": r.entry, "rule": r.rule,
+                          "message": "\n".join(message_lines(r.message))}
                          for r in self.refusals],
             "skipped_objects": self.skipped,
             "addresses_assumed": self.assumed,
@@ -167,7 +169,9 @@ class AppliedModule(FrozenRecord):
         lines = [f"{self.path}: module {self.name}, {self.machine}, kernel {self.release}"]
         if not summary and self.write_count:
             lines += _table(self.writes)
-        lines += [f"  error: {r.rela_section} entry {r.entry}: {r.message}" for r in self.refusals]
+        # one line per line of the kernel's message (x86's overflow prints two)
+        lines += [f"  error: {r.rela_section} entry {r.entry}: {line}"
+                  for r in self.refusals for line in message_lines(r.message)]  # fmt: skip
         lines += [f"  note: {o}: not in the kernel symbols given, its klp relocations are "
                   "applied when it loads" for o in self.skipped]  # fmt: skip
         if self.assumed and self.sections:

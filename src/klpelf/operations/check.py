@@ -226,8 +226,8 @@ def _where(res: CheckResult, d: Diagnostic) -> str:
 
 def _diagnostic_json(d: Diagnostic) -> DiagnosticJson:
     return {
-        "severity": d.severity, "rule": d.rule, "message": d.message,
-        "dmesg": f"{d.dmesg_prefix}{d.message}" if d.kernel and d.logged else None,
+        "severity": d.severity, "rule": d.rule, "message": "\n".join(d.lines),
+        "dmesg": "\n".join(d.dmesg) or None,
         "section": {"index": d.section.index, "name": d.section.name} if d.section else None,
         "symbol": {"index": d.symbol[0], "name": d.symbol[1]} if d.symbol else None,
         "relocation": d.relocation, "when": d.when, "kernel": d.kernel, "errno": d.errno,
@@ -256,8 +256,7 @@ class CheckedModule(FrozenRecord):
         return {
             "path": res.path, "name": res.module, "kernel_release": str(res.version),
             "release_source": res.version_source, "verdict": res.kernel_verdict,
-            "kernel_message": f"{first.dmesg_prefix}{first.message}"
-            if first and first.logged else None,
+            "kernel_message": "\n".join(first.dmesg) or None if first else None,
             "errno": first.errno if first else None,
             "vermagic": res.vermagic, "release_mismatch": res.release_mismatch,
             "errors": len(res.errors), "warnings": len(res.warnings),
@@ -268,22 +267,32 @@ class CheckedModule(FrozenRecord):
         """What ``klpelf check`` prints for the module: one line per diagnostic, the
         kernel's verdict, the counts (no final newline)."""
         res = self.result
-        lines = [f"{_where(res, d)}: {d.severity}: {d.message}" for d in res.diagnostics]
+        # one output line per line of a message (x86's overflow prints two)
+        lines = [f"{_where(res, d)}: {d.severity}: {line}"
+                 for d in res.diagnostics for line in d.lines]  # fmt: skip
         first = res.first_kernel_error
         why = res.version_source
         if res.release_mismatch:
             why += f"; {res.release_mismatch}"
         kernel = f"Linux {res.version} ({why})"
-        if first is not None:
+        if first is not None and not first.logged:
+            lines.append(
+                f"{res.path}: {kernel} would refuse the module {_WHEN[first.when]}, "
+                f"silently (errno {first.errno}, nothing in dmesg): {first.message}"
+            )
+        elif first is not None:
+            head, *rest = first.dmesg
             lines.append(
                 f"{res.path}: {kernel} would refuse the module {_WHEN[first.when]} "
-                f"(errno {first.errno}): {first.dmesg_prefix}{first.message}"
+                f"(errno {first.errno}): {head}"
             )
+            lines += [f"{res.path}: {line}" for line in rest]
         else:
             later = [d for d in res.diagnostics if d.kernel and d.when == "target-load"]
             note = ""
             if later:
-                note = f"; it would refuse to load the patched module: {later[0].message}"
+                said = "; ".join(later[0].lines)
+                note = f"; it would refuse to load the patched module: {said}"
             lines.append(f"{res.path}: {kernel} would load the module{note}")
         lines.append(f"{res.path}: {len(res.errors)} errors, {len(res.warnings)} warnings")
         return join_lines(lines)

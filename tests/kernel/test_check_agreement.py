@@ -10,8 +10,9 @@ did:
   case's ``check_verdict``); for a case whose verdict is a later event (``check_rule``:
   reloading the late-patched module), whether the check gives that rule's diagnostic;
 * when refused, the first error diagnostic's message is one of the kernel's messages of
-  that case: the ``livepatch: `` prefix and any other leading ``<word>: `` prefix of the
-  dmesg line (``module: ``) are optional, hashed pointers are normalized, and a
+  that case (each of its lines, in order, when the kernel prints several): the
+  ``livepatch: `` prefix and any other leading ``<word>: `` prefix of the dmesg line
+  (``module: ``) are optional, hashed pointers are normalized, and a
   ``<placeholder>`` in the check's message (``loc <loc>``) stands for one word;
 * when refused and the kernel logged nothing relevant, the first error diagnostic says
   so (``without a message``);
@@ -99,12 +100,20 @@ def check_pattern(message: str) -> re.Pattern[str]:
 
 
 def matches_kernel(message: str, kernel_messages: list[str]) -> bool:
-    pat = check_pattern(message)
-    for line in kernel_messages:
-        bare = line.removeprefix("livepatch: ")
-        if pat.fullmatch(bare) or pat.fullmatch(_PREFIX.sub("", bare, count=1)):
-            return True
-    return False
+    """Every line of ``message`` (the JSON joins the lines of a message the kernel
+    prints in several pr_err() calls with "\\n": x86's overflow) is one of the kernel's
+    messages, in order."""
+    at = 0
+    for want in message.split("\n"):
+        pat = check_pattern(want)
+        for i in range(at, len(kernel_messages)):
+            bare = kernel_messages[i].removeprefix("livepatch: ")
+            if pat.fullmatch(bare) or pat.fullmatch(_PREFIX.sub("", bare, count=1)):
+                at = i + 1
+                break
+        else:
+            return False
+    return True
 
 
 def quotes_kernel(message: str, kernel_messages: list[str]) -> bool:

@@ -250,7 +250,10 @@ def _u32_ok(val: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
 
 
 def _s32_ok(val: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
-    return (val < 0x8000_0000) | (val >= _U64 + 1 - 0x8000_0000)  # (s64)val == (s32)val
+    # (s64)val == (s32)val: val in [-2^31, 2^31), i.e. val + 2^31 (mod 2^64) < 2^32
+    import numpy as np
+
+    return (val + np.uint64(0x8000_0000)) <= 0xFFFF_FFFF
 
 
 #: the types the vector twin computes, as RELOCATION_TYPES has them: type -> (bytes
@@ -299,13 +302,16 @@ def vector_relocate_add(
     values = np.empty(n, dtype=np.uint64)
     at = np.uint64(address)
     checks = [(t, ok) for t, (_, _, ok) in _VECTOR.items() if ok is not None]
+    unknown = ~known_type
     for sl in blocks(n):
         e = entries.block(sl)
         types = e.types
         if int(types.max()) >= len(known_type):
             return None
         index = types.astype(np.intp)
-        if not bool(known_type[index].all()):
+        # the types of the block, counted: an unknown one, and the checks to make
+        present = np.bincount(index, minlength=len(known_type))
+        if bool(present[unknown].any()):
             return None
         w = widths[sl]
         np.take(width_of, index, out=w)
@@ -318,7 +324,7 @@ def vector_relocate_add(
         if bool(pc.any()):
             v -= np.where(pc, e.offsets + at, np.uint64(0))
         for t, ok in checks:
-            if bool((~ok(v) & (types == t)).any()):
+            if present[t] and bool((~ok(v) & (types == t)).any()):
                 return None
     if not places_free(target, entries.offsets, widths, zero=True):
         return None

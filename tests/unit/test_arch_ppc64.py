@@ -177,9 +177,34 @@ def test_no_nop_after_a_call_and_ld_r2_again(tmp_path: Path) -> None:
             assert ppc64.refusal(release, "m", 3, facts) == (
                 "ppc64-expected-nop", "m: Expected nop after call, got <insn> at <loc>"
             )  # fmt: skip
-    assert ppc64.expected_nop_message("m", 0x60000001) == (
+    assert ppc64.expected_nop_message(V510, "m", 0x60000001) == (
         "m: Expected nop after call, got 60000001 at <loc>"
     )
+
+
+def test_before_4_15_every_stub_call_needs_a_nop(tmp_path: Path) -> None:
+    # before v4.15 (b9eab08d012f) restore_r2() had no sibling-call check and printed
+    # "Expect noop after relocate, got %08x": ASM_STUB's b ext_fn (entry 3) is followed
+    # by a blr and stops the walk; since, it goes through the stub unchecked
+    v414, v415 = KernelRelease(4, 14), KernelRelease(4, 15)
+    linked = _linked(tmp_path, ASM_STUB, {".text": TEXT, ".toc": TOC, ".stubs": STUBS})
+    for release in (KernelRelease(4, 5), v414):
+        facts, _ = twin(linked, ".text", release)
+        assert (facts.stop, facts.reason) == (3, "expected-nop"), release
+        assert ppc64.refusal(release, "m", 3, facts) == (
+            "ppc64-expected-nop", "m: Expect noop after relocate, got <insn>")  # fmt: skip
+    assert twin(linked, ".text", v415)[0].stop is None
+    assert ppc64.expected_nop_message(v414, "m", 0x4E800020) == (
+        "m: Expect noop after relocate, got 4e800020"
+    )
+    assert ppc64.expected_nop_message(v415, "m", 0x4E800020) == (
+        "m: Expected nop after call, got 4e800020 at <loc>"
+    )
+    # the other texts are the same in every release modelled
+    facts = ppc64.write_relocate_add(relocation_table([(0, 1, 69, 0)]), bytearray(8), v414)
+    assert ppc64.refusal(v414, "m", 3, facts) == (
+        "ppc64-unknown-relocation", "m: Unknown ADD relocation: 69")  # fmt: skip
+    assert ppc64.ARCH.refusal_dmesg_prefix(v414, facts) == "module_64: "
 
 
 def _apply_again(linked: Linked, data: bytearray, release: KernelRelease, *,

@@ -10,22 +10,27 @@ R_PPC_REL24 to a symbol that is SHN_UNDEF or SHN_LIVEPATCH goes through a stub: 
 stubs are 40-byte ``ppc64_stub_entry`` slots of the module's .stubs section, one per
 distinct target address (``stub_for_addr()``: the first free slot, or the one already
 made for that address), and the branch goes to the stub.  ``restore_r2()`` then looks
-at the next instruction: nothing to do after a branch without LK (a sibling call), or
-a call to ``_mcount``/``ftrace_caller``/``ftrace_regs_caller``; since v6.3 an ``ld
-r2,24(r1)`` already there is accepted (a livepatch relocation applied again when its
-module loads again); a ``nop`` becomes ``ld r2,24(r1)``; anything else stops the walk
-with "Expected nop after call".  A REL24 to a defined symbol goes to its local entry
-point (``st_other``).  Versions read: a v4.x-era file and a v6.4+ (PCREL-era) file;
-kernel-rules.md 5.2 for the v6.3 ``ld r2`` change.  The "bad TOC16... relocation"
-messages print the value as 0x%lx in the v6.4+ file and %lu in the v4.x-era one;
-klpelf prints 0x%lx for every release (where it changed was not pinned down).
-CONFIG_PPC_KERNEL_PCREL (not the Debian configuration) is not modelled.
+at the next instruction: nothing to do after a call to ``_mcount``/``ftrace_caller``/
+``ftrace_regs_caller`` or, since v4.15, after a branch without LK (a sibling call); since
+v6.3 an ``ld r2,24(r1)`` already there is accepted (a livepatch relocation applied
+again when its module loads again); a ``nop`` becomes ``ld r2,24(r1)``; anything else
+stops the walk with "Expected nop after call" ("Expect noop after relocate" before
+v4.15: :func:`expected_nop_message`).  A REL24 to a defined symbol goes to its local
+entry point (``st_other``).  Versions read: 5.10, 6.1, 6.12 and 7.2 (Debian's), a
+v4.x-era ELFv2 file (before SHN_LIVEPATCH, with is_early_mcount_callsite()), a 2.6-era
+one; kernel-rules.md 5.2 for the v6.3 ``ld r2`` change.  The other texts klpelf emits
+("Unknown ADD relocation: %lu", "REL24 %li out of range!", "REL32 %li out of range!",
+"bad TOC16[_DS|_LO_DS] relocation (0x%lx)") are the same in 5.10, 6.1, 6.12, 7.2 and
+the v4.x-era file (which has no REL32 case); only the 2.6-era file printed the TOC16
+values with %lu.  CONFIG_PPC_KERNEL_PCREL (not the Debian configuration) is not
+modelled; the pre-v4.15 ftrace exemption (is_early_mcount_callsite(): the mflr before
+the call, not the callee's name) is modelled by the name.
 
 dmesg: module_64.c has ``#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt`` and is built as
 module_64.o, so every message is preceded by "module_64: " (:data:`PR_FMT`; read in
-5.10, 6.1, 6.12 and 7.2, and in reported dmesg lines such as "module_64:
-livepatch_nfsd: Expected nop after call, ..."); the v4.x-era file read first printed
-with a bare printk() (no prefix), where the define came in is not pinned down.
+5.10, 6.1, 6.12, 7.2 and the v4.x-era file, and in reported dmesg lines such as
+"module_64: livepatch_nfsd: Expected nop after call, ..."); only the 2.6-era file
+printed with a bare printk().
 """
 
 from __future__ import annotations
@@ -262,10 +267,20 @@ def _is_link_branch(insn: int) -> bool:
     return insn & 0xFC00_0003 == 0x4800_0001
 
 
+def checks_sibling_calls(release: KernelRelease) -> bool:
+    """Whether restore_r2() lets a branch without LK (a sibling call) through: since
+    v4.15 (b9eab08d012f, "powerpc/modules: Don't try to restore r2 after a sibling
+    call", which also reworded the message, see :func:`expected_nop_message`; the hash
+    and release recalled, not re-read: every file read with the check has the new
+    text, every one without it the old); before, every REL24 through a stub needed a
+    nop after it."""
+    return release.at_least(4, 15)
+
+
 def restore_r2(release: KernelRelease, name: str, call: int, next_insn: int) -> int | None:
     """What ``restore_r2()`` leaves after the call instruction ``call``: the
     instruction to write (None: nothing to write), or -1 when it refuses."""
-    if name in _FTRACE_CALLS or not _is_link_branch(call):
+    if name in _FTRACE_CALLS or (checks_sibling_calls(release) and not _is_link_branch(call)):
         return None
     if next_insn == PPC_INST_LD_TOC and release.at_least(6, 3):
         return None
@@ -411,10 +426,17 @@ def _signed(v: int) -> int:
     return v - (1 << 64) if v >> 63 else v
 
 
-def expected_nop_message(module: str, insn: int | None) -> str:
-    """What restore_r2() prints when the instruction after a call is not a nop."""
+def expected_nop_message(release: KernelRelease, module: str, insn: int | None) -> str:
+    """What restore_r2() prints when the instruction after a call is not a nop: since
+    v4.15 (b9eab08d012f, with the sibling-call check) "Expected nop after call, got
+    %08x at %pS" (read in 5.10, 6.1, 6.12, 7.2); before, "Expect noop after relocate,
+    got %08x" (read in a v4.x file with is_early_mcount_callsite(); a v4.14-era
+    kernel's dmesg: "module_64: livepatch_data_read_mostly: Expect noop after
+    relocate, got 7c630034", kpatch PR #757, 2017-11)."""
     shown = "<insn>" if insn is None else f"{insn:08x}"
-    return f"{module}: Expected nop after call, got {shown} at <loc>"
+    if checks_sibling_calls(release):
+        return f"{module}: Expected nop after call, got {shown} at <loc>"
+    return f"{module}: Expect noop after relocate, got {shown}"
 
 
 def refusal(release: KernelRelease, module: str, sec: int, facts: WriteFacts) -> tuple[str, str]:
@@ -426,7 +448,7 @@ def refusal(release: KernelRelease, module: str, sec: int, facts: WriteFacts) ->
     if facts.reason == "unknown-type":
         return "ppc64-unknown-relocation", f"{module}: Unknown ADD relocation: {r_type}"
     if facts.reason == "expected-nop":
-        return "ppc64-expected-nop", expected_nop_message(module, None)
+        return "ppc64-expected-nop", expected_nop_message(release, module, None)
     value = facts.values[idx] if facts.values is not None else None
     if r_type in (R_PPC64_REL24, R_PPC64_REL32):
         shown = "<val>" if value is None else str(_signed(value))

@@ -142,15 +142,16 @@ class KernelRelease(FrozenRecord):
         return f"symbol {symbol} is not marked as a livepatch symbol"
 
 
-#: The release assumed when neither --kernel-release nor a vermagic says one.
-DEFAULT_VERSION = KernelRelease(6, 19)
-
 #: The oldest release klpelf models: v4.5 replaced klp_func.old_addr with old_sympos,
 #: the ``,sympos`` that every livepatch symbol name carries.
 OLDEST_MODELLED = KernelRelease(4, 5)
 #: The newest release klpelf models: the newest of the real-kernel matrix
 #: (tests/kernel, Debian's 7.2), whose behaviour the harness checks.
 NEWEST_MODELLED = KernelRelease(7, 2)
+
+#: The release assumed when neither --kernel-release nor a vermagic says one: the
+#: newest modelled, so that a module without a vermagic is judged by today's rules.
+DEFAULT_VERSION = NEWEST_MODELLED
 
 
 def modelled(release: KernelRelease) -> bool:

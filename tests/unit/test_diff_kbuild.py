@@ -148,9 +148,12 @@ def test_sympos_of_a_static_the_module_has_twice(tmp_path: Path) -> None:
     _make(build, fix, "pair_other.o")
     ko = orig / "klpdiff_pair.ko"
     got = {}
+    mod = tmp_path / "lp"
     for unit in ("pair_main", "pair_other"):
+        # both units into one patch module: one klp_object, two klp_funcs
         done = diff(orig / f"{unit}.o", fix / f"{unit}.o", tmp_path / f"{unit}.diff.o",
-                    objname="klpdiff_pair", kernel=[ko, Path(build) / "Module.symvers"])
+                    objname="klpdiff_pair", kernel=[ko, Path(build) / "Module.symvers"],
+                    module_dir=mod, name="lp_pair")  # fmt: skip
         assert [f for f, _ in done.functions] == [f"{unit}_bump"]
         ((name, symbol, _, note),) = done.references
         assert name == "shared_name"
@@ -162,6 +165,14 @@ def test_sympos_of_a_static_the_module_has_twice(tmp_path: Path) -> None:
         "pair_other": (".klp.sym.klpdiff_pair.shared_name,2",
                        "sympos 2 of 2: the one of pair_other.c"),
     }  # fmt: skip
+    source = (mod / "lp_pair_patch.c").read_text()
+    assert source.count(".old_name = ") == 2 and source.count('.name = "klpdiff_pair"') == 1
+    _make(build, mod, "modules")
+    from klpelf.cli import main
+
+    lp = tmp_path / "lp_pair.ko"
+    assert main(["convert", str(mod / "lp_pair.ko"), "-o", str(lp)]) == 0
+    assert main(["check", "-k", str(ko), "--kernel-release", "6.1", str(lp)]) == 0
 
 
 def test_patch_module_builds_converts_and_checks(

@@ -2,7 +2,7 @@
 
 The C file declares what kernel/livepatch/core.c walks (include/linux/livepatch.h):
 one ``struct klp_func`` per replaced function (``old_name``, ``new_func``,
-``old_sympos``), one ``struct klp_object`` for the patched object (``name`` NULL for
+``old_sympos``), one ``struct klp_object`` per patched object (``name`` NULL for
 vmlinux), the ``struct klp_patch`` (``replace`` on unless asked otherwise) and the
 module init that calls ``klp_enable_patch()``, as samples/livepatch/livepatch-sample.c
 does.  The new code is named by its ``__klpelf_new_*`` alias in the diff object.
@@ -21,32 +21,35 @@ def _c_string(s: str) -> str:
     return f'"{out}"'
 
 
-def patch_source(name: str, objname: str, funcs: list[tuple[str, int, str]], *,
+def patch_source(name: str, objects: dict[str, list[tuple[str, int, str]]], *,
                  replace: bool = True) -> str:  # fmt: skip
-    """The C source of livepatch module ``name`` replacing ``funcs`` ((old_name,
-    old_sympos, new symbol)) in ``objname``."""
+    """The C source of livepatch module ``name``: for each patched object (``vmlinux``
+    or a module name), the functions it replaces ((old_name, old_sympos, new symbol))."""
     lines = [
         "// SPDX-License-Identifier: GPL-2.0",
         f"/* Livepatch module {name}, written by klpelf diff: the new code is in the diff",
-        " * object this module is linked with. */",
+        " * objects this module is linked with. */",
         "#include <linux/module.h>",
         "#include <linux/kernel.h>",
         "#include <linux/livepatch.h>",
         "",
     ]
-    for i, (_, _, new) in enumerate(funcs):
-        lines.append(f"extern void klpelf_new_func_{i}(void) __asm__({_c_string(new)});")
-    lines += ["", "static struct klp_func funcs[] = {"]
-    for i, (old, pos, _) in enumerate(funcs):
-        lines.append(f"\t{{ .old_name = {_c_string(old)}, .new_func = klpelf_new_func_{i}, "
-                     f".old_sympos = {pos} }},")  # fmt: skip
-    obj = "NULL" if objname == "vmlinux" else _c_string(objname)
+    n = 0
+    tables = []
+    for k, (_, funcs) in enumerate(sorted(objects.items())):
+        entries = []
+        for old, pos, new in funcs:
+            lines.append(f"extern void klpelf_new_func_{n}(void) __asm__({_c_string(new)});")
+            entries.append(f"\t{{ .old_name = {_c_string(old)}, .new_func = klpelf_new_func_{n}, "
+                           f".old_sympos = {pos} }},")  # fmt: skip
+            n += 1
+        tables += ["", f"static struct klp_func funcs_{k}[] = {{", *entries, "\t{ }", "};"]
+    lines += tables
+    lines += ["", "static struct klp_object objs[] = {"]
+    for k, objname in enumerate(sorted(objects)):
+        obj = "NULL" if objname == "vmlinux" else _c_string(objname)
+        lines.append(f"\t{{ .name = {obj}, .funcs = funcs_{k} }},")
     lines += [
-        "\t{ }",
-        "};",
-        "",
-        "static struct klp_object objs[] = {",
-        f"\t{{ .name = {obj}, .funcs = funcs }},",
         "\t{ }",
         "};",
         "",
@@ -74,8 +77,8 @@ def patch_source(name: str, objname: str, funcs: list[tuple[str, int, str]], *,
     return "\n".join(lines)
 
 
-def kbuild_file(name: str, diff_object: str) -> str:
-    """The Kbuild file linking ``<name>_patch.o`` and the diff object into ``<name>.ko``."""
-    return (f"obj-m := {name}.o\n{name}-y := {name}_patch.o {diff_object}\n"
+def kbuild_file(name: str, diff_objects: list[str]) -> str:
+    """The Kbuild file linking ``<name>_patch.o`` and the diff objects into ``<name>.ko``."""
+    return (f"obj-m := {name}.o\n{name}-y := {name}_patch.o {' '.join(diff_objects)}\n"
             "# the .klp.sym. annotations are undefined until klpelf convert\n"
             "KBUILD_MODPOST_WARN := 1\n")  # fmt: skip

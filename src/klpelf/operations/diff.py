@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, Literal
 
 from klpelf._record import FrozenRecord
-from klpelf.errors import UsageError
+from klpelf.errors import KlpError, UsageError
 from klpelf.operations import ModuleSource, module_path, naming, open_module
 from klpelf.text import join_lines
 
@@ -200,21 +200,34 @@ def diff(orig: ModuleSource, patched: ModuleSource, output: str | os.PathLike[st
     if module_dir is not None:
         where = os.fspath(module_dir)
         _write_module_dir(where, name or _default_name(p.file_name), objname, em.elf,
-                          em.klp_funcs, replace=replace)  # fmt: skip
+                          em.klp_funcs, unit=_unit_stem(p.file_name),
+                          replace=replace)  # fmt: skip
     refs = [(n, r.symbol, r.kind, r.note) for n, r in sorted(em.references.items())]
     return result(out, refs, sorted(em.externs.items()), em.entries, notes=em.notes,
                   elf=em.elf, klp_funcs=em.klp_funcs, module_dir=where)
 
 
-def _default_name(file_name: str | None) -> str:
+def _unit_stem(file_name: str | None) -> str:
     import re
 
-    stem = os.path.splitext(os.path.basename(file_name or "unit"))[0]
-    return "livepatch_" + re.sub(r"\W", "_", stem)
+    return re.sub(r"\W", "_", os.path.splitext(os.path.basename(file_name or "unit"))[0])
+
+
+def _default_name(file_name: str | None) -> str:
+    return "livepatch_" + _unit_stem(file_name)
+
+
+#: the patch module's manifest in ``module_dir``: the units diffed into it so far
+MANIFEST = "klpelf-module.json"
 
 
 def _write_module_dir(where: str, name: str, objname: str, elf: ElfFile,
-                      funcs: list[tuple[str, int, str]], *, replace: bool) -> None:  # fmt: skip
+                      funcs: list[tuple[str, int, str]], *, unit: str,
+                      replace: bool) -> None:  # fmt: skip
+    # One unit's diff object joins the units already in the directory (its manifest):
+    # a fix that touches several files is one module, one klp_object per patched object.
+    import json
+
     from klpelf.elf.writer import write_elf
     from klpelf.io import write_atomic
     from klpelf.objdiff.module_source import kbuild_file, patch_source
@@ -223,14 +236,36 @@ def _write_module_dir(where: str, name: str, objname: str, elf: ElfFile,
         raise UsageError(f"--name {name!r}: a module name is up to 55 letters, digits and '_'")
     with naming(where):
         os.makedirs(where, exist_ok=True)
-        diff_obj = f"{name}_diff.o"
+        path = os.path.join(where, MANIFEST)
+        units: list[dict[str, object]] = []
+        if os.path.exists(path):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    known = json.load(f)
+                if not isinstance(known, dict) or not isinstance(known.get("units"), list):
+                    raise ValueError("not a klpelf diff manifest")
+            except (OSError, ValueError) as e:
+                raise KlpError(f"--module-dir {where}: {MANIFEST} cannot be read: {e}") from None
+            if known.get("name") != name:
+                raise UsageError(f"--module-dir {where}: it holds module {known.get('name')}, "
+                                 f"not {name}: give --name {known.get('name')}")  # fmt: skip
+            units = [u for u in known.get("units", []) if u.get("unit") != unit]
+        diff_obj = f"{name}_{unit}_diff.o"
+        units.append({"unit": unit, "object": objname, "diff": diff_obj,
+                      "funcs": [list(f) for f in funcs]})  # fmt: skip
+        objects: dict[str, list[tuple[str, int, str]]] = {}
+        for u in units:
+            objects.setdefault(str(u["object"]), []).extend(
+                (str(o), int(p), str(n)) for o, p, n in u["funcs"])  # type: ignore[attr-defined]
         files = {
-            "Kbuild": kbuild_file(name, diff_obj).encode(),
-            f"{name}_patch.c": patch_source(name, objname, funcs, replace=replace).encode(),
+            "Kbuild": kbuild_file(name, [str(u["diff"]) for u in units]).encode(),
+            f"{name}_patch.c": patch_source(name, objects, replace=replace).encode(),
             diff_obj: bytes(write_elf(elf)),
             # modpost reads the .cmd file of every object of a module (the sources of
             # its srcversion, scripts/mod/sumversion.c); a prebuilt one has none
             f".{diff_obj}.cmd": f"cmd_{diff_obj} := klpelf diff (prebuilt)\n".encode(),
+            MANIFEST: (json.dumps({"name": name, "replace": replace, "units": units},
+                                  indent=1) + "\n").encode(),
         }
         for fname, data in files.items():
             write_atomic(os.path.join(where, fname), data, overwrite=True)

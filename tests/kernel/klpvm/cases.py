@@ -194,6 +194,7 @@ CASES: tuple[Case, ...] = (
     _negative("sym_undef", "klp symbol left SHN_UNDEF"),
     _negative("two_symtabs", "a second SHT_SYMTAB section"),
     _negative("unknown_rela_type", "ordinary relocation of a type x86_64 does not handle"),
+    _negative("klp_overflow", "klp relocation R_X86_64_32 of a kernel address (overflow)"),
     _negative("not_et_rel", "e_type ET_DYN"),
     _negative("unknown_export", "an ordinary undefined symbol nothing exports"),
     _negative("crc_mismatch", "seq_printf's CRC in __versions is not the kernel's"),

@@ -123,7 +123,9 @@ class MatrixReport:
                     shown = True
                 lines.append(f"* {col.series}: kernel `{c.observed_message}`")
                 if c.predicted_message:
-                    lines.append(f"  check `{c.predicted_message}`")
+                    # a message of several kernel lines (x86's overflow) joined with "\n"
+                    said = "` / `".join(c.predicted_message.split("\n"))
+                    lines.append(f"  check `{said}`")
             if shown:
                 lines.append("")
         return "\n".join(lines) + "\n"

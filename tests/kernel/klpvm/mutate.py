@@ -238,6 +238,24 @@ def unknown_rela_type(elf: ElfFile) -> None:
     rt.append(entries)
 
 
+#: R_X86_64_32: S + A must fit 32 bits unsigned, which a kernel address never does
+R_X86_64_32 = 10
+
+
+def klp_overflow(elf: ElfFile) -> None:
+    """The first entry of the klp section (a PC32 to a vmlinux variable) gets type
+    R_X86_64_32 (10): val = S + A, a kernel address, fails ``val != (u32)val`` and the
+    kernel prints its two overflow: lines."""
+    rt = elf.relocations(_klp_section(elf))
+    if not len(rt):
+        raise MutationError("empty klp relocation section")
+    entries = rt.remove(np.ones(len(rt), dtype=bool))
+    shift = elf.layout.r_sym_shift()
+    info = int(entries["r_info"][0])
+    entries["r_info"][0] = (info >> shift << shift) | R_X86_64_32
+    rt.append(entries)
+
+
 #: ET_DYN
 ET_DYN = 3
 
@@ -370,6 +388,9 @@ MUTATIONS: dict[str, Mutation] = {
         "klpt_vmlinux",
         "an ordinary .rela.text entry of type R_X86_64_GOTPCREL (9)",
         unknown_rela_type,
+    ),
+    "klp_overflow": Mutation(
+        "klpt_vmlinux", "the klp section's first entry typed R_X86_64_32 (10)", klp_overflow
     ),
     "not_et_rel": Mutation("klpt_vmlinux", "e_type ET_DYN (3), not ET_REL", not_et_rel),
     "unknown_export": Mutation(

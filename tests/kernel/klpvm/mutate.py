@@ -226,16 +226,21 @@ def second_symtab(elf: ElfFile) -> None:
 UNKNOWN_RELA_TYPE = 9
 
 
-def unknown_rela_type(elf: ElfFile) -> None:
-    """The first entry of ``.rela.text`` gets type R_X86_64_GOTPCREL (9)."""
-    rt = elf.relocations(_section(elf, ".rela.text"))
+def _retype_first(elf: ElfFile, sec: Section, r_type: int) -> None:
+    """The first entry of relocation section ``sec`` gets type ``r_type``."""
+    rt = elf.relocations(sec)
     if not len(rt):
-        raise MutationError("empty .rela.text")
+        raise MutationError(f"empty {sec.name}")
     entries = rt.remove(np.ones(len(rt), dtype=bool))
     shift = elf.layout.r_sym_shift()
     info = int(entries["r_info"][0])
-    entries["r_info"][0] = (info >> shift << shift) | UNKNOWN_RELA_TYPE
+    entries["r_info"][0] = (info >> shift << shift) | r_type
     rt.append(entries)
+
+
+def unknown_rela_type(elf: ElfFile) -> None:
+    """The first entry of ``.rela.text`` gets type R_X86_64_GOTPCREL (9)."""
+    _retype_first(elf, _section(elf, ".rela.text"), UNKNOWN_RELA_TYPE)
 
 
 #: R_X86_64_32: S + A must fit 32 bits unsigned, which a kernel address never does
@@ -246,14 +251,7 @@ def klp_overflow(elf: ElfFile) -> None:
     """The first entry of the klp section (a PC32 to a vmlinux variable) gets type
     R_X86_64_32 (10): val = S + A, a kernel address, fails ``val != (u32)val`` and the
     kernel prints its two overflow: lines."""
-    rt = elf.relocations(_klp_section(elf))
-    if not len(rt):
-        raise MutationError("empty klp relocation section")
-    entries = rt.remove(np.ones(len(rt), dtype=bool))
-    shift = elf.layout.r_sym_shift()
-    info = int(entries["r_info"][0])
-    entries["r_info"][0] = (info >> shift << shift) | R_X86_64_32
-    rt.append(entries)
+    _retype_first(elf, _klp_section(elf), R_X86_64_32)
 
 
 #: ET_DYN

@@ -40,8 +40,16 @@ static struct klp_func vmlinux_funcs[] = {
 #endif
 
 #ifdef KLPT_TARGET
-KLP_SYM(int, klpt_secret, klpt_a64_target, klpt_target_secret, 0);
-KLP_SYM(klpt_int_fn, klpt_value, klpt_a64_target, klpt_target_value, 0);
+/* the target module's name (the ppc64le lane's is klpt_p64_target) */
+#ifndef KLPT_TARGET_OBJ
+#define KLPT_TARGET_OBJ klpt_a64_target
+#endif
+/* one more expansion, so that KLP_SYM stringifies the name, not KLPT_TARGET_OBJ */
+#define KLPT_XSYM(type, cname, obj, sym, pos) KLP_SYM(type, cname, obj, sym, pos)
+#define KLPT_XSTR(obj) KLPT_STR(obj)
+#define KLPT_STR(obj) #obj
+KLPT_XSYM(int, klpt_secret, KLPT_TARGET_OBJ, klpt_target_secret, 0);
+KLPT_XSYM(klpt_int_fn, klpt_value, KLPT_TARGET_OBJ, klpt_target_value, 0);
 
 static int klpt_patched_target_show(struct seq_file *m, void *v)
 {
@@ -67,7 +75,7 @@ static struct klp_object objs[] = {
 #endif
 #ifdef KLPT_TARGET
 	{
-		.name = "klpt_a64_target",
+		.name = KLPT_XSTR(KLPT_TARGET_OBJ),
 		.funcs = target_funcs,
 	},
 #endif

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
- * klpt_a64_target.c - the arm64 lane's target module: /proc/klpt_a64_target shows
+ * klpt_a64_target.c - the arm64 lane's target module (the ppc64le lane's too, as
+ * klpt_p64_target): /proc/<module name> shows
  * klpt_target_show(), which a livepatch replaces; the replacement reads the static
  * klpt_target_secret and calls the static klpt_target_value() through klp symbols.
  */
@@ -19,21 +20,21 @@ static noinline __used int klpt_target_value(void)
 
 static noinline int klpt_target_show(struct seq_file *m, void *v)
 {
-	seq_printf(m, "klpt_a64_target: original (value %d)\n", klpt_target_value());
+	seq_printf(m, "%s: original (value %d)\n", KBUILD_MODNAME, klpt_target_value());
 	return 0;
 }
 
 static int __init klpt_target_init(void)
 {
 	WRITE_ONCE(klpt_target_secret, 4242);
-	if (!proc_create_single("klpt_a64_target", 0444, NULL, klpt_target_show))
+	if (!proc_create_single(KBUILD_MODNAME, 0444, NULL, klpt_target_show))
 		return -ENOMEM;
 	return 0;
 }
 
 static void __exit klpt_target_exit(void)
 {
-	remove_proc_entry("klpt_a64_target", NULL);
+	remove_proc_entry(KBUILD_MODNAME, NULL);
 }
 
 module_init(klpt_target_init);

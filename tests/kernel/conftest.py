@@ -24,10 +24,10 @@ from typing import NoReturn
 
 import pytest
 
-from kernel.klpvm import arm64
-from kernel.klpvm.arm64 import LaneResult
+from kernel.klpvm import lanes
 from kernel.klpvm.cases import CASES, write_expected
 from kernel.klpvm.debian import PrepareError, default_kernels, kernel_spec
+from kernel.klpvm.lanes import LaneResult
 from kernel.klpvm.matrix import MatrixReport
 from kernel.klpvm.suite import SuiteResult, run_suite
 from kernel.klpvm.vm import KernelSpec, host_problems, installed_releases
@@ -43,7 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "arm64: the arm64 lane: a kernel built from Debian's linux-source, booted under "
-        "qemu-system-aarch64 (tests/kernel/klpvm/arm64.py); skipped without its cache",
+        "qemu-system-aarch64 (tests/kernel/klpvm/lanes.py); skipped without its cache",
     )
 
 
@@ -103,28 +103,34 @@ def suite(release: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Su
     yield res
 
 
-@pytest.fixture(scope="session")
-def arm64_lane(tmp_path_factory: pytest.TempPathFactory) -> LaneResult:
-    """Build the arm64 lane's modules, boot its kernel once, run its cases.
+def lane_run(name: str, tmp_path_factory: pytest.TempPathFactory) -> LaneResult:
+    """Build a cross lane's modules, boot its kernel once, run its cases.
 
     Skipped, under CI too, when the kernel is not in the cache: filling it is a kernel
-    build (``python -m kernel.klpvm.arm64 --fill``), which CI does not do.  With the
-    cache there, a missing host tool fails under CI as everywhere else in tests/kernel.
+    build (``python -m kernel.klpvm.lanes --fill <lane>``), which CI does not do.  With
+    the cache there, a missing host tool fails under CI as everywhere else in tests/kernel.
     """
-    spec = arm64.cached_spec()
+    lane = lanes.LANES[name]
+    spec = lane.cached_spec()
     if spec is None:
-        pytest.skip(f"arm64 lane: {arm64.missing_reason()}")
+        pytest.skip(f"{name} lane: {lane.missing_reason()}")
     problems = host_problems(spec.machine)
     if problems:
         unavailable("; ".join(problems))
-    workdir = Path(tmp_path_factory.mktemp("vm-arm64", numbered=True))
-    return arm64.run(spec, workdir)
+    workdir = Path(tmp_path_factory.mktemp(f"vm-{name}", numbered=True))
+    return lanes.run(lane, spec, workdir)
+
+
+@pytest.fixture(scope="session")
+def arm64_lane(tmp_path_factory: pytest.TempPathFactory) -> LaneResult:
+    """The arm64 lane's run (tests/kernel/klpvm/lanes.py)."""
+    return lane_run("arm64", tmp_path_factory)
 
 
 def require_lane(lane: LaneResult) -> None:
     if lane.error:
         first = lane.error.splitlines()[0]
-        pytest.fail(f"the arm64 VM run failed ({first}):\n{lane.error}")
+        pytest.fail(f"the {lane.lane.name} VM run failed ({first}):\n{lane.error}")
 
 
 #: the cases x kernels table of this session (tests/kernel/klpvm/matrix.py)

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from kernel.conftest import require, require_lane
-from kernel.klpvm.arm64 import LaneResult
 from kernel.klpvm.cases import CASES_BY_NAME, CaseResult
+from kernel.klpvm.lanes import LaneResult
 from kernel.klpvm.suite import SuiteResult
 from klpelf.arch import aarch64 as a64
 from klpelf.arch import arch_for
@@ -96,7 +96,7 @@ def compare_writes(ko: Path, kallsyms: Path, directory: Path, index: int,
     return applied
 
 
-# --- the arm64 lane (tests/kernel/klpvm/arm64.py) ---------------------------------------
+# --- the arm64 lane (tests/kernel/klpvm/lanes.py) ---------------------------------------
 
 #: case -> (the livepatch module, the objects whose klp relocations are applied)
 ARM64_APPLIED = {

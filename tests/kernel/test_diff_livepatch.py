@@ -139,10 +139,22 @@ def test_fix_made_by_klpelf_diff_runs_in_the_kernel(tmp_path: Path) -> None:
     _make(spec, orig, "klpt_target.o", sections=True)
     _make(spec, fixed, "klpt_target.o", sections=True)
     mod = tmp_path / "klpt_diff"
-    report = _klpelf("diff", str(orig / "klpt_target.o"), str(fixed / "klpt_target.o"),
-                     "--object", "klpt_target", "-k", str(plain / "klpt_target.ko"),
-                     "--symvers", str(spec.host_build_dir / "Module.symvers"),
-                     "--module-dir", str(mod), "--name", "klpt_diff", "--no-replace")
+    report = _klpelf(
+        "diff",
+        str(orig / "klpt_target.o"),
+        str(fixed / "klpt_target.o"),
+        "--object",
+        "klpt_target",
+        "-k",
+        str(plain / "klpt_target.ko"),
+        "--symvers",
+        str(spec.host_build_dir / "Module.symvers"),
+        "--module-dir",
+        str(mod),
+        "--name",
+        "klpt_diff",
+        "--no-replace",
+    )
     assert "klp_func klpt_target_show,0 -> __klpelf_new_klpt_target_klpt_target_show" in report
     assert "reference klpt_target_secret -> .klp.sym.klpt_target.klpt_target_secret,0" in report
     _make(spec, mod, "modules", sections=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel.klpvm import arm64, cases, suite
+from kernel.klpvm import cases, lanes, suite
 from kernel.klpvm.build import auto_options
 from kernel.klpvm.cases import (
     CASES,
@@ -368,35 +368,36 @@ def test_arm64_cache_entry_is_keyed_by_source_and_fragment(
 ) -> None:
     # the lane runs only on an entry built from this source version and arm64.config
     monkeypatch.setenv("KLPELF_KERNEL_CACHE", str(tmp_path))
-    kdir = arm64.kernel_dir()
-    assert arm64.cached_spec() is None
-    assert "is not there" in arm64.missing_reason() and arm64.FILL_COMMAND in arm64.missing_reason()
+    lane = lanes.ARM64
+    kdir = lane.kernel_dir()
+    assert kdir == tmp_path / "kernels-arm64" / "7.2.13-klpt-arm64"
+    assert lane.cached_spec() is None
+    assert "is not there" in lane.missing_reason() and lane.fill_command in lane.missing_reason()
     kdir.mkdir(parents=True)
     (kdir / ".complete").write_text("0123456789abcdef\n")
-    assert arm64.cached_spec() is None and "is stale" in arm64.missing_reason()
-    (kdir / ".complete").write_text(arm64.key() + "\n")
-    spec = arm64.cached_spec()
-    assert spec is not None and spec.release == arm64.RELEASE == "7.2.13-klpt-arm64"
+    assert lane.cached_spec() is None and "is stale" in lane.missing_reason()
+    (kdir / ".complete").write_text(lane.key() + "\n")
+    spec = lane.cached_spec()
+    assert spec is not None and spec.release == lane.release
     assert spec.vmlinuz == kdir / "Image" and spec.build_dir == kdir / "build"
     assert spec.machine.console == "ttyAMA0" and spec.machine.virtio_modules == ()
+    assert spec.machine.libc == Path("/usr/aarch64-linux-gnu/lib/libc.a")
     assert "ARCH=arm64" in spec.machine.kbuild_args
     # nothing to load for the output disk: virtio-mmio and virtio_blk are built in
     assert spec.problems() == [f"{kdir / 'Image'} is missing (apt-get install linux-image-"
-                               f"{arm64.RELEASE})", f"{kdir / 'build'} has no kbuild tree "
-                               f"(apt-get install linux-headers-{arm64.RELEASE})"]  # fmt: skip
+                               f"{lane.release})", f"{kdir / 'build'} has no kbuild tree "
+                               f"(apt-get install linux-headers-{lane.release})"]  # fmt: skip
 
 
-def test_arm64_config_check_names_what_allnoconfig_dropped(tmp_path: Path) -> None:
+def test_lane_config_check_names_what_allnoconfig_dropped(tmp_path: Path) -> None:
     # allnoconfig silently drops an option whose dependencies are off (KALLSYMS_ALL
     # without DEBUG_KERNEL): the fill refuses such a result
-    wanted = [ln for ln in arm64.CONFIG.read_text().splitlines()
-              if ln.startswith("CONFIG_") or ln.endswith(" is not set")]  # fmt: skip
-    assert "CONFIG_LIVEPATCH=y" in wanted and "CONFIG_PROC_KCORE=y" in wanted
-    config = tmp_path / ".config"
-    config.write_text("".join(f"{ln}\n" for ln in wanted if ln != "CONFIG_KALLSYMS_ALL=y"))
-    with pytest.raises(PrepareError, match=r"did not keep: CONFIG_KALLSYMS_ALL=y$"):
-        arm64._check_config(config)
-    config.write_text("".join(f"{ln}\n" for ln in wanted))
-    arm64._check_config(config)
-    config.write_text("\n".join(wanted) + "\n# CONFIG_LOCALVERSION_AUTO is not set\n")
-    arm64._check_config(config)
+    for lane in lanes.LANES.values():
+        wanted = lane.options()
+        assert "CONFIG_LIVEPATCH=y" in wanted and "CONFIG_PROC_KCORE=y" in wanted
+        config = tmp_path / ".config"
+        config.write_text("".join(f"{ln}\n" for ln in wanted if ln != "CONFIG_KALLSYMS_ALL=y"))
+        with pytest.raises(PrepareError, match=r"did not keep: CONFIG_KALLSYMS_ALL=y$"):
+            lanes._check_config(lane, config)
+        config.write_text("".join(f"{ln}\n" for ln in wanted))
+        lanes._check_config(lane, config)

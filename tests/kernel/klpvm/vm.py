@@ -17,7 +17,7 @@ off; 30 s later it forces the power-off through sysrq), ``panic=-1`` with ``-no-
 
 Everything is a parameter of :class:`KernelSpec`, so the same code boots any release
 whose image, modules and headers are at hand; its :class:`Machine` says how to boot and
-build for its architecture (x86_64's ``pc``, or arm64's ``virt``: tests/kernel/klpvm/arm64.py).
+build for its architecture (x86_64's ``pc``, or arm64's ``virt``: tests/kernel/klpvm/lanes.py).
 """
 
 from __future__ import annotations

@@ -149,3 +149,58 @@ def test_bad_sympos_is_a_usage_error(spec: str, says: str) -> None:
 def test_sympos_values() -> None:
     assert SymposChoice.parse("vmlinux:max_cstate=2") == ("vmlinux", "max_cstate", 2, None)
     assert SymposChoice.parse("ext4:f=fs/ext4/x.c") == ("ext4", "f", None, "fs/ext4/x.c")
+
+
+# the same patch with its struct klp_patch (external fields first, as
+# include/linux/livepatch.h lays them out; 5 internal words of made-up size)
+PATCH = r"""
+struct module { char name[56]; };  /* as modpost's .mod.c defines it, in short */
+struct module __this_module __attribute__((section(".gnu.linkonce.this_module"))) = {
+    .name = "lp2" };
+struct klp_func { const char *old_name; void *new_func; unsigned long old_sympos;
+                  long internal[5]; };
+struct klp_callbacks { void *pre, *post, *pre_un, *post_un; _Bool enabled; };
+struct klp_object { const char *name; struct klp_func *funcs;
+                    struct klp_callbacks callbacks; long internal[3]; };
+struct klp_patch { struct module *mod; struct klp_object *objs; void *states;
+                   _Bool replace; long internal[4]; };
+static struct klp_func vm_funcs[] = { { .old_name = "cmdline_proc_show",
+                                        .new_func = livepatch_show }, { } };
+static struct klp_func ext4_funcs[] = { { .old_name = "ext4_show",
+                                          .new_func = livepatch_show }, { } };
+struct klp_object objs[] = { { .funcs = vm_funcs },
+#ifdef PATCH_EXT4
+                             { .name = "ext4", .funcs = ext4_funcs },
+#endif
+                             { } };
+struct klp_patch patch = { .mod = &__this_module, .objs = objs };
+"""
+
+
+@pytest.mark.parametrize("patches_ext4", [False, True])
+def test_exports_of_unpatched_modules_stay_ordinary(built: Path, patches_ext4: bool) -> None:
+    # livepatch applies the relocations of the objects the patch declares: an export of
+    # a module it does not patch is the loader's (depends= loads that module first)
+    src = built / "lp2.c"
+    src.write_text(SOURCE + PATCH)
+    obj = built / "lp2.o"
+    subprocess.run(
+        ["gcc", "-O2", "-ffreestanding", "-mcmodel=kernel", "-fno-pic", "-c", "-o", str(obj),
+         *(["-DPATCH_EXT4"] if patches_ext4 else []), str(src)], check=True,
+    )  # fmt: skip
+    out = built / "lp2.ko"
+    assert main(["convert", str(obj), "-o", str(out), "--kernel", str(built / "kallsyms"),
+                 "--symvers", str(built / "Module.symvers"),
+                 "--sympos", "vmlinux:max_cstate=2"]) == 0  # fmt: skip
+    elf = open_elf(out)
+    tab = elf.symtab
+    assert tab is not None
+    names = tab.names()
+    klp = ".klp.sym.ext4.ext4_exported_fn,0"
+    if patches_ext4:
+        assert tab[names.index(klp)].st_shndx == SHN.LIVEPATCH
+        assert elf.section_by_name(".klp.rela.ext4.text") is not None
+    else:
+        assert klp not in names and tab[names.index("ext4_exported_fn")].st_shndx == SHN.UNDEF
+        assert not any(s.name.startswith(".klp.rela.ext4.") for s in elf.sections)
+    assert ".klp.sym.vmlinux.total_forks,0" in names

@@ -182,6 +182,18 @@ def test_section_of_an_undeclared_object_is_never_applied() -> None:
         assert d.section is not None and d.section.name == ".klp.rela.ext4.text"
         assert "declares no klp_object 'ext4'" in d.message and "klpelf's rule" in d.message
         assert d.when == "runtime" and not d.kernel
+    # its livepatch symbols renamed to ext4's too: never resolved either
+    tab = elf.symtab
+    assert tab is not None
+    for i, name in enumerate(tab.names()):
+        if name.startswith(".klp.sym.vmlinux."):
+            tab.set_symbol(i, name=name.replace(".vmlinux.", ".ext4.", 1))
+    res = check_module(read_elf(write_elf(elf)), version=V61)
+    never = sorted(d.symbol[1] for d in res.errors
+                   if d.rule == "undeclared-object-symbol" and d.symbol)  # fmt: skip
+    assert never == [".klp.sym.ext4.max_cstate,1", ".klp.sym.ext4.max_cstate,2",
+                     ".klp.sym.ext4.nr_threads,0", ".klp.sym.ext4.total_forks,0"]  # fmt: skip
+    assert [d for d in res.diagnostics if d.kernel] == []
 
 
 def test_missing_flag_loads_then_crashes() -> None:

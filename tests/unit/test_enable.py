@@ -114,9 +114,10 @@ klpt_twice: call __fentry__
 """
 
 
-def _target(tmp_path: Path) -> Path:
-    a = assemble(X86, tmp_path / "a.o", TARGET_A)
-    b = assemble(X86, tmp_path / "b.o", TARGET_B)
+def _target(tmp_path: Path, sites: str = "__mcount_loc") -> Path:
+    # sites: x86's __mcount_loc, or arm64's __patchable_function_entries (same reading)
+    a = assemble(X86, tmp_path / "a.o", TARGET_A.replace("__mcount_loc", sites))
+    b = assemble(X86, tmp_path / "b.o", TARGET_B.replace("__mcount_loc", sites))
     out = tmp_path / "klpt_target.ko"
     subprocess.run(["ld", "-r", "-o", str(out), str(a), str(b)], check=True)
     return out
@@ -229,8 +230,9 @@ def test_silent_structure_checks(tmp_path: Path) -> None:
     assert [r for _, r, _, _ in _kernel(res)] == ["old-name"]
 
 
-def test_module_object_is_judged_when_it_loads(tmp_path: Path) -> None:
-    target = _target(tmp_path)
+@pytest.mark.parametrize("sites", ["__mcount_loc", "__patchable_function_entries"])
+def test_module_object_is_judged_when_it_loads(tmp_path: Path, sites: str) -> None:
+    target = _target(tmp_path, sites)
     good = [("klpt_show", "new_show", 0), ("klpt_twice", "new_twice", 2)]
     source = _patch_source([("cmdline_proc_show", "new_c", 0)], module_funcs=good)
     res = _check(tmp_path, source, extra=[str(target)])
@@ -289,6 +291,8 @@ def test_filter_functions_source(tmp_path: Path) -> None:
     assert looks_like_filter_functions(b"ffffffff81000000 fa\nffffffffc0000000 fb [ext4]\n")
     assert not looks_like_filter_functions(b"ffffffff81000000 T a\n")
     assert not looks_like_filter_functions(b"0x12345678\tfoo\tvmlinux\tEXPORT_SYMBOL\n")
+    assert not looks_like_filter_functions(b"\x7fELF\x02\x01")
+    assert not looks_like_filter_functions(b"x" * 2000)
     ff = FilterFunctions(b"a\nb [ext4]\nb [ext4]\n__ftrace_invalid_address___64\n", "f")
     assert ff.counts == {(None, "a"): 1, ("ext4", "b"): 2} and ff.modules == {"ext4"}
     assert ff.lists("vmlinux") and ff.lists("ext4") and not ff.lists("xfs")
@@ -320,3 +324,62 @@ def test_cli_loaded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plain = assemble(X86, tmp_path / "plain.o")
     assert main(["check", "-k", str(k), "--loaded", str(plain), str(new)]) == 1
     assert "plain.o: --loaded: 0 livepatches decoded" in capsys.readouterr().err
+
+
+VMLINUX = """
+    .text
+    .globl _stext, cmdline_proc_show, endbr_fn, notrace_fn
+    .type _stext,@function
+_stext: ret
+    .size _stext, 1
+    .balign 16
+    .type cmdline_proc_show,@function
+cmdline_proc_show: call cmdline_proc_show
+    ret
+    .size cmdline_proc_show, 6
+    .balign 16
+    .type endbr_fn,@function
+endbr_fn: endbr64
+endbr_site: call endbr_fn
+    ret
+    .size endbr_fn, 10
+    .balign 16
+    .type notrace_fn,@function
+notrace_fn: ret
+    .size notrace_fn, 1
+    .section __mcount_loc,"a"
+    .quad cmdline_proc_show, endbr_site
+"""
+
+
+def test_vmlinux_elf_mcount_loc(tmp_path: Path) -> None:
+    # a linked vmlinux's __mcount_loc holds the call sites' addresses; since 5.18 the
+    # site may be inside the function (after endbr64), before only at its address
+    obj = assemble(X86, tmp_path / "vmlinux.o", VMLINUX)
+    vmlinux = tmp_path / "vmlinux"
+    subprocess.run(["ld", "-o", str(vmlinux), "-e", "_stext", "-Ttext=0xffffffff81000000",
+                    str(obj)], check=True)  # fmt: skip
+    ks = load_sources([str(vmlinux)])
+    lp = open_elf(_module(tmp_path, _patch_source([("cmdline_proc_show", "n1", 0),
+                                                   ("endbr_fn", "n2", 0)])))  # fmt: skip
+    v61, v510 = KernelRelease(6, 1), KernelRelease(5, 10)
+    assert _kernel(check_module(lp, version=v61, kernel=ks)) == []
+    assert [m for _, _, m, _ in _kernel(check_module(lp, version=v510, kernel=ks))] == [
+        "livepatch: failed to set ftrace filter for function 'endbr_fn' (-22)"
+    ]
+    lp = open_elf(_module(tmp_path, _patch_source([("notrace_fn", "n3", 0)])))
+    assert [m for _, _, m, _ in _kernel(check_module(lp, version=v61, kernel=ks))] == [
+        "livepatch: failed to find location for function 'notrace_fn'"
+    ]
+
+
+def test_object_without_funcs_array(tmp_path: Path) -> None:
+    # klp_init_patch_early(): a named static object whose funcs is NULL
+    source = _patch_source([("cmdline_proc_show", "new_show", 0)], module_funcs=[])
+    source = source.replace("    .quad s_mod, funcs_mod,", "    .quad s_mod, 0,")
+    (p,) = decode_patches(open_elf(_module(tmp_path, source)))
+    assert [o.funcs_null for o in p.objects] == [False, True]
+    res = _check(tmp_path, source)
+    (d,) = [d for d in res.diagnostics if d.kernel]
+    assert (d.rule, d.when, d.errno, d.logged) == ("object-funcs", "enable", 22, False)
+    assert "'klpt_target'" in d.message and "without a message" in d.message

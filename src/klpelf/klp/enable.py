@@ -4,7 +4,8 @@ state.c), in the kernel's order:
 
 1. ``klp_is_patch_compatible()`` (v5.5+): the states of the livepatches already loaded
    (named by the user) against this patch's states and ``replace``;
-2. ``klp_init_patch_early()``: every static object needs its ``funcs`` array;
+2. ``klp_init_patch_early()``: every static object needs its ``funcs`` array (NULL:
+   -EINVAL without a message);
 3. ``klp_init_patch()`` -> ``klp_init_object()`` for each object in declaration
    order: the module name's length (MODULE_NAME_LEN), its sysfs directory (``%s``),
    then ``klp_init_func()`` for each function (``old_name`` and ``new_func`` set,
@@ -252,6 +253,14 @@ def klp_enable_decoded(state: LoadState, patch: KlpPatch) -> None:
                   "installed livepatches.", when="enable", errno=EINVAL,
                   **_LIVEPATCH)  # fmt: skip
         return
+    for obj in patch.objects:  # klp_init_patch_early()
+        if obj.funcs_null:
+            _silent(state, "object-funcs",
+                    f"klp_object '{obj.objname}' ({obj.where}) has no funcs array (NULL): "
+                    "klp_enable_patch() fails with -EINVAL, without a message")  # fmt: skip
+            return
+    if state.kernel is not None:  # every old_name in one pass over a kallsyms file
+        state.kernel.prefetch(f.old_name for o in patch.objects for f in o.funcs if f.old_name)
     patch_dir = f"/kernel/livepatch/{mod.name}"
     seen: set[str] = set()
     loaded_now: list[tuple[KlpObjectDecl, list[tuple[KlpFunc, Resolution | None]]]] = []

@@ -85,6 +85,8 @@ class KlpObjectDecl(NamedTuple):
     #: callback member -> function name, for the ones set
     callbacks: dict[str, str]
     where: str
+    #: its ``funcs`` pointer is NULL (a named object: klp_enable_patch() refuses it)
+    funcs_null: bool = False
 
     @property
     def objname(self) -> str:
@@ -294,7 +296,8 @@ def _objects(r: _Reader, loc: Location, notes: list[str]) -> list[KlpObjectDecl]
         if funcs_at is None and r.ptr(sec, off + w) is not None:
             notes.append(f"{owner}: funcs points outside the module")
         where = f"{sec.name}+{off:#x}"
-        out.append(KlpObjectDecl(name, funcs, _callbacks(r, sec, off + 2 * w), where))
+        null = r.zero(sec, off + w)
+        out.append(KlpObjectDecl(name, funcs, _callbacks(r, sec, off + 2 * w), where, null))
     return out
 
 

@@ -21,6 +21,8 @@ functions of that name leaves the question open unless addresses settle it.
 from __future__ import annotations
 
 import bisect
+import re
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from klpelf.elf.constants import SHN, SHT
@@ -46,6 +48,9 @@ MCOUNT_SECTIONS = ("__mcount_loc", "__patchable_function_entries")
 
 # ftrace_process_locs() of v6.x names the records it could not place this way
 _INVALID = b"__ftrace_invalid_address__"
+
+#: what a symbol name in the file looks like (C identifiers, compiler suffixes)
+_NAME = re.compile(rb"[\w.$@]+")
 
 #: kallsyms letters of functions: only text has ftrace records
 _TEXT_TYPES = frozenset("tTwW")
@@ -78,7 +83,10 @@ def looks_like_filter_functions(head: bytes) -> bool:
     lines = [ln for ln in head.split(b"\n")[:8] if ln.strip()]
     if len(head) >= 4096 and len(lines) > 1:
         lines = lines[:-1]  # the last may be cut
-    return bool(lines) and all(_split(ln) is not None for ln in lines)
+    if not lines or len(lines[0]) > 1024:
+        return False
+    splits = [_split(ln) for ln in lines]
+    return all(p is not None and _NAME.fullmatch(p[1]) for p in splits)
 
 
 class FilterFunctions:
@@ -94,8 +102,14 @@ class FilterFunctions:
         #: the modules with at least one line (loaded when the file was read)
         self.modules: set[str] = set()
         counts = self.counts
-        for lineno, line in enumerate(bytes(data).split(b"\n"), 1):
-            if not line.strip():
+        lines = bytes(data).split(b"\n")
+        # most lines are a bare vmlinux name: counted in one pass, decoded once each
+        bare = Counter(ln for ln in lines if ln and b" " not in ln and b"\t" not in ln)
+        for raw_name, n in bare.items():
+            if not raw_name.startswith(_INVALID):
+                counts[(None, raw_name.decode("utf-8", "surrogateescape"))] = n
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip() or line in bare:
                 continue
             got = _split(line)
             if got is None:

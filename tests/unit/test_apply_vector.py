@@ -34,11 +34,14 @@ from klpelf.elf import arrays
 from klpelf.elf.constants import EM
 from klpelf.elf.reader import open_elf
 from klpelf.errors import KlpError
+from klpelf.klp.layout import _kernel_values
 from klpelf.operations import apply as apply_op
 from klpelf.operations.apply import AppliedModule, apply
 from klpelf.release import KernelRelease
+from klpelf.symbols.kallsyms import SymbolText
 from klpelf.symbols.sources import load_sources
 from reloc_entries import relocation_table
+from toolchain import MODULE_STRUCT
 
 U64 = (1 << 64) - 1
 RELEASES = [KernelRelease(5, 10), KernelRelease(6, 1), KernelRelease(6, 19)]
@@ -142,7 +145,25 @@ ffffffff81000400 T both
 
 
 @pytest.mark.parametrize("kind", ["kallsyms", "System.map", "zeroed"])
-def test_vmlinux_matches_many_is_vmlinux_matches(tmp_path: Path, kind: str) -> None:
+def test_vmlinux_lone_values_are_the_one_candidate(tmp_path: Path, kind: str) -> None:
+    path = _symbols_file(tmp_path, kind)
+    names = ["one", "twice", "undefined_here", "absolute", "at_zero", "in_module", "both",
+             "nowhere", "one", "twice"]  # fmt: skip
+    ks = load_sources([str(path)])
+    lone = ks.vmlinux_lone_values(names)
+    assert lone is not None
+    for name, value in zip(names, lone, strict=True):
+        cands = ks.vmlinux_matches(name)
+        if value is True:  # several lines of the name: asked one by one
+            text = ks.texts[0]
+            assert isinstance(text, SymbolText)
+            assert len(text.rows(name)) > 1, name
+            continue
+        assert len(cands) <= 1, name
+        assert value == (cands[0].address or None if cands else None), name
+
+
+def _symbols_file(tmp_path: Path, kind: str) -> Path:
     text = SYMBOLS
     if kind == "System.map":  # no module lines there
         text = "".join(line + "\n" for line in text.splitlines() if "[" not in line)
@@ -150,11 +171,36 @@ def test_vmlinux_matches_many_is_vmlinux_matches(tmp_path: Path, kind: str) -> N
         text = "".join("0" * 16 + line[16:] + "\n" for line in text.splitlines())
     path = tmp_path / ("System.map" if kind == "System.map" else "kallsyms")
     path.write_text(text)
-    names = ["one", "twice", "undefined_here", "absolute", "at_zero", "in_module", "both",
-             "nowhere", "one"]  # fmt: skip
-    ks = load_sources([str(path)])
-    ks.prefetch(names)
-    assert ks.vmlinux_matches_many(names) == [ks.vmlinux_matches(n) for n in names]
+    return path
+
+
+# livepatch symbols of every sympos against SYMBOLS' names, a module object's, and
+# undefined symbols resolved by name
+LOOKUPS = "".join(f"""    call ".klp.sym.vmlinux.{n},{p}"\n""" for n in (
+    "one", "twice", "undefined_here", "absolute", "at_zero", "in_module", "both", "nowhere")
+    for p in (0, 1, 2)) + """    call ".klp.sym.mod.in_module,0"
+    call one
+    call twice
+    call both
+    call at_zero
+    call nowhere
+"""  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["kallsyms", "System.map", "zeroed"])
+def test_kernel_values_batched_are_name_by_name(tmp_path: Path, kind: str) -> None:
+    _, ko = test_apply._module(tmp_path, "    .text\nf:\n" + LOOKUPS + "    ret\n"
+                               + MODULE_STRUCT, "lookups")  # fmt: skip
+    path = _symbols_file(tmp_path, kind)
+    with _numpy_tables():
+        elf = open_elf(ko)
+        release = KernelRelease(6, 19)
+        got = _kernel_values(elf, load_sources([str(path)]), release, None, None)
+        want = _kernel_values(elf, load_sources([str(path)]), release, None, None,
+                              batched=False)  # fmt: skip
+    assert got == want
+    assert len(got) > 20
+    assert any(v is not None for v in got.values()) == (kind != "zeroed")
 
 
 # --- apply(): modules ---------------------------------------------------------------------
@@ -305,5 +351,8 @@ def test_apply_agrees_on_corpus_modules(tmp_path: Path, monkeypatch: pytest.Monk
         vec, walk = _both(monkeypatch, path, [info["system_map"]],
                           bases={".text": 0xFFFF_FFFF_C000_0000})  # fmt: skip
         _same(vec, walk)
+        ks, release = load_sources([info["system_map"]]), KernelRelease(6, 1)
+        assert _kernel_values(elf, ks, release, None, None) == _kernel_values(
+            elf, ks, release, None, None, batched=False)
         whole += not vec.refusals
     assert whole >= 10

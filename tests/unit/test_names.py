@@ -26,6 +26,7 @@ from klpelf.klp.names import (
     KlpSymbolName,
     _c_string,
     _scan_canonical,
+    canonical_names,
     classify_symbol_name,
     kernel_sscanf,
     klp_annotation_format,
@@ -789,6 +790,39 @@ def test_fast_path_matches_kernel_sscanf(pieces: list[str], width: int) -> None:
         pos,
     )
     assert _c_string(s)[exact.spans[2][1] :] == b""
+
+
+def _expected(s: str, width: int) -> tuple[str, str, int] | None:
+    # what KlpSymbolName.scan() reads on its fast path, else None
+    fast = _scan_canonical(s, width)
+    return None if fast is None else (fast.objname or "", fast.name or "", fast.sympos or 0)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.lists(_PIECES, max_size=8), min_size=1, max_size=12),
+       st.sampled_from([128, 512]), st.booleans())  # fmt: skip
+def test_canonical_names_is_the_fast_path(names: list[list[str]], width: int, lead: bool) -> None:
+    # a string table of would-be livepatch names: every offset where a name starts
+    # (and every offset inside one, as tail-shared names start) reads as scan() does
+    strings = [".klp.sym." + "".join(p) for p in names]
+    table = ("\0" if lead else "") + "\0".join(strings) + "\0"
+    raw = table.encode("utf-8", "surrogateescape")
+    found = canonical_names(raw, width)
+    starts = {i + 1 for i, b in enumerate(raw) if b == 0} | {0}
+    for off in range(len(raw)):
+        end = raw.index(0, off)
+        name = raw[off:end].decode("utf-8", "surrogateescape")
+        if off in found:
+            assert found[off] == _expected(name, width), name
+        elif off in starts and off:  # a name after a NUL: found if the fast path reads it
+            assert _expected(name, width) is None, name
+    assert all(raw[o - 1] == 0 for o in found)
+
+
+def test_canonical_names_at_the_table_start_and_wrapping_sympos() -> None:
+    raw = b".klp.sym.vmlinux.a,0\0.klp.sym.vmlinux.b,1\0.klp.sym.vmlinux.c,%d\0" % (1 << 64)
+    # offset 0 has no NUL before it: left to scan(), as a sympos past ULONG_MAX is
+    assert canonical_names(raw) == {21: ("vmlinux", "b", 1)}
 
 
 def test_bad_fields_raise_klp_format_error() -> None:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 from klpelf.elf.layout import Layout
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy as np
     import numpy.typing as npt
 
@@ -249,6 +251,16 @@ class RecordTable:
                 col = decode_column(data[: self._count * self.record.size], self.record, name)
             self._columns[name] = col
         return col
+
+    def column_at(self, name: str, indices: Sequence[int]) -> list[int]:
+        """``[self.field(i, name) for i in indices]`` (in range), in one conversion."""
+        col = self._columns.get(name)
+        if col is None and self._array is not None:
+            import numpy as np
+
+            return self._array[name][np.asarray(indices, dtype=np.intp)].tolist()  # type: ignore[no-any-return]
+        col = self.column(name)
+        return [col[i] for i in indices]
 
     def field(self, index: int, name: str) -> int:
         """Field ``name`` of record ``index`` (in range), without decoding the column

@@ -292,7 +292,23 @@ class SymbolTable(RecordTable):
         if self._names is not None:
             names = self._names
             return [names[i] for i in indices]
-        st_name, named = self.column("st_name"), self._named
+        named = self._named
+        todo = list(dict.fromkeys(i for i in indices if i not in named))
+        if len(todo) >= 64:  # their offsets in one conversion, each name sliced at once
+            data, budget, total = self.strtab.data, self._name_budget(), self._named_bytes
+            size = len(data)
+            for i, offset in zip(todo, self.column_at("st_name", todo), strict=True):
+                if offset >= size:
+                    self._named_bytes = total
+                    self._decode(i, offset)  # the string table's error
+                name = data[offset : data.index(0, offset)].decode("utf-8", "surrogateescape")
+                total += len(name)
+                if total > budget:
+                    raise self._name_budget_error(total)
+                named[i] = name
+            self._named_bytes = total
+            return [named[i] for i in indices]
+        st_name = self.column("st_name")
         return [named.get(i) or self._decode(i, st_name[i]) for i in indices]
 
     def symbols_at(self, indices: Sequence[int]) -> list[Symbol]:

@@ -269,10 +269,14 @@ def symbol_value_arrays(
 
 
 def _kernel_values(elf: ElfFile, ks: KernelSymbols, release: KernelRelease,
-                   shndx: list[int] | None,
-                   module: KlpModule | None) -> dict[int, int | None]:  # fmt: skip
+                   shndx: list[int] | None, module: KlpModule | None, *,
+                   batched: bool = True) -> dict[int, int | None]:  # fmt: skip
     """The symbols the kernel resolves: each livepatch symbol (klp_find_object_symbol()),
-    each named undefined one (by name, vmlinux first); symbol index -> value."""
+    each named undefined one (by name, vmlinux first); symbol index -> value.
+
+    ``batched``: the vmlinux names with one line in a parsed kallsyms or System.map
+    answered at once (:meth:`KernelSymbols.vmlinux_lone_values`); False, every name
+    through its candidates (the same values: tests/unit/test_apply_vector.py)."""
     from klpelf.klp.module import klp_module
     from klpelf.symbols.resolve import klp_find_address
 
@@ -286,19 +290,28 @@ def _kernel_values(elf: ElfFile, ks: KernelSymbols, release: KernelRelease,
     else:
         unnamed = [i for i, n in enumerate(shndx) if not n and i]
     undefined = [(i, name) for i, name in zip(unnamed, tab.names_at(unnamed), strict=True) if name]
-    # one search per kallsyms for all the names (symbols/sources.py)
-    ks.prefetch([*(s.parsed.name for s in mod.symbols if s.parsed is not None),
-                 *(name for _, name in undefined)])  # fmt: skip
-    lps = [(s.symbol.index, s.parsed) for s in mod.symbols
-           if s.parsed is not None and s.symbol.st_shndx == SHN.LIVEPATCH]  # fmt: skip
-    in_vmlinux = [p.name for _, p in lps if p.objname == "vmlinux"]
-    # the vmlinux lines of every name at once: most names have one
-    cands = iter(ks.vmlinux_matches_many([*in_vmlinux, *(name for _, name in undefined)]))
+    lps = mod.livepatch_names()
+    names = [*(p.name for _, p in lps if p.objname == "vmlinux"), *(name for _, name in undefined)]
+    lone = ks.vmlinux_lone_values(names) if batched else None
+    # the names the batch does not answer: one search per kallsyms for all of them
+    ks.prefetch([*(p.name for _, p in lps if p.objname != "vmlinux"),
+                 *(n for n, v in zip(names, lone or [True] * len(names), strict=True)
+                   if v is True)])  # fmt: skip
+    answers = iter(lone) if lone is not None else None
     out: dict[int, int | None] = {}
     for i, p in lps:
-        given = next(cands) if p.objname == "vmlinux" else None
-        out[i] = klp_find_address(ks, p.objname, p.name, p.sympos, candidates=given)
-    for i, _ in undefined:  # simplify_symbols(): by name
-        found = [c.address for c in next(cands) if c.address]
-        out[i] = found[0] if found else None
+        if p.objname != "vmlinux":
+            out[i] = klp_find_address(ks, p.objname, p.name, p.sympos)
+            continue
+        value = next(answers) if answers is not None else True
+        if value is True:
+            out[i] = klp_find_address(ks, "vmlinux", p.name, p.sympos)
+        else:  # klp_match_callback() of one candidate: sympos 0 or 1 takes it
+            out[i] = value if p.sympos <= 1 else None
+    for i, name in undefined:  # simplify_symbols(): by name
+        value = next(answers) if answers is not None else True
+        if value is True:
+            found = [c.address for c in ks.vmlinux_matches(name) if c.address]
+            value = found[0] if found else None
+        out[i] = value
     return out

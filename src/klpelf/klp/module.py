@@ -21,6 +21,7 @@ from klpelf.klp.names import (
     KSYM_NAME_LEN,
     KlpRelaSectionName,
     KlpSymbolName,
+    canonical_names,
     parse_annotation_symbol,
     parse_draft_rel_section,
 )
@@ -97,11 +98,54 @@ class KlpModule:
         self.livepatch: str | None = mi.get("livepatch") if mi else None
         self.vermagic: str | None = mi.get("vermagic") if mi else None
         self.name = module_name(elf)
-        self.symbols: list[LivepatchSymbol] = []
         self.sections: list[KlpRelaSection] = []
-        self.oddities: list[Oddity] = []
-        self._scan_symbols()
+        # the symbols are read when first asked for: apply needs only the livepatch
+        # symbols' names (livepatch_names()), which one pass over the string table reads
+        self._symbols: list[LivepatchSymbol] | None = None
+        self._symbol_oddities: list[Oddity] = []
+        self._section_oddities: list[Oddity] = []
         self._scan_sections()
+
+    @property
+    def symbols(self) -> list[LivepatchSymbol]:
+        """Every SHN_LIVEPATCH symbol and every symbol named like one, in index order."""
+        if self._symbols is None:
+            self._symbols = self._scan_symbols()
+        return self._symbols
+
+    @property
+    def oddities(self) -> list[Oddity]:
+        """What is klp-like but not valid klp content: symbols first, then sections."""
+        self.symbols  # noqa: B018 (read on first use)
+        return self._symbol_oddities + self._section_oddities
+
+    def livepatch_names(self) -> list[tuple[int, KlpSymbolName]]:
+        """(symbol index, parsed name) of every SHN_LIVEPATCH symbol whose name the
+        kernel's sscanf accepts, in index order: what klp_resolve_symbols() resolves;
+        the same as ``[(s.symbol.index, s.parsed) for s in self.symbols if ...]``
+        without a :class:`LivepatchSymbol` each (the names read at once:
+        :func:`~klpelf.klp.names.canonical_names`)."""
+        if self._symbols is not None:
+            return [(s.symbol.index, s.parsed) for s in self._symbols
+                    if s.parsed is not None and s.symbol.st_shndx == SHN.LIVEPATCH]  # fmt: skip
+        tab = self.elf.symtab
+        if tab is None:
+            return []
+        indices = tab.indices_where_shndx(SHN.LIVEPATCH)
+        if not indices:
+            return []
+        offsets = tab.column_at("st_name", indices)
+        fast = canonical_names(bytes(tab.strtab.data), self.ksym_name_len)
+        out = []
+        for i, offset in zip(indices, offsets, strict=True):
+            hit = fast.get(offset)
+            if hit is not None:
+                out.append((i, KlpSymbolName.read(*hit)))
+                continue
+            scan = KlpSymbolName.scan(tab.name(i), ksym_name_len=self.ksym_name_len)
+            if scan.ok:
+                out.append((i, scan.symbol()))
+        return out
 
     @property
     def is_livepatch(self) -> bool:
@@ -123,17 +167,20 @@ class KlpModule:
                 objs.setdefault(sec.objname, TargetObject(sec.objname)).sections.append(sec)
         return dict(sorted(objs.items(), key=lambda kv: (kv[0] != "vmlinux", kv[0])))
 
-    def _scan_symbols(self) -> None:
+    def _scan_symbols(self) -> list[LivepatchSymbol]:
         tab = self.elf.symtab
+        symbols: list[LivepatchSymbol] = []
+        oddities: list[Oddity] = []
+        self._symbol_oddities = oddities
         if tab is None:
-            return
+            return symbols
         lp = set(tab.indices_where_shndx(SHN.LIVEPATCH))
         indices = sorted(lp | set(tab.indices_with_prefix(KLP_SYM_PREFIX)))
         for i, sym in zip(indices, tab.symbols_at(indices), strict=True):
             name = sym.name
             ann = parse_annotation_symbol(name)  # classify_symbol_name()'s "annotation"
             if ann is not None:
-                self.oddities.append(Oddity(
+                oddities.append(Oddity(
                     "annotation-symbol", f"[{i}] {name}",
                     f"klp-convert annotation for {ann.sym_objname}:{ann.name},{ann.sympos} "
                     "(not converted to a livepatch symbol)",
@@ -142,10 +189,11 @@ class KlpModule:
                     continue
             scan = KlpSymbolName.scan(name, ksym_name_len=self.ksym_name_len)
             if scan.ok:
-                self.symbols.append(LivepatchSymbol(sym, scan.symbol()))
+                symbols.append(LivepatchSymbol(sym, scan.symbol()))
             else:
                 error = f"symbol {name} has an incorrectly formatted name"
-                self.symbols.append(LivepatchSymbol(sym, None, error, scan.reason))
+                symbols.append(LivepatchSymbol(sym, None, error, scan.reason))
+        return symbols
 
     def _scan_sections(self) -> None:
         elf = self.elf
@@ -163,12 +211,12 @@ class KlpModule:
                     count = 0
                 self.sections.append(KlpRelaSection(sec, parsed, error, target, count, scan.reason))
             if name.startswith(KLP_ARCH_PREFIX):
-                self.oddities.append(Oddity(
+                self._section_oddities.append(Oddity(
                     "klp-arch-section", str(sec),
                     ".klp.arch sections were removed in Linux 5.8 and are ignored since",
                 ))  # fmt: skip
             elif parse_draft_rel_section(name) is not None:
-                self.oddities.append(Oddity(
+                self._section_oddities.append(Oddity(
                     "draft-rel-section", str(sec),
                     "'.klp.rel.' is the 2016 draft spelling; the kernel only knows '.klp.rela.'",
                 ))  # fmt: skip

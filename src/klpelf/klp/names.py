@@ -425,6 +425,18 @@ class KlpSymbolName(FrozenRecord):
             _set(self, "sympos", sympos)
 
     @classmethod
+    def read(cls, objname: str, name: str, sympos: int) -> KlpSymbolName:
+        """The name of fields :func:`canonical_names` read, without the constructor's
+        checks: what that expression matches passes them (ASCII, so already canonical;
+        the widths; no '.' in the object name, no ',' in the name; sympos <= ULONG_MAX)."""
+        self = cls.__new__(cls)
+        _set = object.__setattr__
+        _set(self, "objname", objname)
+        _set(self, "name", name)
+        _set(self, "sympos", sympos)
+        return self
+
+    @classmethod
     def scan(cls, s: str, *, ksym_name_len: int = KSYM_NAME_LEN) -> KlpSymbolScan:
         """Run the kernel's sscanf on ``s``: the count, the values and why it stopped."""
         fast = _scan_canonical(s, ksym_name_len)
@@ -483,6 +495,35 @@ def _scan_canonical(s: str, ksym_name_len: int) -> KlpSymbolScan | None:
     if sympos > SYMPOS_MAX:
         return None
     return KlpSymbolScan(s, 3, m.group(1), m.group(2), sympos, None)
+
+
+@functools.cache
+def _canonical_bytes_re(ksym_name_len: int) -> re.Pattern[bytes]:
+    # _canonical_re() over a string table: each name between a NUL and the next, ASCII
+    # only (what _scan_canonical() takes); the lookahead leaves the closing NUL to open
+    # the next name
+    return re.compile(
+        rb"\x00\.klp\.sym\.([^.\x00\x80-\xff]{1,%d})\.([^,\x00\x80-\xff]{1,%d}),([0-9]{1,20})"
+        rb"(?=\x00)" % (OBJNAME_MAX, ksym_name_len - 1)
+    )
+
+
+def canonical_names(
+    strtab: bytes, ksym_name_len: int = KSYM_NAME_LEN
+) -> dict[int, tuple[str, str, int]]:
+    """String offset -> (object name, symbol name, sympos) of every name in ``strtab``
+    (a string table's bytes) that :meth:`KlpSymbolName.scan` reads on its fast path:
+    plain ASCII, canonical, one regular-expression pass for all of a module's livepatch
+    symbols instead of a scan per name.  A name not found here (at offset 0, or any
+    other spelling) is for :meth:`KlpSymbolName.scan` to read; what is found, it reads
+    with the same values (tests/unit/test_names.py compares them)."""
+    out: dict[int, tuple[str, str, int]] = {}
+    for m in _canonical_bytes_re(ksym_name_len).finditer(strtab):
+        objname, name, digits = m.groups()
+        sympos = int(digits)
+        if sympos <= SYMPOS_MAX:
+            out[m.start() + 1] = (objname.decode("ascii"), name.decode("ascii"), sympos)
+    return out
 
 
 class KlpSymbolScan(NamedTuple):

@@ -148,16 +148,44 @@ class NameIndex:
             for name, a, b in zip(names, lo.tolist(), hi.tolist(), strict=True)
         ]
 
-    def _scan(self, names: Sequence[bytes]) -> list[list[int]]:
-        # Every row whose key is one of the queries' keys, grouped by query.
-        qkeys = keys_of(names)
+    def lone_rows(self, names: Sequence[bytes]) -> list[int]:
+        """Per name: its row when exactly one row has it, -1 when none, -2 when
+        several: ``len(rows(n))`` and ``rows(n)[0]`` of many names in one pass, each
+        candidate row read once (a name asked for twice gets the same answer)."""
+        if not names:
+            return []
+        if self._order is not None:
+            return [r[0] if len(r) == 1 else -2 if r else -1 for r in self.rows_many(names)]
+        hits = self._candidates(keys_of(names))
+        want: dict[bytes, int] = {}
+        found: list[int] = []
+        for n in names:
+            if n not in want:
+                want[n] = len(found)
+                found.append(-1)
+        buf = self.buf
+        for row, s, e in zip(hits.tolist(), self.start[hits].tolist(), self.end[hits].tolist(),
+                             strict=True):  # fmt: skip
+            q = want.get(bytes(buf[s:e]))
+            if q is not None:
+                found[q] = row if found[q] == -1 else -2
+        return [found[want[n]] for n in names]
+
+    def _candidates(self, qkeys: U64Array) -> IntArray:
+        # the rows (ascending) whose key is one of qkeys: a superset of the rows named so
         qsorted = np.sort(qkeys)
         # a 64K-entry filter on the keys' low bits first, a binary search on what passes
         table = np.zeros(1 << 16, bool)
         table[(qkeys & np.uint64(0xFFFF)).astype(np.intp)] = True
         maybe = np.flatnonzero(table[(self._keys & np.uint64(0xFFFF)).astype(np.intp)])
         at = np.minimum(np.searchsorted(qsorted, self._keys[maybe]), len(qsorted) - 1)
-        hits = maybe[qsorted[at] == self._keys[maybe]]
+        hits: IntArray = maybe[qsorted[at] == self._keys[maybe]]
+        return hits
+
+    def _scan(self, names: Sequence[bytes]) -> list[list[int]]:
+        # Every row whose key is one of the queries' keys, grouped by query.
+        qkeys = keys_of(names)
+        hits = self._candidates(qkeys)
         # the candidates' spans read at once, compared with the query name by name
         by_key: dict[int, list[tuple[int, int, int]]] = {}
         for row, k, s, e in zip(hits.tolist(), self._keys[hits].tolist(),

@@ -120,24 +120,10 @@ class SymbolText(Record):
         found = self.index.rows_many([n.encode("utf-8", "surrogateescape") for n in todo])
         self._cache.update(zip(todo, found, strict=True))
 
-    def lone_lines(self, names: Sequence[str]) -> list[Entry | bool]:
-        """Per name: its one line (an :class:`Entry`) when the file has exactly one of
-        that name, False when it has none, True when several (ask :meth:`matches`);
-        the fields of all the lone lines read at once."""
-        rows = [self.rows(n) for n in names]
-        lone = [r[0] for r in rows if len(r) == 1]
-        at = np.array(lone, dtype=np.intp)
-        fields = zip(lone, self.address[at].tolist(), self.type[at].tolist(),
-                     self.module[at].tolist(), strict=True)  # fmt: skip
-        mods = self.modules
-        out: list[Entry | bool] = []
-        for r in rows:
-            if len(r) != 1:
-                out.append(bool(r))
-                continue
-            row, address, type_, m = next(fields)
-            out.append(Entry(row, address, chr(type_), mods[m] if m >= 0 else None))
-        return out
+    def lone_rows(self, names: Sequence[str]) -> list[int]:
+        """Per name: its row when the file has exactly one line of that name, -1 when
+        none, -2 when several (:meth:`NameIndex.lone_rows`)."""
+        return self.index.lone_rows([n.encode("utf-8", "surrogateescape") for n in names])
 
     def module_id(self, name: str) -> int | None:
         try:

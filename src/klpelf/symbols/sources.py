@@ -239,23 +239,33 @@ class KernelSymbols:
             found = _with_hints(found, self.vmlinux_elf.matches(name))
         return found
 
-    def vmlinux_matches_many(self, names: Sequence[str]) -> list[list[Candidate]]:
-        """``[self.vmlinux_matches(n) for n in names]``, where a parsed kallsyms or
-        System.map has one line of the name (most names) read at once."""
+    def vmlinux_lone_values(self, names: Sequence[str]) -> list[int | bool | None] | None:
+        """Per name, for a parsed kallsyms or System.map with one line of the name:
+        the one candidate's address (:meth:`vmlinux_matches` gives that one
+        candidate), None when it has no address (0, or zeroed) or no candidate
+        (no line, a module's line, a System.map line kallsyms leaves out); True when
+        the name has several lines (ask :meth:`vmlinux_matches`).  None for other
+        sources.  Every name in one pass (:meth:`SymbolText.lone_rows`), no
+        :class:`Candidate` made."""
         text = self._vmlinux_text()
         if text is None or isinstance(text, ScannedSymbolText) or self.vmlinux_elf is not None:
-            return [self.vmlinux_matches(n) for n in names]
+            return None
+        import numpy as np
+
+        rows = text.lone_rows(names)
+        lone = [r for r in rows if r >= 0]
+        at = np.array(lone, dtype=np.intp)
+        fields = iter(zip(text.address[at].tolist(), text.module[at].tolist(),
+                          text.type[at].tolist(), strict=True))  # fmt: skip
         zeroed, system_map = text.zeroed, text.kind == "System.map"
-        out: list[list[Candidate]] = []
-        for name, line in zip(names, text.lone_lines(names), strict=True):
-            if line is True:  # several lines: ordered as _text_matches() orders them
-                out.append(self.vmlinux_matches(name))
-            elif (line is False or line.module is not None
-                  or (system_map and is_ignored_symbol(name, line.type))):  # fmt: skip
-                out.append([])
-            else:  # _text_matches() of one line
-                address = None if zeroed else line.address
-                out.append([Candidate(1, address, line.type, None, None, None, 1)])
+        out: list[int | bool | None] = []
+        for name, row in zip(names, rows, strict=True):
+            if row < 0:
+                out.append(True if row == -2 else None)
+                continue
+            address, module, type_ = next(fields)
+            ignored = system_map and is_ignored_symbol(name, chr(type_))
+            out.append(None if module != -1 or zeroed or not address or ignored else address)
         return out
 
     def loaded_module_matches(self, text: Text, objname: str, name: str) -> list[Candidate]:

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import test_apply
 
-from klpelf.arch import Arch, arch_for
+from klpelf.arch import Arch, _vector, arch_for
 from klpelf.arch import x86_64 as x86
 from klpelf.arch._vector import Entries
 from klpelf.cli import main
@@ -99,7 +99,11 @@ def _values(rng: random.Random) -> dict[int, int]:
     return out
 
 
-def test_x86_64_twin_agrees_with_the_walk() -> None:
+@pytest.mark.parametrize("block", [32768, 3])
+def test_x86_64_twin_agrees_with_the_walk(monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    # block 3: sections of many blocks, each checked and written in turn (a later one
+    # that fails undoes the writes before it)
+    monkeypatch.setattr(_vector, "BLOCK", block)
     rng = random.Random(14)
     applied = refused = 0
     for _ in range(3000):

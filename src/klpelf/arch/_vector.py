@@ -33,9 +33,8 @@ __all__ = [
     "Entries",
     "VectorWrites",
     "entries",
-    "places_free",
-    "scatter",
     "symbol_columns",
+    "write_free",
 ]
 
 U64 = np.uint64
@@ -143,36 +142,59 @@ def entries(relocs: RelocationTable, sym_values: npt.NDArray[np.uint64],
                    sym_known=sym_known)  # fmt: skip
 
 
-def places_free(target: bytearray, offsets: npt.NDArray[np.uint64],
-                widths: npt.NDArray[np.uint8], *, zero: bool) -> bool:  # fmt: skip
-    """Whether the places of the entries that write (width > 0) are disjoint, inside
-    the section and, with ``zero``, hold zero bytes: then no entry can stop the walk
-    or see what another wrote, and the order of the writes does not matter."""
-    offs, ws = offsets, widths
+def write_free(target: bytearray, offsets: npt.NDArray[np.uint64], values: npt.NDArray[np.uint64],
+               widths: npt.NDArray[np.uint8], byteorder: str) -> bool:  # fmt: skip
+    """Write the low ``widths[i]`` bytes of each value at its offset (width 0: nothing),
+    in the machine's byte order, when the places of the entries that write are
+    disjoint, inside the section and hold zero bytes: then no entry can stop the walk
+    or see what another wrote, and the order of the writes does not matter.  False,
+    and ``target`` as it was, when they are not.
+
+    Block by block, in the places' order: each block is checked (disjoint, also from
+    the block before; inside; zero) and then written, so that its offsets are
+    gathered once for both.  A later block that fails undoes the writes before it by
+    writing zeros back: every place written was checked zero, and none overlaps."""
+    offs, ws, vals = offsets, widths, values
     if not bool(widths.all()):
         live = widths > 0
-        offs, ws = offsets[live], widths[live]
+        offs, ws, vals = offsets[live], widths[live], values[live]
     if not len(offs):
         return True
     if len(offs) > 1 and not bool(np.all(offs[1:] >= offs[:-1])):
         order = np.argsort(offs, kind="stable")
-        offs, ws = offs[order], ws[order]
+        offs, ws, vals = offs[order], ws[order], vals[order]
     if int(offs[-1]) >= len(target):  # (and offs + ws cannot wrap around)
         return False
     data = np.frombuffer(target, dtype=np.uint8)
+    done = 0
     for sl in blocks(len(offs)):
         o, w = offs[sl], ws[sl]
         ends = o + w
         # disjoint (each place ends where the next may start, across blocks too)
-        if not bool(np.all(ends[:-1] <= o[1:])):
+        fits = bool(np.all(ends[:-1] <= o[1:])) and int(ends[-1]) <= len(target)
+        if fits and sl.stop < len(offs):
+            fits = int(ends[-1]) <= int(offs[sl.stop])
+        groups = _groups(o, w) if fits else []
+        if not fits or not all(_zero_at(data, at, width) for width, at, _ in groups):
+            if done:
+                _write(data, [(width, at, np.zeros(len(at), U64)) for width, at, _ in
+                              _groups(offs[:done], ws[:done])], byteorder)  # fmt: skip
             return False
-        if sl.stop < len(offs) and int(ends[-1]) > int(offs[sl.stop]):
-            return False
-        if int(ends[-1]) > len(target):
-            return False
-        if zero and not _zeros(data, o, w):
-            return False
+        _write(data, [(width, at, vals[sl][sel]) for width, at, sel in groups], byteorder)
+        done = sl.stop
     return True
+
+
+def _groups(offs: npt.NDArray[np.uint64], ws: npt.NDArray[np.uint8]
+            ) -> list[tuple[int, npt.NDArray[np.intp], slice | npt.NDArray[np.bool_]]]:  # fmt: skip
+    # (width, the places' offsets, which entries) per width present
+    if bool((ws == ws[0]).all()):
+        return [(int(ws[0]), offs.astype(np.intp), slice(None))]
+    out: list[tuple[int, npt.NDArray[np.intp], slice | npt.NDArray[np.bool_]]] = []
+    for width in np.flatnonzero(np.bincount(ws)).tolist():
+        sel = ws == width
+        out.append((width, offs[sel].astype(np.intp), sel))
+    return out
 
 
 def _windows(data: npt.NDArray[np.uint8], width: int, byteorder: str) -> npt.NDArray[np.uint64]:
@@ -187,47 +209,29 @@ def _windows(data: npt.NDArray[np.uint8], width: int, byteorder: str) -> npt.NDA
     return rows.view(dtype)[:, 0]
 
 
-def _zeros(data: npt.NDArray[np.uint8], offs: npt.NDArray[np.uint64],
-           ws: npt.NDArray[np.uint8]) -> bool:  # fmt: skip
-    # a gather of whole places per width (byte order does not matter for zero)
-    at = offs.astype(np.intp)
-    lone = int(ws[0]) if bool((ws == ws[0]).all()) else None
-    for width in [lone] if lone is not None else np.flatnonzero(np.bincount(ws)).tolist():
-        sel = at if lone is not None else at[ws == width]
-        if width in _WINDOW_WIDTHS:
-            if bool(_windows(data, width, "little")[sel].any()):
-                return False
-            continue
-        for k in range(width):
-            if bool(data[sel + k].any()):
-                return False
-    return True
+def _zero_at(data: npt.NDArray[np.uint8], at: npt.NDArray[np.intp], width: int) -> bool:
+    # a gather of whole places (byte order does not matter for zero)
+    if width in _WINDOW_WIDTHS:
+        return not bool(_windows(data, width, "little")[at].any())
+    return not any(bool(data[at + k].any()) for k in range(width))
 
 
 _WINDOW_WIDTHS = frozenset((1, 2, 4, 8))
 
 
-def scatter(target: bytearray, offsets: npt.NDArray[np.uint64], values: npt.NDArray[np.uint64],
-            widths: npt.NDArray[np.uint8], byteorder: str) -> None:  # fmt: skip
-    """Write the low ``widths[i]`` bytes of each value at its offset (places checked
-    by :func:`places_free`: disjoint, inside; width 0: nothing), in the machine's
-    byte order."""
-    data = np.frombuffer(target, dtype=np.uint8)
+def _write(data: npt.NDArray[np.uint8],
+           groups: list[tuple[int, npt.NDArray[np.intp], npt.NDArray[np.uint64]]],
+           byteorder: str) -> None:  # fmt: skip
+    # the low `width` bytes of each value at its place, per width
     big = byteorder == "big"
-    for width in np.flatnonzero(np.bincount(widths)).tolist():
-        if not width:
-            continue
-        lone = len(widths) and int(widths[0]) == width and bool((widths == width).all())
-        sel = slice(None) if lone else widths == width
-        at, v = offsets[sel].astype(np.intp), values[sel]
+    for width, at, values in groups:
         if width in _WINDOW_WIDTHS:
             # the cast keeps the value's low bytes, the window stores them in order
-            _windows(data, width, byteorder)[at] = v.astype(f"u{width}")
+            _windows(data, width, byteorder)[at] = values.astype(f"u{width}")
             continue
-        v = v.copy()
-        if big:  # the low byte goes last
-            at += width - 1
+        v = values.copy()
+        pos = at + (width - 1 if big else 0)  # the low byte goes last when big-endian
         for _ in range(width):
-            data[at] = v.astype(np.uint8)
+            data[pos] = v.astype(np.uint8)
             v >>= U64(8)
-            at += -1 if big else 1
+            pos += -1 if big else 1

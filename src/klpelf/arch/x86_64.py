@@ -294,7 +294,7 @@ def vector_relocate_add(
     untouched and None when the entry-by-entry walk must decide."""
     import numpy as np
 
-    from klpelf.arch._vector import VectorWrites, blocks, places_free, scatter
+    from klpelf.arch._vector import VectorWrites, blocks, write_free
 
     width_of, pc_of, known_type = _vector_tables()
     n = len(entries)
@@ -308,7 +308,7 @@ def vector_relocate_add(
         types = e.types
         if int(types.max()) >= len(known_type):
             return None
-        index = types.astype(np.intp)
+        index = types.view(np.intp)  # (each type is below the tables' size)
         # the types of the block, counted: an unknown one, and the checks to make
         present = np.bincount(index, minlength=len(known_type))
         if bool(present[unknown].any()):
@@ -326,9 +326,8 @@ def vector_relocate_add(
         for t, ok in checks:
             if present[t] and bool((~ok(v) & (types == t)).any()):
                 return None
-    if not places_free(target, entries.offsets, widths, zero=True):
+    if not write_free(target, entries.offsets, values, widths, "little"):
         return None
-    scatter(target, entries.offsets, values, widths, "little")
     return VectorWrites(entries, widths, values)
 
 

@@ -13,7 +13,7 @@ from klpelf.elf.constants import EM, SHF, SHT
 from klpelf.elf.reader import open_elf
 from klpelf.klp.layout import place
 from klpelf.release import KernelRelease
-from ld_oracle import cross, link, twin
+from ld_oracle import Linked, cross, link, twin
 from reloc_entries import relocation_table
 
 V510, V61, V66 = KernelRelease(5, 10), KernelRelease(6, 1), KernelRelease(6, 6)
@@ -355,17 +355,20 @@ def test_frob_arch_sections_sizes_the_plts_as_count_plts(tmp_path: Path) -> None
     assert placed[".init.plt"].size == 24 and placed[".init.plt"].region == "init_text"
 
 
+def _plt_link(tmp_path: Path, calls: str, **symbols: int) -> Linked:
+    """``calls`` in .text with GNU ld, .plt and .init.plt at PLT and PLT + 0x100."""
+    return link(cross("aarch64"), _plt_asm(calls), tmp_path, symbols=symbols,
+                sections={".text": TEXT, ".plt": PLT, ".init.plt": PLT + 0x100})  # fmt: skip
+
+
 def test_plt_slots_are_written_into_the_plt_bytes(tmp_path: Path) -> None:
     # module_emit_plt_entry() stores the slot into .plt: write_tables() puts the same
     # 12 bytes into the section's bytes (GNU ld's veneer bytes are checked against
     # plt_entry() above).  The kernel stores the next slot before it finds that the
     # last one has the same target: the second call reuses slot 0, and slot 1 holds a
     # copy for its own address, which a later slot overwrites
-    c = cross("aarch64")
     far = 0xFFFF8000_9000_1234
-    linked = link(c, _plt_asm("bl far\n    bl far"), tmp_path,
-                  sections={".text": TEXT, ".plt": PLT, ".init.plt": PLT + 0x100},
-                  symbols={"far": far})  # fmt: skip
+    linked = _plt_link(tmp_path, "bl far\n    bl far", far=far)
     layouts: list[ModuleLayout] = []
     facts, _ = twin(linked, ".text", V72, prepare=layouts.append)
     assert facts.stop is None and facts.values == [PLT - TEXT, PLT - TEXT - 4]
@@ -374,3 +377,61 @@ def test_plt_slots_are_written_into_the_plt_bytes(tmp_path: Path) -> None:
     kept = bytearray(3 * 12)
     a64.write_tables(layouts[0], {plt.index: kept})
     assert bytes(kept) == a64.plt_entry(far, PLT) + a64.plt_entry(far, PLT + 12) + bytes(12)
+
+
+def _reload(linked: Linked, walks: int) -> tuple[list[WriteFacts], a64.PltState]:
+    """The .text section walked ``walks`` times over one module's PLT state: the
+    kernel applying a klp relocation section again each time its module loads."""
+    layouts: list[ModuleLayout] = []
+    all_facts = [twin(linked, ".text", V72, prepare=layouts.append)[0]]
+    state = a64.plt_state(layouts[0])
+
+    def share(layout: ModuleLayout) -> None:
+        layout.arch_state["aarch64"] = state
+
+    for _ in range(walks - 1):
+        all_facts.append(twin(linked, ".text", V72, prepare=share)[0])
+    return all_facts, state
+
+
+def test_a_walk_again_runs_out_of_the_counted_plt_slots(tmp_path: Path) -> None:
+    # count_plts() gives two slots (far, other); the first walk takes both.  Walked
+    # again (klp_module_coming() applying the section when its module loads again),
+    # `bl far` is not the target of the slot last emitted (other's): slot 2 would be
+    # the third, plt_num_entries 3 > plt_max_entries 2, WARN_ON, 0, -ENOEXEC, no pr_err
+    linked = _plt_link(tmp_path, "bl far\n    bl other", far=0xFFFF8000_9000_1234,
+                       other=0xFFFF8000_A000_0010)  # fmt: skip
+    assert a64.plt_slots(open_elf(linked.obj)) == (2, 0)
+    (first, again), state = _reload(linked, 2)
+    assert first.stop is None and first.values == [PLT - TEXT, PLT + 12 - TEXT - 4]
+    assert again.stop == 0 and again.reason == "plt-full" and len(again) == 1
+    assert state.core.num == 3 and state.core.max_entries == 2
+    arch = arch_for(EM.AARCH64)
+    assert arch is not None
+    assert not arch.refusal_is_logged(again)
+    assert arch.refusal_errno is None  # -ENOEXEC
+    rule, text = arch.refusal(V72, "livepatch_x", 3, again)
+    assert isinstance(text, str) and rule == "arm64-plt-exhausted"
+    assert text.startswith("R_AARCH64_CALL26 (283) of module livepatch_x is refused silently: "
+                           "apply_relocate_add() returns -ENOEXEC (errno 8) without a message "
+                           "(module_emit_plt_entry() found no PLT slot left")  # fmt: skip
+    assert "WARN_ON prints a stack trace" in text
+
+
+def test_a_walk_again_to_one_target_reuses_the_last_slot(tmp_path: Path) -> None:
+    # the same target as the slot last emitted is reused (plt_entries_equal() with
+    # plt[j]): one branch target per module survives any number of reloads
+    linked = _plt_link(tmp_path, "bl far\n    b far", far=0xFFFF8000_9000_1234)
+    # JUMP26 and CALL26 count apart (two slots), and share one: the count is never short
+    assert a64.plt_slots(open_elf(linked.obj)) == (2, 0)
+    walks, state = _reload(linked, 4)
+    assert [f.stop for f in walks] == [None] * 4
+    assert state.core.num == 1
+
+
+def test_the_erratum_workaround_leaves_the_count_unmodelled() -> None:
+    # with ARM64_WORKAROUND_843419 count_plts() adds veneer slots and slack: no limit
+    state = a64.PltState(PLT, None, erratum_843419=True)
+    state.counts = lambda: (0, 0)
+    assert state.emit(state.core, 0xFFFF8000_9000_0000) == PLT
+    assert state.core.max_entries is None

@@ -44,8 +44,11 @@ NOT_MODELLED_RULE = "relocations-not-modelled"
 
 #: why a twin stopped where the kernel stops: an unknown type, a value out of the
 #: type's range, target bytes that are not zero, (ppc64) no nop after a call through a
-#: stub, or (loongarch64) the relocation stack full or empty
-StopReason = Literal["unknown-type", "overflow", "nonzero", "expected-nop", "rela-stack"]
+#: stub, (loongarch64) the relocation stack full or empty, (arm64) no PLT slot left of
+#: those module_frob_arch_sections() counted, or (ppc64) no stub left in .stubs
+StopReason = Literal[
+    "unknown-type", "overflow", "nonzero", "expected-nop", "rela-stack", "plt-full", "no-stub"
+]
 
 
 class RelocType(NamedTuple):

@@ -40,6 +40,21 @@ across the sections of one module.  The erratum-843419 workaround
 (``is_forbidden_offset_for_adrp()``: an ADRP at page offset 0xff8/0xffc on an
 affected CPU, Cortex-A53) depends on the CPU that loads the module: off unless
 ``layout.arch_state["aarch64"]`` says ``erratum_843419`` (:func:`plt_state`).
+
+Running out of slots: ``module_emit_plt_entry()`` and ``module_emit_veneer_for_adrp()``
+return 0 once ``plt_num_entries`` passes ``plt_max_entries`` (the slots
+:func:`plt_slots` counts), after a ``WARN_ON`` (a stack trace, no pr_err), and
+apply_relocate_add() returns -ENOEXEC (read in 5.10, 6.1, 6.12 and 7.2).  The count
+covers every SHT_RELA section, klp ones included (a SHN_LIVEPATCH symbol is never in
+the target section), and one walk of all of them never needs more.  But a klp
+relocation section of a module object is applied again each time that module loads
+(klp_module_coming(), kernel/livepatch/core.c), and the slots are never given back:
+only a target equal to the slot last emitted is reused, so a reload whose branches
+go through two or more slots takes new ones until the count runs out
+("plt-full", :attr:`Arch.refusal_logged` False).  The twin keeps the slots in
+``layout.arch_state``: walking a section again with the same layout is that reload.
+With the erratum workaround the count has more (veneers, slack) and is not modelled
+(no limit then).
 """
 
 from __future__ import annotations
@@ -55,9 +70,10 @@ from klpelf.arch import (
     SectionFrob,
     StopReason,
     WriteFacts,
+    silent_refusal,
 )
 from klpelf.elf.constants import EM, SHF, SHT
-from klpelf.release import KernelRelease
+from klpelf.release import ENOEXEC, KernelRelease
 
 if TYPE_CHECKING:
     from klpelf.elf.file import ElfFile
@@ -310,12 +326,14 @@ def _same_target(a: bytes, a_addr: int, b: bytes, b_addr: int) -> bool:
 
 class PltSection:
     """One of ``mod->arch.core`` / ``mod->arch.init``: the section's address and the
-    slots emitted so far (``plt_num_entries``), with their bytes."""
+    slots emitted so far (``plt_num_entries``), with their bytes, and the slots counted
+    (``plt_max_entries``; None: no limit modelled)."""
 
-    __slots__ = ("address", "entries", "num", "written")
+    __slots__ = ("address", "entries", "max_entries", "num", "written")
 
-    def __init__(self, address: int | None) -> None:
+    def __init__(self, address: int | None, max_entries: int | None = None) -> None:
         self.address = address
+        self.max_entries = max_entries
         self.num = 0
         #: slot index -> its 12 bytes, for the slots emitted
         self.entries: dict[int, bytes] = {}
@@ -328,10 +346,14 @@ class PltState:
     """What the twin keeps across the sections of one module
     (``layout.arch_state["aarch64"]``)."""
 
-    __slots__ = ("core", "erratum_843419", "init")
+    __slots__ = ("core", "counts", "erratum_843419", "exhausted", "init")
 
     def __init__(self, core: int | None, init: int | None, *, erratum_843419: bool = False) -> None:
         self.core, self.init = PltSection(core), PltSection(init)
+        #: the (core, init) slot counts, set on first emit (None: no limit)
+        self.counts: Callable[[], tuple[int, int]] | None = None
+        #: the last emit found no slot left (module_emit_*() returned 0)
+        self.exhausted = False
         #: the loading CPU needs the ARM64_WORKAROUND_843419 (Cortex-A53)
         self.erratum_843419 = erratum_843419
 
@@ -339,8 +361,17 @@ class PltState:
         """is_forbidden_offset_for_adrp()."""
         return self.erratum_843419 and (place & 0xFFF) >= 0xFF8
 
+    def _full(self, sec: PltSection) -> bool:
+        """WARN_ON(pltsec->plt_num_entries > pltsec->plt_max_entries)."""
+        if self.counts is not None and not self.erratum_843419:
+            self.core.max_entries, self.init.max_entries = self.counts()
+            self.counts = None
+        self.exhausted = sec.max_entries is not None and sec.num > sec.max_entries
+        return self.exhausted
+
     def emit(self, sec: PltSection, val: int) -> int | None:
-        """module_emit_plt_entry(): the slot's address for target ``val``."""
+        """module_emit_plt_entry(): the slot's address for target ``val``; None when
+        the section's address is not known or no slot is left (:attr:`exhausted`)."""
         if sec.address is None:
             return None
         i = sec.num
@@ -356,6 +387,8 @@ class PltState:
                 return prev_at
         sec.entries[i] = entry
         sec.num += i - j
+        if self._full(sec):
+            return None
         return at
 
     def emit_veneer(self, sec: PltSection, place: int, insn: int, val: int) -> int | None:
@@ -365,6 +398,8 @@ class PltState:
             return None
         i = sec.num
         sec.num += 1
+        if self._full(sec):
+            return None
         if self.forbidden(sec.address + i * _PLT_ENTRY):
             i = sec.num
             sec.num += 1
@@ -458,6 +493,7 @@ def plt_state(layout: ModuleLayout, *, erratum_843419: bool = False) -> PltState
             None if init is None else layout.addresses.get(init.index),
             erratum_843419=erratum_843419,
         )
+        state.counts = lambda: plt_slots(elf)  # counted once, when a slot is first needed
         layout.arch_state["aarch64"] = state
     return state
 
@@ -565,7 +601,10 @@ def write_relocate_add(
         ovf, written = _apply_one(
             o, target, off, place, val, layout=layout, init_target=init_target
         )
-        if written is None:  # a PLT slot was needed and its section is not known
+        if written is None:  # a PLT slot was needed: its section is not known, or full
+            if layout is not None and plt_state(layout).exhausted:
+                stop, reason = k, "plt-full"
+                break
             continue
         values[k], val = written
         overflow[k] = ovf
@@ -655,6 +694,12 @@ def overflow_message(module: str, r_type: int, val: int | None) -> str:
     return f"module {module}: overflow in relocation type {r_type} val {shown}"
 
 
+def refusal_logged(facts: WriteFacts) -> bool:
+    """Whether the kernel prints a message for the stop: not for a PLT with no slot left
+    (a WARN_ON's stack trace only)."""
+    return facts.reason != "plt-full"
+
+
 def refusal(release: KernelRelease, module: str, sec: int, facts: WriteFacts) -> tuple[str, str]:
     """The rule and the kernel's message for the entry where ``facts`` stopped."""
     # the same text in every release (what changed, v6.5, is PR_FMT before it); arm64's
@@ -662,6 +707,16 @@ def refusal(release: KernelRelease, module: str, sec: int, facts: WriteFacts) ->
     del release, sec
     assert facts.stop is not None
     r_type = facts.types[facts.stop]
+    if facts.reason == "plt-full":
+        name = _NAMES[r_type]
+        helper = ("module_emit_veneer_for_adrp()" if r_type in (R_AARCH64_ADR_PREL_PG_HI21,
+                  R_AARCH64_ADR_PREL_PG_HI21_NC) else "module_emit_plt_entry()")  # fmt: skip
+        return "arm64-plt-exhausted", silent_refusal(
+            f"{name} ({r_type}) of module {module}", "apply_relocate_add()",
+            ("ENOEXEC", ENOEXEC),
+            f"{helper} found no PLT slot left of those module_frob_arch_sections() "
+            "counted; its WARN_ON prints a stack trace: a livepatch relocation section "
+            "applied again when its module loads again takes new slots")  # fmt: skip
     if facts.reason == "unknown-type":
         return "arm64-unknown-relocation", unknown_message(module, r_type)
     val = facts.kernel_val if isinstance(facts, Aarch64Facts) else None
@@ -679,4 +734,5 @@ ARCH = Arch(
     write_tables=write_tables,
     frob_sections=frob_sections,
     dmesg_prefix=PR_FMT,
+    refusal_logged=refusal_logged,
 )

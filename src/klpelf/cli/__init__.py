@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from klpelf import __version__
-from klpelf.cli import apply, check, convert, diff, resolve, show
+from klpelf.cli import apply, build, check, convert, diff, resolve, show
 from klpelf.errors import KlpError, UsageError
 from klpelf.text import terminal_line
 
 #: the subcommand modules; each has register(subparsers), which sets args.func
-COMMANDS = (show, check, convert, resolve, apply, diff)
+COMMANDS = (show, check, convert, resolve, apply, diff, build)
 
 
 def _terminal_columns() -> int:

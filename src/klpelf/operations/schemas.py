@@ -358,3 +358,21 @@ class DiffJson(TypedDict):
     refusals: list[str]
     klp_funcs: list[DiffKlpFuncJson]
     module_dir: str | None
+
+
+class BuildUnitJson(TypedDict):
+    """One unit the fix touches: the .c file in the tree and its diff."""
+
+    file: str
+    diff: DiffJson
+
+
+class BuildJson(TypedDict):
+    """The whole output of ``klpelf build --json``."""
+
+    schema: Literal["klpelf.build/1"]
+    fix: str
+    output: str | None
+    name: str
+    units: list[BuildUnitJson]
+    check: CheckResultJson | None

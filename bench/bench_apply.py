@@ -288,7 +288,7 @@ def _parts(ko: str, kallsyms: str, sections: dict[str, int],
 
     return {
         "read: open + klp view + relocation tables (a fresh module)": read,
-        "read + symbol resolution (kallsyms, klp_find_object_symbol, by name)": resolve,
+        "read + symbol resolution (livepatch names, kallsyms, by name)": resolve,
         "layout: place()": lambda: place(elf, sections),
         "the walk: every relocation section (vector twin)": walk,
         "write DIR": lambda: write_sections(res, out),

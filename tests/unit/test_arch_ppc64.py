@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING
 import pytest
 
 from klpelf.arch import ModuleLayout, arch_for, ppc64
-from klpelf.elf.constants import EM, SHN, SHT
+from klpelf.elf.constants import EM, SHF, SHN, SHT
 from klpelf.elf.reader import open_elf
 from klpelf.release import KernelRelease
 from ld_oracle import Linked, cross, link, twin
 from reloc_entries import relocation_table
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from klpelf.arch import WriteFacts
 
 V510, V61, V63, V612 = (KernelRelease(5, 10), KernelRelease(6, 1), KernelRelease(6, 3),
@@ -386,3 +388,76 @@ def test_stubs_size(tmp_path: Path) -> None:
     elf = open_elf(_linked(tmp_path, ASM_STUB, {".text": TEXT, ".toc": TOC, ".stubs": STUBS}).obj)
     assert ppc64.stubs_size(elf) == (1 + 2 + 2) * 40
     assert ppc64.stubs_size(elf, ftrace_stubs=0) == 3 * 40
+
+
+def _reloads(tmp_path: Path, release: KernelRelease, bases: list[int], *,
+             livepatch: bool = False) -> tuple[list[WriteFacts], ppc64.ModuleStubs]:  # fmt: skip
+    """ASM_STUB's .text walked once per base over one module's stubs, ext_fn at the
+    base each time: klp_module_coming() applying a klp relocation section again at the
+    new addresses of a module loaded again (the calls' nops as clear_relocate_add()
+    leaves them).  ``livepatch``: the section flagged SHF_RELA_LIVEPATCH."""
+    linked = _linked(tmp_path, ASM_STUB, {".text": TEXT, ".toc": TOC, ".stubs": STUBS})
+    elf = open_elf(linked.obj)
+    text = elf.section_by_name(".text")
+    assert text is not None
+    rela = next(s for s in elf.relocation_sections if s.sh_info == text.index)
+    if livepatch:
+        rela.sh_flags |= SHF.RELA_LIVEPATCH
+    layout = ModuleLayout(elf, {s.index: linked.sections[s.name] for s in elf
+                                if s.name in linked.sections})  # fmt: skip
+
+    def ext_fn_at(base: int) -> Callable[[int], int]:
+        return lambda index: base  # every entry's symbol is ext_fn
+
+    walks = [ppc64.write_relocate_add(elf.relocations(rela), bytearray(text.data), release,
+                                      symbol_value=ext_fn_at(base), address=TEXT,
+                                      layout=layout) for base in bases]  # fmt: skip
+    return walks, ppc64.module_stubs(layout, release)
+
+
+#: ext_fn's address at each load of its module, all within REL24 range of .stubs
+_BASES = [TEXT + 0x80_0000, TEXT + 0x90_0000, TEXT + 0xA0_0000]
+
+
+def test_stubs_run_out_when_a_section_is_applied_again(tmp_path: Path) -> None:
+    # get_stubs_size(): ext_fn+0 and ext_fn+8 (two pairs), two ftrace stubs, and up to
+    # 6.12 the terminator: five slots.  Each load takes two new stubs (new addresses,
+    # stubs never freed): the third takes the fifth slot for ext_fn+0 and finds none
+    # for ext_fn+8 (entry 2): stub_for_addr() returns 0 after its WARN_ON, -ENOENT
+    walks, state = _reloads(tmp_path, V612, _BASES)
+    assert state.num_stubs == 5 and not state.stub_count
+    assert [(f.stop, f.reason) for f in walks] == [(None, None), (None, None), (2, "no-stub")]
+    assert state.targets == [_BASES[0], _BASES[0] + 8, _BASES[1], _BASES[1] + 8, _BASES[2]]
+    arch = ppc64.ARCH
+    assert not arch.refusal_is_logged(walks[2]) and arch.refusal_is_logged(walks[0])
+    assert arch.refusal_errno is not None and arch.refusal_errno(walks[2]) == 2  # -ENOENT
+    rule, text = arch.refusal(V612, "livepatch_x", 3, walks[2])
+    assert rule == "ppc64-no-stub"
+    assert isinstance(text, str) and text.startswith(
+        "R_PPC_REL24 (10) of module livepatch_x is refused silently: apply_relocate_add() "
+        "returns -ENOENT (errno 2) without a message (stub_for_addr() found no free slot"
+    )
+    assert "WARN_ON prints a stack trace" in text
+
+
+def test_stubs_past_the_count_in_7_2(tmp_path: Path) -> None:
+    # 7.2: no terminator (four slots), the scan stops at me->arch.stub_count: the third
+    # load's ext_fn+0 is made in slot 4, past .stubs, unchecked; the next lookup
+    # (entry 1, the same target) scans to i = 4 >= num_stubs first: WARN_ON, 0
+    v72 = KernelRelease(7, 2)
+    assert ppc64.stubs_size(open_elf(_linked(tmp_path / "s", ASM_STUB, {
+        ".text": TEXT, ".toc": TOC, ".stubs": STUBS}).obj), release=v72) == 4 * 40  # fmt: skip
+    walks, state = _reloads(tmp_path, v72, _BASES)
+    assert state.num_stubs == 4 and state.stub_count
+    assert [(f.stop, f.reason) for f in walks] == [(None, None), (None, None), (1, "no-stub")]
+    assert len(state.targets) == 5
+
+
+def test_ftrace_stubs_are_taken_before_the_first_klp_section(tmp_path: Path) -> None:
+    # module_finalize_ftrace() makes the two trampolines' stubs after the module's own
+    # relocations, before klp_init_patch() applies any klp section: the klp section's
+    # stubs start at slot 2, and the second load already runs out (2 + 2 + 1 of 5)
+    walks, state = _reloads(tmp_path, V612, _BASES[:2], livepatch=True)
+    assert state.targets[:3] == [None, None, _BASES[0]]
+    assert walks[0].values is not None and walks[0].values[0] == STUBS + 2 * 40 - TEXT
+    assert [(f.stop, f.reason) for f in walks] == [(None, None), (2, "no-stub")]

@@ -372,6 +372,7 @@ class PltState:
     def emit(self, sec: PltSection, val: int) -> int | None:
         """module_emit_plt_entry(): the slot's address for target ``val``; None when
         the section's address is not known or no slot is left (:attr:`exhausted`)."""
+        self.exhausted = False
         if sec.address is None:
             return None
         i = sec.num
@@ -394,6 +395,7 @@ class PltState:
     def emit_veneer(self, sec: PltSection, place: int, insn: int, val: int) -> int | None:
         """module_emit_veneer_for_adrp(): adrp/add into the ADRP's register, then a
         branch back to the instruction after the place."""
+        self.exhausted = False
         if sec.address is None:
             return None
         i = sec.num

@@ -26,6 +26,26 @@ values with %lu.  CONFIG_PPC_KERNEL_PCREL (not the Debian configuration) is not
 modelled; the pre-v4.15 ftrace exemption (is_early_mcount_callsite(): the mflr before
 the call, not the callee's name) is modelled by the name.
 
+No stub left: ``stub_for_addr()`` returns 0 after a ``WARN_ON`` (a stack trace, no
+pr_err: there is no "No stub for" text in any file read) once the slots of .stubs
+(``num_stubs``, :func:`stubs_size`) run out, and apply_relocate_add() returns -ENOENT
+("no-stub", :attr:`Arch.refusal_logged` False).  get_stubs_size() counts every SHT_RELA
+section, klp ones included, so one walk of them all never runs out; but a klp
+relocation section of a module object is applied again each time that module loads
+(klp_module_coming(), kernel/livepatch/core.c, read in 5.10 and 7.2), at the module's
+new addresses, and stubs are never freed (clear_relocate_add() rewrites the calls, not
+the stubs): each reload takes new ones.  The twin keeps the stubs in
+``layout.arch_state``: walking a section again with the same layout is that reload.
+The two ftrace trampolines (module_finalize_ftrace(), after apply_relocations()) take
+their stubs before the first klp section.  How the last slot goes, per release
+(:func:`counts_stubs`): up to 6.12 (read: 5.10, 6.1, 6.12) .stubs has one slot more
+than counted, the zero terminator the scan stops at, and a stub may be made in it; the
+scan then reads past the section (taken here as a used slot: WARN_ON).  In 7.2
+(``me->arch.stub_count``, no terminator slot) the scan stops at stub_count: a stub
+is made in the slot past the end unchecked, and the next lookup, reused target or
+not, meets i >= num_stubs.  CONFIG_PPC_FTRACE_OUT_OF_LINE's stubs (7.2) are counted
+and taken alike before any relocation and are left out of both.
+
 dmesg: module_64.c has ``#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt`` and is built as
 module_64.o, so every message is preceded by "module_64: " (:data:`PR_FMT`; read in
 5.10, 6.1, 6.12, 7.2 and the v4.x-era file, and in reported dmesg lines such as
@@ -39,13 +59,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from klpelf.arch import Arch, ModuleLayout, PrFmt, RelocType, StopReason, WriteFacts
-from klpelf.elf.constants import EM, SHN, SHT
+from klpelf.arch import (
+    Arch,
+    ModuleLayout,
+    PrFmt,
+    RelocType,
+    StopReason,
+    WriteFacts,
+    silent_refusal,
+)
+from klpelf.elf.constants import EM, SHF, SHN, SHT
+from klpelf.release import ENOENT, ENOEXEC, KernelRelease
 
 if TYPE_CHECKING:
     from klpelf.elf.file import ElfFile
     from klpelf.elf.relocs import RelocationTable
-    from klpelf.release import KernelRelease
 
 _U64 = (1 << 64) - 1
 PPC_INST_NOP = 0x6000_0000
@@ -199,30 +227,65 @@ class ModuleStubs:
 
     ``stubs_addr``: the .stubs section's address (None: not known, REL24 values to
     external symbols are then unknown); ``toc``: my_r2 (None: not known);
-    ``targets``: the target address of each stub made so far, in slot order.
+    ``targets``: the target address of each stub made so far, in slot order (None:
+    an ftrace trampoline's); ``num_stubs``: the slots of .stubs (None: no limit);
+    ``stub_count``: the 7.2 scan (see the module doc).
     """
 
     stubs_addr: int | None
     toc: int | None
-    targets: list[int] = field(default_factory=list)
+    targets: list[int | None] = field(default_factory=list)
+    num_stubs: int | None = None
+    stub_count: bool = False
+    #: the ftrace trampolines' stubs were taken (before the first klp section)
+    ftrace_taken: bool = False
+    #: the last lookup found no stub (stub_for_addr() returned 0)
+    exhausted: bool = False
 
     def stub_for_addr(self, addr: int) -> int | None:
-        """The stub's address for ``addr``: the one made for it, or the next slot."""
+        """The stub's address for ``addr``: the one made for it, or the next slot;
+        None when .stubs' address is not known or no slot is left (:attr:`exhausted`)."""
+        self.exhausted = False
         if self.stubs_addr is None:
             return None
-        if addr not in self.targets:
-            self.targets.append(addr)
-        return self.stubs_addr + STUB_SIZE * self.targets.index(addr)
+        limit = self.num_stubs
+        for i, made in enumerate(self.targets):
+            if limit is not None and i >= limit:  # WARN_ON(i >= num_stubs)
+                self.exhausted = True
+                return None
+            if made == addr:
+                return self.stubs_addr + STUB_SIZE * i
+        i = len(self.targets)
+        if limit is not None and not self.stub_count and i >= limit:
+            self.exhausted = True  # the scan reads past .stubs
+            return None
+        self.targets.append(addr)
+        return self.stubs_addr + STUB_SIZE * i
+
+    def take_ftrace_stubs(self, ftrace_stubs: int = 2) -> None:
+        """module_finalize_ftrace(): the trampolines' stubs, after the module's own
+        relocations and before any klp section's."""
+        if not self.ftrace_taken:
+            self.ftrace_taken = True
+            self.targets.extend([None] * ftrace_stubs)
 
 
-def stubs_size(elf: ElfFile, *, ftrace_stubs: int = 2) -> int:
+def counts_stubs(release: KernelRelease) -> bool:
+    """Whether stub_for_addr() scans up to ``me->arch.stub_count`` and .stubs has no
+    terminator slot: absent in 6.12, present in 7.2 (both read); taken as v6.13, the
+    release of the out-of-line ftrace stubs that keep the count (recalled, not read)."""
+    return release.at_least(6, 13)
+
+
+def stubs_size(elf: ElfFile, *, ftrace_stubs: int = 2, release: KernelRelease | None = None) -> int:
     """The size ``module_frob_arch_sections()`` gives .stubs (``get_stubs_size()``),
-    which the loader then lays out: one slot, one per distinct (symbol, addend) of
+    which the loader then lays out: one slot (the terminator; none when
+    :func:`counts_stubs` for ``release``, None: before), one per distinct (symbol, addend) of
     the R_PPC_REL24 entries of each SHT_RELA section (klp ones included; the kernel
     sorts each section and counts changes from (0, 0)), and ``ftrace_stubs`` (one each
     for CONFIG_DYNAMIC_FTRACE and CONFIG_DYNAMIC_FTRACE_WITH_REGS, both on in Debian's
     configuration)."""
-    slots = 1 + ftrace_stubs
+    slots = (0 if release is not None and counts_stubs(release) else 1) + ftrace_stubs
     for section in elf.sections_of_type(SHT.RELA):
         relocs = elf.relocations_as_rela(section)
         addends = relocs.addends() or [0] * len(relocs)
@@ -252,7 +315,9 @@ def module_stubs(layout: ModuleLayout, release: KernelRelease) -> ModuleStubs:
     if not isinstance(state, ModuleStubs):
         stubs = layout.elf.section_by_name(".stubs")
         addr = None if stubs is None else layout.addresses.get(stubs.index)
-        state = ModuleStubs(addr, my_r2(layout, release))
+        state = ModuleStubs(addr, my_r2(layout, release),
+                            num_stubs=stubs_size(layout.elf, release=release) // STUB_SIZE,
+                            stub_count=counts_stubs(release))  # fmt: skip
         layout.arch_state["ppc64"] = state
     return state
 
@@ -335,6 +400,9 @@ def write_relocate_add(
     symtab = elf.symtab if elf is not None else None
     known = symbol_value is not None and address is not None
     state = module_stubs(layout, release) if layout is not None and known else None
+    section = getattr(relocs, "section", None)
+    if state is not None and section is not None and section.sh_flags & SHF.RELA_LIVEPATCH:
+        state.take_ftrace_stubs()
     rows: list[_Walk] = []
     for i, r_type in enumerate(types):
         row = RELOCATION_TYPES.get(r_type)
@@ -363,6 +431,9 @@ def write_relocate_add(
                     break
                 if s is not None and state is not None and p is not None:
                     stub = state.stub_for_addr((s + addends[i]) & _U64)
+                    if state.exhausted:
+                        step.reason = "no-stub"
+                        break
                     value = None if stub is None else (stub - p) & _U64
                 if fix is not None:
                     target[off + 4 : off + 8] = fix.to_bytes(4, "little")
@@ -439,12 +510,29 @@ def expected_nop_message(release: KernelRelease, module: str, insn: int | None) 
     return f"{module}: Expect noop after relocate, got {shown}"
 
 
+def refusal_errno(facts: WriteFacts) -> int:
+    """-ENOENT for no stub left, else -ENOEXEC."""
+    return ENOENT if facts.reason == "no-stub" else ENOEXEC
+
+
+def refusal_logged(facts: WriteFacts) -> bool:
+    """Whether the kernel prints a message: not for no stub left (a WARN_ON only)."""
+    return facts.reason != "no-stub"
+
+
 def refusal(release: KernelRelease, module: str, sec: int, facts: WriteFacts) -> tuple[str, str]:
     """The rule and the kernel's message for the entry where ``facts`` stopped; the
     runtime address of the instruction is shown as <loc>."""
     assert facts.stop is not None
     idx = facts.stop
     r_type = facts.types[idx]
+    if facts.reason == "no-stub":
+        return "ppc64-no-stub", silent_refusal(
+            f"R_PPC_REL24 ({r_type}) of module {module}", "apply_relocate_add()",
+            ("ENOENT", ENOENT),
+            "stub_for_addr() found no free slot in .stubs of those get_stubs_size() "
+            "counted; its WARN_ON prints a stack trace: a livepatch relocation section "
+            "applied again when its module loads again takes new stubs")  # fmt: skip
     if facts.reason == "unknown-type":
         return "ppc64-unknown-relocation", f"{module}: Unknown ADD relocation: {r_type}"
     if facts.reason == "expected-nop":
@@ -470,6 +558,8 @@ ARCH = Arch(
     refusal=refusal,
     nonzero_message=None,
     dmesg_prefix=PR_FMT,
+    refusal_errno=refusal_errno,
+    refusal_logged=refusal_logged,
     # module_frob_arch_sections() is module_64.c's too (its refusals are not modelled)
     frob_dmesg_prefix=PR_FMT,
 )

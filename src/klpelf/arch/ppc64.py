@@ -23,8 +23,30 @@ one; kernel-rules.md 5.2 for the v6.3 ``ld r2`` change.  The other texts klpelf 
 "bad TOC16[_DS|_LO_DS] relocation (0x%lx)") are the same in 5.10, 6.1, 6.12, 7.2 and
 the v4.x-era file (which has no REL32 case); only the 2.6-era file printed the TOC16
 values with %lu.  CONFIG_PPC_KERNEL_PCREL (not the Debian configuration) is not
-modelled; the pre-v4.15 ftrace exemption (is_early_mcount_callsite(): the mflr before
-the call, not the callee's name) is modelled by the name.
+modelled.
+
+Not modelled before 5.10 (no file of those releases on hand; the twin applies the 5.10
+rules there; what the older copies found in public repositories show):
+
+* the ftrace exemption of restore_r2() went through three forms.  A v4.x-era file:
+  ``is_early_mcount_callsite()``, the instruction(s) before the call (``mflr r0``, or
+  ``mflr r0; std r0,16(r1)``) whatever the callee.  Then
+  ``is_mprofile_mcount_callsite(name, insn)``: the callee named ``_mcount`` *and* that
+  sequence (a file with the v4.15 sibling-call check has it).  Then the callee's name
+  only, ``is_mprofile_ftrace_call()``: Naveen N. Rao's "powerpc/module_64: Simplify
+  check for -mprofile-kernel ftrace relocations" (posted 2020-04-21, so v5.8 or
+  later: the merge release not checked).  Before that patch a call to ``_mcount``
+  without the mflr sequence before it needs the nop, and in the first form a call to
+  any function right after ``mflr r0`` needs none; the twin uses the name rule;
+* the v4.0-era file read sends only SHN_UNDEF through a stub (SHN_LIVEPATCH came with
+  the klp relocation sections, recalled as 425595a7fc20 "livepatch: reuse module
+  loader code to write relocations", v4.7: not checked), so a REL24 to a livepatch
+  symbol of a 4.5/4.6 kernel would take the local-entry branch (moot: those kernels do
+  not know klp relocation sections);
+* that file has ``BUG_ON(i >= num_stubs)`` in stub_for_addr() where 5.10 has WARN_ON
+  and -ENOENT: no stub left was an oops there (when it changed is not checked), and
+  its ``R_PPC64_REL32`` has no case ("Unknown ADD relocation"; the twin knows REL32
+  in every release).
 
 No stub left: ``stub_for_addr()`` returns 0 after a ``WARN_ON`` (a stack trace, no
 pr_err: there is no "No stub for" text in any file read) once the slots of .stubs

@@ -151,3 +151,38 @@ def test_build_refusals(demo: tuple[str, Path, Path], tmp_path: Path,
     # an unprepared tree
     with pytest.raises(KlpError, match="not a prepared kernel tree"):
         build(bad, src, tmp_path / "lp.ko")
+
+
+def test_a_fix_to_two_units_of_one_module(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    # klpdiff_pair.ko links pair_main.o and pair_other.o, each with its own static
+    # shared_name: one fix to both is one patch module, one klp_object, two klp_funcs
+    headers = _kbuild()
+    src = tmp_path / "src"
+    shutil.copytree(SOURCE.parent / "kbuild_pair", src)
+    from klpelf.kbuild.compile import make
+
+    make(headers, [f"M={src}", "modules"])
+    ko = tmp_path / "klpdiff_pair.ko"
+    shutil.copy(src / "klpdiff_pair.ko", ko)
+    fix = tmp_path / "pair.patch"
+    parts = []
+    for unit, old in (("pair_main.c", "shared_name += x;"),
+                      ("pair_other.c", "shared_name -= x;")):  # fmt: skip
+        text = (src / unit).read_text()
+        parts.append(_fix(unit, text, text.replace(old, old.replace("= x", "= 2 * x"))))
+    fix.write_text("".join(parts))
+    lp = tmp_path / "lp.ko"
+    assert main(["build", str(fix), "--source", str(src), "--build", headers, "-k", str(ko),
+                 "-k", f"{headers}/Module.symvers", "-o", str(lp), "--json"]) == 0  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert out["name"] == "livepatch_pair"
+    got = {u["file"]: (u["diff"]["object"], u["diff"]["references"][0]["symbol"])
+           for u in out["units"]}  # fmt: skip
+    sym = ".klp.sym.klpdiff_pair.shared_name"
+    assert got == {"pair_main.c": ("klpdiff_pair", f"{sym},1"),
+                   "pair_other.c": ("klpdiff_pair", f"{sym},2")}  # fmt: skip
+    assert out["check"]["errors"] == 0
+    assert main(["show", str(lp)]) == 0
+    shown = capsys.readouterr().out
+    assert "object klpdiff_pair: 2 functions" in shown

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from klpelf.arch import ModuleLayout, arch_for, ppc64
+from klpelf.arch.kernel_sort import double_pop, heapsort_order
 from klpelf.elf.constants import EM, SHF, SHN, SHT
 from klpelf.elf.reader import open_elf
 from klpelf.release import KernelRelease
@@ -152,14 +153,16 @@ def test_calls_through_stubs(tmp_path: Path, release: KernelRelease) -> None:
     def word(off: int) -> int:
         return int.from_bytes(data[off : off + 4], "little")
 
-    # stub_for_addr(): one stub per target address, in first-use order (40 bytes each)
-    assert word(0) == 0x4800_0001 | (STUBS - TEXT)
-    assert word(8) == 0x4800_0001 | (STUBS - (TEXT + 8))  # the same target: the same stub
-    assert word(16) == 0x4800_0001 | (STUBS + 40 - (TEXT + 16))  # ext_fn + 8: the next
+    # stub_for_addr(): one stub per target address, in first-use order (40 bytes each),
+    # the entries walked as get_stubs_size()'s relacmp() sorted them: by r_info, then
+    # addend, descending: ext_fn + 8 (entry 2) takes the first stub
+    assert word(16) == 0x4800_0001 | (STUBS - (TEXT + 16))
+    assert word(0) == 0x4800_0001 | (STUBS + 40 - TEXT)
+    assert word(8) == 0x4800_0001 | (STUBS + 40 - (TEXT + 8))  # the same target: the same stub
     # restore_r2(): the nop after each bl is now ld r2,24(r1)
     assert word(4) == word(12) == word(20) == ppc64.PPC_INST_LD_TOC
     # a b (no LK) is a sibling call: through the stub, nothing restored after it
-    assert word(24) == 0x4800_0000 | (STUBS - (TEXT + 24)) and word(28) == 0x4E80_0020
+    assert word(24) == 0x4800_0000 | (STUBS + 40 - (TEXT + 24)) and word(28) == 0x4E80_0020
     # ld branched to the symbol itself and kept the nops
     ld_text = linked.section(".text")
     assert int.from_bytes(ld_text[0:4], "little") == 0x4800_0001 | (SYMBOLS["ext_fn"] - TEXT)
@@ -169,9 +172,10 @@ def test_calls_through_stubs(tmp_path: Path, release: KernelRelease) -> None:
 def test_no_nop_after_a_call_and_ld_r2_again(tmp_path: Path) -> None:
     linked = _linked(tmp_path, ASM_STUB, {".text": TEXT, ".toc": TOC, ".stubs": STUBS})
     # the relocations applied once more (the target module loads again): the ld r2 the
-    # first pass wrote is accepted since v6.3, refused before
+    # first pass wrote is accepted since v6.3, refused before, first at entry 2 (ext_fn
+    # + 8: the greatest addend, walked first)
     _, once = twin(linked, ".text", V612)
-    for release, stop in ((V612, None), (V63, None), (V61, 0), (V510, 0)):
+    for release, stop in ((V612, None), (V63, None), (V61, 2), (V510, 2)):
         facts = _apply_again(linked, bytearray(once), release)
         assert facts.stop == stop, release
         if stop is not None:
@@ -237,7 +241,8 @@ def test_livepatch_symbol_goes_through_a_stub(tmp_path: Path) -> None:
     data = bytearray(text)
     facts = _apply_again(linked, data, V612, livepatch=True)
     assert facts.stop is None
-    assert int.from_bytes(data[0:4], "little") == 0x4800_0001 | (STUBS - TEXT)
+    # ext_fn + 8 (entry 2) is walked first and takes stub 0 (see test_calls_through_stubs)
+    assert int.from_bytes(data[0:4], "little") == 0x4800_0001 | (STUBS + 40 - TEXT)
     assert int.from_bytes(data[4:8], "little") == ppc64.PPC_INST_LD_TOC
     # the call compiled without the nop slot (a local call turned into a klp one): refused
     data = bytearray(text)
@@ -422,12 +427,14 @@ _BASES = [TEXT + 0x80_0000, TEXT + 0x90_0000, TEXT + 0xA0_0000]
 def test_stubs_run_out_when_a_section_is_applied_again(tmp_path: Path) -> None:
     # get_stubs_size(): ext_fn+0 and ext_fn+8 (two pairs), two ftrace stubs, and up to
     # 6.12 the terminator: five slots.  Each load takes two new stubs (new addresses,
-    # stubs never freed): the third takes the fifth slot for ext_fn+0 and finds none
-    # for ext_fn+8 (entry 2): stub_for_addr() returns 0 after its WARN_ON, -ENOENT
+    # stubs never freed), ext_fn+8 first (relacmp() order): the third takes the fifth
+    # slot for ext_fn+8 and finds none for ext_fn+0 at the first of its three entries
+    # in lib/sort.c's order: stub_for_addr() returns 0 after its WARN_ON, -ENOENT
     walks, state = _reloads(tmp_path, V612, _BASES)
     assert state.num_stubs == 5 and not state.stub_count
-    assert [(f.stop, f.reason) for f in walks] == [(None, None), (None, None), (2, "no-stub")]
-    assert state.targets == [_BASES[0], _BASES[0] + 8, _BASES[1], _BASES[1] + 8, _BASES[2]]
+    first = _first_ext_fn(V612)
+    assert [(f.stop, f.reason) for f in walks] == [(None, None), (None, None), (first, "no-stub")]
+    assert state.targets == [_BASES[0] + 8, _BASES[0], _BASES[1] + 8, _BASES[1], _BASES[2] + 8]
     arch = ppc64.ARCH
     assert not arch.refusal_is_logged(walks[2]) and arch.refusal_is_logged(walks[0])
     assert arch.refusal_errno is not None and arch.refusal_errno(walks[2]) == 2  # -ENOENT
@@ -442,14 +449,15 @@ def test_stubs_run_out_when_a_section_is_applied_again(tmp_path: Path) -> None:
 
 def test_stubs_past_the_count_in_7_2(tmp_path: Path) -> None:
     # 7.2: no terminator (four slots), the scan stops at me->arch.stub_count: the third
-    # load's ext_fn+0 is made in slot 4, past .stubs, unchecked; the next lookup
-    # (entry 1, the same target) scans to i = 4 >= num_stubs first: WARN_ON, 0
+    # load's ext_fn+8 is made in slot 4, past .stubs, unchecked; the next lookup
+    # (ext_fn+0) scans to i = 4 >= num_stubs: WARN_ON, 0
     v72 = KernelRelease(7, 2)
     assert ppc64.stubs_size(open_elf(_linked(tmp_path / "s", ASM_STUB, {
         ".text": TEXT, ".toc": TOC, ".stubs": STUBS}).obj), release=v72) == 4 * 40  # fmt: skip
     walks, state = _reloads(tmp_path, v72, _BASES)
     assert state.num_stubs == 4 and state.stub_count
-    assert [(f.stop, f.reason) for f in walks] == [(None, None), (None, None), (1, "no-stub")]
+    first = _first_ext_fn(v72)
+    assert [(f.stop, f.reason) for f in walks] == [(None, None), (None, None), (first, "no-stub")]
     assert len(state.targets) == 5
 
 
@@ -458,6 +466,16 @@ def test_ftrace_stubs_are_taken_before_the_first_klp_section(tmp_path: Path) -> 
     # relocations, before klp_init_patch() applies any klp section: the klp section's
     # stubs start at slot 2, and the second load already runs out (2 + 2 + 1 of 5)
     walks, state = _reloads(tmp_path, V612, _BASES[:2], livepatch=True)
-    assert state.targets[:3] == [None, None, _BASES[0]]
-    assert walks[0].values is not None and walks[0].values[0] == STUBS + 2 * 40 - TEXT
-    assert [(f.stop, f.reason) for f in walks] == [(None, None), (2, "no-stub")]
+    assert state.targets[:4] == [None, None, _BASES[0] + 8, _BASES[0]]
+    assert walks[0].values is not None and walks[0].values[0] == STUBS + 3 * 40 - TEXT
+    first = _first_ext_fn(V612)
+    assert [(f.stop, f.reason) for f in walks] == [(None, None), (first, "no-stub")]
+
+
+def _first_ext_fn(release: KernelRelease) -> int:
+    """Which of ASM_STUB's ext_fn+0 entries (0, 1 and 3: equal keys) lib/sort.c's
+    heapsort leaves first, relacmp() ordering entry 2 (ext_fn+8) before them."""
+    keys = [-1, -1, -2, -1]  # ascending in relacmp()'s order: equal keys tie
+    order = heapsort_order(keys, double=double_pop(release))
+    assert order[0] == 2
+    return order[1]

@@ -1,10 +1,16 @@
 """ppc64le (ELFv2): the relocations of ``arch/powerpc/kernel/module_64.c``.
 
-``apply_relocate_add()`` walks the Elf64_Rela entries in order with ``value = S + A``
-and a switch on the type; any type it has no case for, R_PPC64_NONE and the ADDR16
-family included (those are module_32.c's), stops the walk with "Unknown ADD
-relocation".  The TOC pointer ``my_r2`` is the module's .toc address + 0x8000 (.stubs
-when there is no .toc; rounded down to 256 bytes first in the v6.4+ file read).
+``apply_relocate_add()`` walks the Elf64_Rela entries in the order
+``get_stubs_size()`` left them: it sorts every SHT_RELA section in place (klp ones
+too) with ``relacmp()``, whose arguments are swapped, so by r_info, then the signed
+addend, descending (read in 5.10, 6.1, 6.12, 7.2); lib/sort.c's heapsort places
+entries of equal keys (:mod:`klpelf.arch.kernel_sort`: the twin walks in a stable
+order, and again in the heapsort's when an entry stops, where which of equal entries
+comes first matters).  Each gets ``value = S + A`` and a switch on the type; any type
+it has no case for, R_PPC64_NONE and the ADDR16 family included (those are
+module_32.c's), stops the walk with "Unknown ADD relocation".  The TOC pointer
+``my_r2`` is the module's .toc address + 0x8000 (.stubs when there is no .toc;
+rounded down to 256 bytes first in the v6.4+ file read).
 
 R_PPC_REL24 to a symbol that is SHN_UNDEF or SHN_LIVEPATCH goes through a stub: the
 stubs are 40-byte ``ppc64_stub_entry`` slots of the module's .stubs section, one per
@@ -90,6 +96,7 @@ from klpelf.arch import (
     WriteFacts,
     silent_refusal,
 )
+from klpelf.arch.kernel_sort import double_pop, heapsort_order
 from klpelf.elf.constants import EM, SHF, SHN, SHT
 from klpelf.release import ENOENT, ENOEXEC, KernelRelease
 
@@ -425,79 +432,117 @@ def write_relocate_add(
     section = getattr(relocs, "section", None)
     if state is not None and section is not None and section.sh_flags & SHF.RELA_LIVEPATCH:
         state.take_ftrace_stubs()
-    rows: list[_Walk] = []
-    for i, r_type in enumerate(types):
-        row = RELOCATION_TYPES.get(r_type)
-        if row is None:
-            rows.append(_Walk(reason="unknown-type"))
-            break
-        step = _Walk(width=row.width)
-        rows.append(step)
-        if row.width == 0:
-            continue
-        off = offsets[i]
-        p = None if address is None else address + off
-        s = symbol_value(syms[i]) if symbol_value is not None else None
-        sym = symtab[syms[i]] if symtab is not None and syms[i] < len(symtab) else None
-        value: int | None = None
-        toc = state.toc if state is not None else None
-        if sym is not None and sym.st_shndx == SHN.UNDEF and sym.name in (".TOC.", "TOC."):
-            # the first call sets the undefined .TOC. (TOC. after dedotify()) to my_r2
-            s = toc
-        if r_type == R_PPC64_REL24:
-            external = sym is not None and sym.st_shndx in (SHN.UNDEF, SHN.LIVEPATCH)
-            if external and sym is not None:
-                fix = _restore(release, sym.name, target, off)
-                if fix == -1:
-                    step.reason = "expected-nop"
-                    break
-                if s is not None and state is not None and p is not None:
-                    stub = state.stub_for_addr((s + addends[i]) & _U64)
-                    if state.exhausted:
-                        step.reason = "no-stub"
-                        break
-                    value = None if stub is None else (stub - p) & _U64
-                if fix is not None:
-                    target[off + 4 : off + 8] = fix.to_bytes(4, "little")
-            elif sym is not None and s is not None and p is not None:
-                value = (s + addends[i] + _local_entry_offset(sym.st_other) - p) & _U64
-        elif r_type == R_PPC64_TOC:
-            value = toc
-        elif r_type == R_PPC64_ENTRY:
-            if toc is not None and p is not None:
-                new = _entry(bytes(target[off : off + 8]), toc, p)
-                if new is not None:
-                    target[off : off + 8] = new
-            continue
-        elif r_type in _TOC_TYPES:
-            if s is not None and toc is not None:
-                value = (s + addends[i] - toc) & _U64
-        elif s is not None and row.compute is not None and p is not None:
-            value = row.compute(s, addends[i], p)
-        step.value = value
-        if value is not None and row.in_range is not None:
-            step.bad = not row.in_range(value)
-            if step.bad:
-                step.reason = "overflow"
+    keys = _sort_keys(relocs, types, syms, addends)
+    order = sorted(range(len(types)), key=keys.__getitem__)
+    pristine = bytes(target)
+    saved = list(state.targets) if state is not None else []
+
+    def walk(order: list[int]) -> dict[int, _Walk]:
+        rows: dict[int, _Walk] = {}
+        for i in order:
+            r_type = types[i]
+            row = RELOCATION_TYPES.get(r_type)
+            if row is None:
+                rows[i] = _Walk(reason="unknown-type")
                 break
-        elif value is not None:
-            step.bad = False
-        if off + row.width > len(target):
-            continue
-        assert row.encode is not None
-        old = bytes(target[off : off + row.width])
-        target[off : off + row.width] = (
-            row.encode(old, value) if value is not None else b"\1" * row.width
-        )
-    walked = len(rows)
-    stop = walked - 1 if rows and rows[-1].reason is not None else None
-    reason = rows[-1].reason if stop is not None else None
-    widths = [0 if w.reason == "unknown-type" else w.width for w in rows]
-    facts_values: list[int | None] | None = [w.value for w in rows] if known else None
-    facts_overflow: list[bool | None] | None = [w.bad for w in rows] if known else None
+            step = _Walk(width=row.width)
+            rows[i] = step
+            if row.width == 0:
+                continue
+            off = offsets[i]
+            p = None if address is None else address + off
+            s = symbol_value(syms[i]) if symbol_value is not None else None
+            sym = symtab[syms[i]] if symtab is not None and syms[i] < len(symtab) else None
+            value: int | None = None
+            toc = state.toc if state is not None else None
+            if sym is not None and sym.st_shndx == SHN.UNDEF and sym.name in (".TOC.", "TOC."):
+                # the first call sets the undefined .TOC. (TOC. after dedotify()) to my_r2
+                s = toc
+            if r_type == R_PPC64_REL24:
+                external = sym is not None and sym.st_shndx in (SHN.UNDEF, SHN.LIVEPATCH)
+                if external and sym is not None:
+                    fix = _restore(release, sym.name, target, off)
+                    if fix == -1:
+                        step.reason = "expected-nop"
+                        break
+                    if s is not None and state is not None and p is not None:
+                        stub = state.stub_for_addr((s + addends[i]) & _U64)
+                        if state.exhausted:
+                            step.reason = "no-stub"
+                            break
+                        value = None if stub is None else (stub - p) & _U64
+                    if fix is not None:
+                        target[off + 4 : off + 8] = fix.to_bytes(4, "little")
+                elif sym is not None and s is not None and p is not None:
+                    value = (s + addends[i] + _local_entry_offset(sym.st_other) - p) & _U64
+            elif r_type == R_PPC64_TOC:
+                value = toc
+            elif r_type == R_PPC64_ENTRY:
+                if toc is not None and p is not None:
+                    new = _entry(bytes(target[off : off + 8]), toc, p)
+                    if new is not None:
+                        target[off : off + 8] = new
+                continue
+            elif r_type in _TOC_TYPES:
+                if s is not None and toc is not None:
+                    value = (s + addends[i] - toc) & _U64
+            elif s is not None and row.compute is not None and p is not None:
+                value = row.compute(s, addends[i], p)
+            step.value = value
+            if value is not None and row.in_range is not None:
+                step.bad = not row.in_range(value)
+                if step.bad:
+                    step.reason = "overflow"
+                    break
+            elif value is not None:
+                step.bad = False
+            if off + row.width > len(target):
+                continue
+            assert row.encode is not None
+            old = bytes(target[off : off + row.width])
+            target[off : off + row.width] = (
+                row.encode(old, value) if value is not None else b"\1" * row.width
+            )
+        return rows
+
+    rows = walk(order)
+    stop = next((i for i, w in rows.items() if w.reason is not None), None)
+    if stop is not None and len(types) > 1:
+        # the stop among entries of equal keys is where the heapsort put them: walk
+        # again from the bytes and stubs as they were, in the kernel's own order
+        target[:] = pristine
+        if state is not None:
+            state.targets[:] = saved
+            state.exhausted = False
+        rows = walk(heapsort_order(keys, double=double_pop(release)))
+        stop = next((i for i, w in rows.items() if w.reason is not None), None)
+    walked = len(types) if stop is None else stop + 1
+    for i in range(walked):
+        if i not in rows:  # after the stop in the kernel's order: not walked
+            row = RELOCATION_TYPES.get(types[i])
+            rows[i] = _Walk(width=0 if row is None else row.width)
+    reason = rows[stop].reason if stop is not None else None
+    steps = [rows[i] for i in range(walked)]
+    widths = [0 if w.reason == "unknown-type" else w.width for w in steps]
+    facts_values: list[int | None] | None = [w.value for w in steps] if known else None
+    facts_overflow: list[bool | None] | None = [w.bad for w in steps] if known else None
     return WriteFacts(offsets[:walked], types[:walked], widths, [False] * walked,
                       values=facts_values, overflow=facts_overflow, stop=stop,
                       reason=reason)  # fmt: skip
+
+
+def _sort_keys(relocs: RelocationTable, types: list[int], syms: list[int],
+               addends: list[int]) -> list[int]:  # fmt: skip
+    """get_stubs_size() sorts every SHT_RELA section in place with relacmp(), which
+    compares its arguments the other way round: by r_info, then the signed addend,
+    descending.  The keys, ascending in that order (for :func:`heapsort_order`)."""
+    shift = getattr(relocs, "r_sym_shift", 32)
+    keys = []
+    for sym, r_type, addend in zip(syms, types, addends, strict=True):
+        a = addend & _U64
+        signed = a - (1 << 64) if a >> 63 else a
+        keys.append(-(((sym << shift) | r_type) << 64 | (signed + (1 << 63))))
+    return keys
 
 
 def _restore(release: KernelRelease, name: str, target: bytearray, off: int) -> int | None:

@@ -32,6 +32,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,13 @@ def klpelf_check() -> list[str]:
 
 
 def check_json(cmd: list[str], kallsyms: Path, module: Path, release: str | None,
-               spec: KernelSpec | None = None) -> dict[str, Any]:  # fmt: skip
+               spec: KernelSpec | None = None, ftrace: Path | None = None,
+               loaded: Sequence[Path] = ()) -> dict[str, Any]:  # fmt: skip
     opt = ["--kernel-release", release] if release else []
+    if ftrace is not None:  # the VM's available_filter_functions
+        opt += ["--kernel", f"ftrace:{ftrace}"]
+    for lp in loaded:  # the livepatches enabled in the VM whose states count
+        opt += ["--loaded", str(lp)]
     # the kind named: a module-free dump of 6.12+ lists kallsyms' own tables, which
     # content detection takes for System.map
     sources = ["--kernel", f"kallsyms:{kallsyms}"]
@@ -145,8 +151,9 @@ def test_check_agrees_with_kernel(
     module = suite.modules.modules[case.module]
     kernel_verdict = "accept" if res.errno == 0 else "refuse"
     want = case.check_verdict or kernel_verdict
+    loaded = [suite.modules.modules[m] for m in case.loaded]
     got = check_json(klpelf_check, suite.kallsyms_for(case), module, suite.spec.release,
-                     suite.spec)  # fmt: skip
+                     suite.spec, suite.ftrace_for(case), loaded)  # fmt: skip
     verdict, diag = prediction(case, got)
     message = str(diag["message"]) if diag else ""
     diags = got.get("diagnostics", [])

@@ -26,6 +26,7 @@ from kernel.klpvm.mutate import LONG_NAME
 from kernel.klpvm.suite import SuiteResult, kallsyms_path
 from klpelf.elf.constants import SHN
 from klpelf.elf.reader import open_elf
+from klpelf.klp.check import check_module
 
 pytestmark = pytest.mark.kernel
 
@@ -234,3 +235,50 @@ def test_unflagged_klp_section_oopses(suite: SuiteResult) -> None:
     assert res.errno == 0
     assert res.steps[1].rc != 0
     assert any(line.startswith("BUG: kernel NULL pointer dereference") for line in res.dmesg)
+
+
+def test_two_objects_sysfs_is_the_decode(suite: SuiteResult) -> None:
+    """The patch of two objects: /sys/kernel/livepatch/klpt_objs/<object>/<function,sympos>
+    lists exactly what klpelf decodes from the module (objects, old_name, old_sympos ?: 1);
+    the patched code runs (the shadow variable from the pre_patch callback, klpt_dup's
+    static variable through the module object's klp relocation, klpt_dup_fn,2 replaced)."""
+    from klpelf.klp.patch import decode_patches
+
+    res = _case(suite, "two_objects")
+    assert res.errno == 0
+    assert suite.modules is not None
+    (patch,) = decode_patches(open_elf(suite.modules.modules["klpt_objs"]))
+    decoded = sorted(f"{o.objname}/{f.old_name},{f.old_sympos or 1}"
+                     for o in patch.objects for f in o.funcs)  # fmt: skip
+    assert decoded == ["klpt_dup/klpt_dup_fn,2", "vmlinux/cmdline_proc_show,1"]
+    assert sorted(res.output(4).split()) == decoded
+    assert res.output(5) == "klpt_objs: shadow=7 klpt_dup_val=1\n"
+    assert res.output(6) == "klpt_dup: a=1 b=42 cold=3\n"
+
+
+def test_undeclared_object_section_is_never_applied(suite: SuiteResult) -> None:
+    """The kernel loads a patch with a .klp.rela.klpt_dup. section and no klpt_dup object
+    (klpt_dup loaded): nothing applies the section, the pointer it should write stays
+    NULL, as `klpelf check`'s undeclared-object-section error says."""
+    res = _case(suite, "enable_undeclared")
+    assert res.errno == 0
+    assert res.output(1) == (
+        "klpt_e_undeclared: shadow=7 klpt_dup_val pointer never relocated (NULL)\n"
+    )
+    assert suite.modules is not None
+    got = check_module(open_elf(suite.modules.modules["klpt_e_undeclared"]))
+    never = [d.section.name for d in got.errors
+             if d.rule == "undeclared-object-section" and d.section]  # fmt: skip
+    assert never == [".klp.rela.klpt_dup.rodata"]
+
+
+def test_replace_patch_replaces_every_livepatch(suite: SuiteResult) -> None:
+    """klpt_e_replace (atomic replace, klpt_objs' state at a higher version) is accepted
+    and leaves itself alone in /sys/kernel/livepatch; klpt_e_states (replace, without
+    that state) was refused by klp_is_patch_compatible()."""
+    res = _case(suite, "enable_replace")
+    assert res.errno == 0
+    assert res.output(1) == "klpt_e_replace: shadow=7 klpt_dup_val=1\n"
+    assert res.output(2).split() == ["klpt_e_replace"]
+    states = _case(suite, "enable_states")
+    assert states.errno == errno.EINVAL

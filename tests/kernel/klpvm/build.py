@@ -26,8 +26,10 @@ from kernel.klpvm.vm import KernelSpec
 
 CASES_DIR = Path(__file__).resolve().parent.parent / "cases"
 #: kbuild output -> the module the VM loads (converted or not)
-LIVEPATCH_MODULES = ("klpt_vmlinux", "klpt_late")
-PLAIN_MODULES = ("klpt_target",)
+LIVEPATCH_MODULES = ("klpt_vmlinux", "klpt_late", "klpt_objs", "klpt_e_noexist", "klpt_e_sympos",
+                     "klpt_e_ambiguous", "klpt_e_notrace", "klpt_e_undeclared",
+                     "klpt_e_states", "klpt_e_replace")  # fmt: skip
+PLAIN_MODULES = ("klpt_target", "klpt_dup")
 #: converted in automatic mode: module -> its ``--sympos`` options
 AUTO_MODULES: dict[str, tuple[str, ...]] = {"klpt_auto": ("vmlinux:max_cstate=1",)}
 

@@ -26,7 +26,10 @@ EXPECTED_DIR = Path(__file__).resolve().parent.parent / "expected"
 class Step:
     #: "load" (module name), "unload" (module name), "read" (path), "kallsyms" (-),
     #: "disable" (livepatch module name: disable the patch, wait until it is freed),
-    #: "sections" (module name: its section addresses and bytes, :func:`sections`)
+    #: "sections" (module name: its section addresses and bytes, :func:`sections`),
+    #: "ftrace" (-: save available_filter_functions), "list" (livepatch module name:
+    #: its /sys/kernel/livepatch/<name>/<object>/<function,sympos> directories),
+    #: "patches" (-: the livepatches in /sys/kernel/livepatch)
     op: str
     arg: str = ""
     #: a non-verdict step that may fail without making the case's setup invalid
@@ -59,6 +62,12 @@ def sections(mod: str) -> Step:
 
 
 KALLSYMS = Step("kallsyms")
+FTRACE = Step("ftrace")
+
+
+def list_patch(mod: str) -> Step:
+    """The ``<object>/<function,sympos>`` directories of livepatch ``mod`` in sysfs."""
+    return Step("list", mod)
 
 
 @dataclass(frozen=True)
@@ -78,11 +87,23 @@ class Case:
     #: take /proc/kallsyms from this case's snapshot for `klpelf check --kernel`
     #: (default: the one /init saved before any module was loaded)
     kallsyms_from: str | None = None
+    #: give `klpelf check` this case's available_filter_functions too (an ftrace step)
+    ftrace_from: str | None = None
+    #: the livepatch modules enabled when the case runs that `klpelf check --loaded`
+    #: must know (their states)
+    loaded: tuple[str, ...] = ()
 
 
-def _negative(name: str, doc: str, **kw: str) -> Case:
+def _negative(name: str, doc: str, *, kallsyms_from: str | None = None) -> Case:
     mod = f"klpt_{name}"
-    return Case(name, doc, (load(mod),), 0, mod, **kw)
+    return Case(name, doc, (load(mod),), 0, mod, kallsyms_from=kallsyms_from)
+
+
+def _enable(name: str, doc: str, loaded: tuple[str, ...] = ()) -> Case:
+    # a klpt_objs variant, judged with klpt_dup loaded (two_objects' snapshots)
+    mod = f"klpt_e_{name}"
+    return Case(f"enable_{name}", doc, (load(mod), read(CMDLINE, after_accept=True)), 0, mod,
+                kallsyms_from="two_objects", ftrace_from="two_objects", loaded=loaded)  # fmt: skip
 
 
 CMDLINE = "/proc/cmdline"
@@ -92,6 +113,7 @@ ACPI_PARAM = "/sys/module/processor/parameters/max_cstate"
 #: boot parameters: distinct values for the two max_cstate variables (sympos 1 and 2)
 BOOT_CMDLINE = "loglevel=4 intel_idle.max_cstate=3 processor.max_cstate=5"
 TARGET_PROC = "/proc/klpt_target"
+DUP_PROC = "/proc/klpt_dup"
 
 CASES: tuple[Case, ...] = (
     Case(
@@ -212,6 +234,51 @@ CASES: tuple[Case, ...] = (
         kallsyms_from="late_module_patch",
     ),
     Case(
+        "two_objects",
+        "livepatch of vmlinux (cmdline_proc_show) and of klpt_dup (its second static "
+        "klpt_dup_fn, old_sympos 2), with callbacks, a shadow variable and a state; "
+        "klpt_dup loaded first.  sysfs lists each object's <function,sympos>",
+        (
+            load("klpt_dup"),
+            KALLSYMS,
+            FTRACE,
+            load("klpt_objs"),
+            list_patch("klpt_objs"),
+            read(CMDLINE),
+            read(DUP_PROC),
+        ),
+        3,
+        "klpt_objs",
+        kallsyms_from="two_objects",
+        ftrace_from="two_objects",
+    ),
+    _enable("noexist", "the vmlinux object replaces cmdline_proc_shw, which vmlinux lacks"),
+    _enable("sympos", "klpt_dup_fn with old_sympos 3: klpt_dup has two"),
+    _enable("ambiguous", "klpt_dup_fn with old_sympos 0: klpt_dup has two"),
+    _enable("notrace", "klpt_dup_cold, notrace: no ftrace location"),
+    _enable(
+        "undeclared",
+        "a .klp.rela.klpt_dup.rodata section in a patch that declares only vmlinux: loads; "
+        "the pointer it should write stays NULL (the new cmdline_proc_show says so)",
+    ),
+    _enable(
+        "states",
+        "an atomic-replace patch without klpt_objs' state (klpt_objs loaded): "
+        "klp_is_patch_compatible() refuses it",
+        loaded=("klpt_objs", "klpt_e_undeclared"),
+    ),
+    Case(
+        "enable_replace",
+        "an atomic-replace patch with klpt_objs' state at version 2: replaces every "
+        "livepatch loaded (/sys/kernel/livepatch then lists it alone)",
+        (load("klpt_e_replace"), read(CMDLINE), Step("patches")),
+        0,
+        "klpt_e_replace",
+        kallsyms_from="two_objects",
+        ftrace_from="two_objects",
+        loaded=("klpt_objs", "klpt_e_undeclared"),
+    ),
+    Case(
         "sec_not_flagged",
         "klp section without SHF_RELA_LIVEPATCH: the loader applies it against address 0; "
         "reading /proc/cmdline then oopses.  LAST: it leaves the kernel oopsed.",
@@ -259,6 +326,26 @@ step_read() {
     record read "$1" $?
 }
 step_kallsyms() { cat /proc/kallsyms > "$D/kallsyms"; record kallsyms - $?; }
+step_ftrace() {
+    t=/sys/kernel/tracing
+    [ -f $t/available_filter_functions ] || mount -t tracefs nodev $t 2>> "$D/stderr"
+    cat $t/available_filter_functions > "$D/ftrace"; record ftrace - $?
+}
+step_list() {
+    # one "object/function,sympos" line per klp_func directory
+    rc=2
+    for f in /sys/kernel/livepatch/$1/*/*,*; do
+        [ -d "$f" ] || continue
+        rc=0; o=${f%/*}; echo "${o##*/}/${f##*/}" >> "$D/read$N.out"
+    done
+    record list "$1" $rc
+}
+step_patches() {
+    for p in /sys/kernel/livepatch/*; do
+        [ -d "$p" ] && echo "${p##*/}" >> "$D/read$N.out"
+    done
+    touch "$D/read$N.out"; record patches - 0
+}
 step_sections() {
     # each section's address (sysfs, kptr_restrict lifted) and its bytes (/proc/kcore)
     S="$D/sections$N"; mkdir -p "$S"; rc=0
@@ -396,7 +483,7 @@ def parse_case(case: Case, directory: Path) -> CaseResult:
     for line in lines:
         idx, op, arg, rc = line.split(" ", 3)
         out = None
-        if op == "read":
+        if op in ("read", "list", "patches"):
             f = directory / f"read{idx}.out"
             out = f.read_text(errors="replace") if f.exists() else ""
         steps.append(StepResult(op, arg, int(rc), out))

@@ -112,6 +112,14 @@ class SuiteResult:
                 return snap / "kallsyms"
         return self.kallsyms
 
+    def ftrace_for(self, case: Case) -> Path | None:
+        """The available_filter_functions ``case`` is judged with, when it has one."""
+        if case.ftrace_from:
+            snap = self.cases[case.ftrace_from].directory
+            if snap is not None and (snap / "ftrace").exists():
+                return snap / "ftrace"
+        return None
+
 
 def boot_groups(cases: tuple[Case, ...]) -> list[list[Case]]:
     main = [c for c in cases if c.name not in OWN_BOOT]

@@ -181,6 +181,9 @@ def test_a_function_without_ftrace_location(tmp_path: Path, release: str, messag
     source = _patch_source([("cmdline_proc_show", "new_show", 0), ("notrace_fn", "new_n", 0)])
     res = _check(tmp_path, source, release=release)
     assert _kernel(res) == [("enable", "ftrace-location", message, 22)]
+    (d,) = [d for d in res.diagnostics if d.kernel]
+    assert d.dmesg[1:] == ["livepatch: failed to patch object 'vmlinux'",
+                           "livepatch: failed to enable patch 'lp'"]  # fmt: skip
     # no source that can tell: nothing is said
     assert _kernel(_check(tmp_path, source, release=release, aff=None)) == []
 
@@ -248,6 +251,11 @@ def test_module_object_is_judged_when_it_loads(tmp_path: Path, sites: str) -> No
         # the livepatch loads; the target module's load is refused
         assert res.kernel_verdict == "accept"
         assert _kernel(res) == [("target-load", rule, message, 22)]
+        if rule == "ftrace-location":
+            (d,) = [d for d in res.diagnostics if d.kernel]
+            assert d.more == ("failed to apply patch 'lp' to module 'klpt_target' (-22)",
+                              "patch 'lp' failed for module 'klpt_target', refusing to load "
+                              "module 'klpt_target'")  # fmt: skip
     # without the module file nothing can be said about it
     source = _patch_source([("cmdline_proc_show", "new_c", 0)], module_funcs=[("x", "new_x", 0)])
     assert _kernel(_check(tmp_path, source)) == []

@@ -231,7 +231,14 @@ def _patch_object(state: LoadState, obj: KlpObjectDecl, looked_up: _LookedUp,
             message = f"failed to find location for function '{f.old_name}'"
         else:
             message = f"failed to set ftrace filter for function '{f.old_name}' (-22)"
-        state.add("error", "ftrace-location", message, when=when, errno=EINVAL, **_LIVEPATCH)
+        p, o = state.mod.name, obj.objname
+        # what the callers print after it: __klp_enable_patch(), klp_module_coming()
+        more = (f"failed to patch object '{o}'", f"failed to enable patch '{p}'") if (
+            when == "enable") else (f"failed to apply patch '{p}' to module '{o}' (-22)",
+                                    f"patch '{p}' failed for module '{o}', refusing to load "
+                                    f"module '{o}'")  # fmt: skip
+        state.add("error", "ftrace-location", message, when=when, errno=EINVAL, more=more,
+                  **_LIVEPATCH)  # fmt: skip
         return False
     return True
 

@@ -286,14 +286,16 @@ def klp_enable_decoded(state: LoadState, patch: KlpPatch) -> None:
         looked_up = _lookups(state, obj, "enable")
         if looked_up is None:
             return
-        if target is not None and obj.name is not None:
-            from klpelf.klp.lint import target_reload
-
-            target_reload(state, target)
         loaded_now.append((obj, looked_up))
     for obj, looked_up in loaded_now:  # __klp_enable_patch()
         if not _patch_object(state, obj, looked_up, "enable"):
             return
+    from klpelf.klp.lint import target_reload
+
+    for obj, _ in loaded_now:  # enabled: what a later reload of a patched module meets
+        target = mod.objects.get(obj.objname)
+        if target is not None and obj.name is not None:
+            target_reload(state, target)
     for obj in later:
         klp_module_coming_decoded(state, obj)
 

@@ -301,12 +301,17 @@ def test_filter_functions_source(tmp_path: Path) -> None:
     assert not looks_like_filter_functions(b"0x12345678\tfoo\tvmlinux\tEXPORT_SYMBOL\n")
     assert not looks_like_filter_functions(b"\x7fELF\x02\x01")
     assert not looks_like_filter_functions(b"x" * 2000)
-    ff = FilterFunctions(b"a\nb [ext4]\nb [ext4]\n__ftrace_invalid_address___64\n", "f")
-    assert ff.counts == {(None, "a"): 1, ("ext4", "b"): 2} and ff.modules == {"ext4"}
-    assert ff.lists("vmlinux") and ff.lists("ext4") and not ff.lists("xfs")
+    ff = FilterFunctions(b"a\nb [ext4]\nb [ext4]\n__ftrace_invalid_address___64\nc\n", "f")
+    ff.prefetch(["a", "b", "c", "d"])
+    asked = [(None, "a"), ("ext4", "b"), (None, "b"), (None, "d"), (None, "c"), (None, "e")]
+    assert [ff.count(m, n) for m, n in asked] == [1, 2, 0, 0, 1, 0]
+    assert ff.lists("vmlinux") and ff.lists("ext4") and not ff.lists("xfs") and len(ff) == 5
     f = tmp_path / "aff"
-    f.write_text("a\nb c d\n")
-    with pytest.raises(Exception, match=r"aff:2: expected 'NAME'"):
+    f.write_text("a\nx\nb c d\n")
+    with pytest.raises(Exception, match=r"aff:3: expected 'NAME'"):
+        load_sources([f"ftrace:{f}"])
+    f.write_text("ffffffff81000000 T a\n")
+    with pytest.raises(Exception, match=r"aff:1: expected 'NAME'"):
         load_sources([f"ftrace:{f}"])
     f.write_text(AFF)
     ks = load_sources([str(f)])

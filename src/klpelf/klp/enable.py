@@ -266,8 +266,11 @@ def klp_enable_decoded(state: LoadState, patch: KlpPatch) -> None:
                     f"klp_object '{obj.objname}' ({obj.where}) has no funcs array (NULL): "
                     "klp_enable_patch() fails with -EINVAL, without a message")  # fmt: skip
             return
-    if state.kernel is not None:  # every old_name in one pass over a kallsyms file
-        state.kernel.prefetch(f.old_name for o in patch.objects for f in o.funcs if f.old_name)
+    if state.kernel is not None:  # every old_name in one pass over kallsyms, and over
+        names = [f.old_name for o in patch.objects for f in o.funcs if f.old_name]
+        state.kernel.prefetch(names)
+        if state.kernel.ftrace is not None:  # available_filter_functions
+            state.kernel.ftrace.prefetch(names)
     patch_dir = f"/kernel/livepatch/{mod.name}"
     seen: set[str] = set()
     loaded_now: list[tuple[KlpObjectDecl, list[tuple[KlpFunc, Resolution | None]]]] = []

@@ -90,7 +90,6 @@ def find_symbol(ks: KernelSymbols, name: str, depends: tuple[str, ...] = ()) -> 
             crc = gpl = ns = None  # Module.symvers speaks of another export
         return KernelExport(name, "vmlinux", crc, gpl, ns, True)
     label = KSYMTAB_PREFIX + name
-    loaded = {m for t in ks.texts if t.kind == "kallsyms" for m in t.modules}
     for text in ks.texts:
         for e in text.matches(label):
             if e.module is not None:
@@ -101,7 +100,9 @@ def find_symbol(ks: KernelSymbols, name: str, depends: tuple[str, ...] = ()) -> 
     owner = sv.objname if sv is not None else _module_exporting(ks, label, depends)
     if owner is None:
         return None
-    is_loaded = owner in loaded if any(t.kind == "kallsyms" for t in ks.texts) else None
+    # asked of the owner alone: listing every loaded module would index a whole kallsyms
+    is_loaded = (ks.loaded_module(owner) is not None
+                 if any(t.kind == "kallsyms" for t in ks.texts) else None)  # fmt: skip
     if sv is None or sv.objname != owner:
         crc = gpl = ns = None
     return KernelExport(name, owner, crc, gpl, ns, is_loaded)

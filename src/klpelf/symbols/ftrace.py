@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections import Counter
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from klpelf.elf.constants import SHN, SHT
@@ -46,8 +46,8 @@ __all__ = [
 #: find_module_sections() reads them (FTRACE_CALLSITE_SECTION, include/linux/ftrace.h)
 MCOUNT_SECTIONS = ("__mcount_loc", "__patchable_function_entries")
 
-# ftrace_process_locs() of v6.x names the records it could not place this way
-_INVALID = b"__ftrace_invalid_address__"
+_LINE_FORMAT = ("expected 'NAME', 'NAME [MODULE]' or 'ADDRESS NAME [MODULE]' "
+                "(available_filter_functions)")
 
 #: what a symbol name in the file looks like (C identifiers, compiler suffixes)
 _NAME = re.compile(rb"[\w.$@]+")
@@ -91,48 +91,81 @@ def looks_like_filter_functions(head: bytes) -> bool:
 
 class FilterFunctions:
     """The target kernel's ftrace records, from ``available_filter_functions`` or
-    ``available_filter_functions_addrs``, counted per (module, name)."""
+    ``available_filter_functions_addrs``, counted per (module, name).
+
+    A real file lists 40,000-70,000 records and a livepatch asks about a few names:
+    they are counted together in one pass over the lines (:meth:`prefetch`).  The
+    first and last lines are checked when the file is opened, and every line a lookup
+    returns (as the kallsyms reader does, :mod:`klpelf.symbols.symtext`).
+    """
 
     def __init__(self, data: Buffer, path: str) -> None:
         self.path = path
+        self._data = bytes(data)
         #: (module or None for vmlinux, name) -> how many records carry that name
-        self.counts: dict[tuple[str | None, str], int] = {}
-        #: the records' addresses (the _addrs form only; empty otherwise)
-        self.addresses: set[int] = set()
-        #: the modules with at least one line (loaded when the file was read)
-        self.modules: set[str] = set()
-        counts = self.counts
-        lines = bytes(data).split(b"\n")
-        # most lines are a bare vmlinux name: counted in one pass, decoded once each
-        bare = Counter(ln for ln in lines if ln and b" " not in ln and b"\t" not in ln)
-        for raw_name, n in bare.items():
-            if not raw_name.startswith(_INVALID):
-                counts[(None, raw_name.decode("utf-8", "surrogateescape"))] = n
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip() or line in bare:
+        self._counts: dict[tuple[str | None, str], int] = {}
+        #: (module, name) -> the addresses of its records (the _addrs form only)
+        self._addresses: dict[tuple[str | None, str], set[int]] = {}
+        self._fetched: set[str] = set()
+        self._lines: list[bytes] | None = None
+        self._modules: dict[str, bool] = {}
+        lines = self._data.split(b"\n", 1)[:1] + self._data.rstrip(b"\n").rsplit(b"\n", 1)[-1:]
+        for lineno, line in ((1, lines[0]), (0, lines[-1])):
+            if line.strip() and (_split(line) is None or len(line) > 4096):
+                at = lineno or self._data.rstrip(b"\n").count(b"\n") + 1
+                raise SymbolSourceError(_LINE_FORMAT, path=path, lineno=at)
+
+    def __len__(self) -> int:
+        data = self._data
+        return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+    def prefetch(self, names: Iterable[str]) -> None:
+        """Count the records of every name in ``names``, in one pass over the lines."""
+        wanted = {n.encode("utf-8", "surrogateescape"): n
+                  for n in names if n and n not in self._fetched}  # fmt: skip
+        if not wanted:
+            return
+        self._fetched.update(wanted.values())
+        if self._lines is None:
+            self._lines = self._data.split(b"\n")
+        counts, addresses = self._counts, self._addresses
+        for line in self._lines:
+            if line in wanted:  # a bare vmlinux name: most lines
+                key: tuple[str | None, str] = (None, wanted[line])
+                counts[key] = counts.get(key, 0) + 1
+                continue
+            if b" " not in line and b"\t" not in line:
+                continue
+            words = line.split()
+            addressed = len(words) > 1 and _is_hex(words[0]) and not words[1].startswith(b"[")
+            name = words[1] if addressed else words[0]
+            if name not in wanted:
                 continue
             got = _split(line)
             if got is None:
-                raise SymbolSourceError("expected 'NAME', 'NAME [MODULE]' or 'ADDRESS NAME "
-                                        "[MODULE]' (available_filter_functions)", path=path,
-                                        lineno=lineno)  # fmt: skip
-            address, raw, module = got
-            if address is not None and address:
-                self.addresses.add(address)
-            if raw.startswith(_INVALID):
-                continue
-            if module is not None:
-                self.modules.add(module)
-            key = (module, raw.decode("utf-8", "surrogateescape"))
+                continue  # not a record line (only the ends are checked)
+            address, _, mod = got
+            key = (mod, wanted[name])
             counts[key] = counts.get(key, 0) + 1
+            if address is not None:
+                addresses.setdefault(key, set()).add(address)
 
-    def __len__(self) -> int:
-        return sum(self.counts.values())
+    def count(self, module: str | None, name: str) -> int:
+        """How many records of ``module`` (None: vmlinux) are named ``name``."""
+        self.prefetch([name])
+        return self._counts.get((module, name), 0)
 
     def lists(self, objname: str) -> bool:
         """Whether the file speaks for ``objname``: vmlinux always, a module when it
         was loaded as the file was read (it has lines)."""
-        return objname == "vmlinux" or objname in self.modules
+        if objname == "vmlinux":
+            return True
+        got = self._modules.get(objname)
+        if got is None:
+            tag = b"[" + objname.encode("utf-8", "surrogateescape") + b"]"
+            got = self._modules[objname] = re.search(
+                rb"[ \t]" + re.escape(tag) + rb"[ \t]*$", self._data, re.M) is not None  # fmt: skip
+        return got
 
     def traced(self, objname: str, name: str, chosen: Candidate,
                candidates: list[Candidate]) -> bool | None:  # fmt: skip
@@ -143,7 +176,8 @@ class FilterFunctions:
         them; else None."""
         if not self.lists(objname):
             return None
-        count = self.counts.get((None if objname == "vmlinux" else objname, name), 0)
+        module = None if objname == "vmlinux" else objname
+        count = self.count(module, name)
         if chosen.type and chosen.type not in _TEXT_TYPES and chosen.type != "?":
             return False
         if count == 0:
@@ -151,9 +185,10 @@ class FilterFunctions:
         functions = sum(1 for c in candidates if c.type in _TEXT_TYPES)
         if count >= functions > 0:
             return True
-        if self.addresses and chosen.address:
+        addresses = self._addresses.get((module, name))
+        if addresses and chosen.address:
             # the record is at the function's start, or after its endbr64/BTI
-            return any(chosen.address + d in self.addresses for d in range(0, 17, 4))
+            return any(chosen.address + d in addresses for d in range(0, 17, 4))
         return None
 
 

@@ -186,3 +186,18 @@ def test_a_fix_to_two_units_of_one_module(tmp_path: Path,
     assert main(["show", str(lp)]) == 0
     shown = capsys.readouterr().out
     assert "object klpdiff_pair: 2 functions" in shown
+
+
+def test_a_kernel_tree_keeps_the_release_it_was_prepared_with(tmp_path: Path) -> None:
+    # make KERNELRELEASE=6.1.0-57-amd64 modules_prepare writes utsrelease.h, not
+    # include/config/kernel.release: every later make in the tree is given it again
+    from klpelf.kbuild.compile import Tree
+
+    gen = tmp_path / "include" / "generated"
+    gen.mkdir(parents=True)
+    (gen / "autoconf.h").write_text("#define CONFIG_LIVEPATCH 1\n")
+    (gen / "utsrelease.h").write_text('#define UTS_RELEASE "6.1.0-57-amd64"\n')
+    assert Tree(str(tmp_path)).make_args() == ["KERNELRELEASE=6.1.0-57-amd64"]
+    mod = tmp_path / "mod"
+    mod.mkdir()
+    assert Tree(str(mod), str(tmp_path)).make_args() == [f"M={mod}"]

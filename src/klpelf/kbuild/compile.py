@@ -86,14 +86,31 @@ class Tree(FrozenRecord):
     def external(self) -> bool:
         return self.build != self.source
 
-    def _m(self) -> list[str]:
-        return [f"M={self.source}"] if self.external else []
+    def make_args(self) -> list[str]:
+        """What every make in this tree is given besides its targets.
+
+        An external module: ``M=``.  A kernel tree: ``KERNELRELEASE=`` the release it
+        was prepared with (include/generated/utsrelease.h), because a make in the tree
+        rewrites utsrelease.h from include/config/kernel.release (the Makefile's
+        filechk_utsrelease.h), which ``make KERNELRELEASE=6.1.0-57-amd64
+        modules_prepare`` (Debian's release, not the source's 6.1.192) leaves as it
+        was: the module's vermagic would no longer be the target's.
+        """
+        if self.external:
+            return [f"M={self.source}"]
+        path = os.path.join(self.build, "include", "generated", "utsrelease.h")
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                m = re.search(r'#define UTS_RELEASE "([^"]+)"', f.read())
+        except OSError:
+            m = None
+        return [f"KERNELRELEASE={m.group(1)}"] if m else []
 
     def compile_original(self, path: str, out: str) -> Unit:
         """Build ``path`` (a .c file of the tree) with kbuild into the tree, copy the
         object to ``out``; return the command kbuild recorded."""
         obj = path[:-2] + ".o"
-        make(self.build, [*self._m(), obj, f"KCFLAGS={SECTIONS_FLAGS}"])
+        make(self.build, [*self.make_args(), obj, f"KCFLAGS={SECTIONS_FLAGS}"])
         where = os.path.join(self.source if self.external else self.build, obj)
         cmd_file = os.path.join(os.path.dirname(where), f".{os.path.basename(where)}.cmd")
         try:

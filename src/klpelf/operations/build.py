@@ -140,7 +140,9 @@ def build(fix: str | os.PathLike[str], source: str | os.PathLike[str],
         symvers = os.path.isfile(os.path.join(tree.build, "Module.symvers"))
         # a tree with only modules_prepare done has no Module.symvers: modpost cannot
         # know vmlinux's exports, the check against --kernel does
-        make(tree.build, [f"M={mod}", "modules", *([] if symvers else ["KBUILD_MODPOST_WARN=1"])])
+        release = [] if tree.external else tree.make_args()
+        make(tree.build, [f"M={mod}", "modules", *release,
+                          *([] if symvers else ["KBUILD_MODPOST_WARN=1"])])  # fmt: skip
         convert(os.path.join(mod, f"{name}.ko"), out)
         checked = check(out, version=kernel_release,
                         kernel=check_kernel([os.fspath(k) for k in kernel]))  # fmt: skip

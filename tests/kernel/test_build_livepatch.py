@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from kernel.conftest import unavailable
 from kernel.klpvm.cases import (
     BOOT_CMDLINE,
     CMDLINE,
@@ -45,12 +46,6 @@ OLD = "\tseq_puts(m, saved_command_line);\n"
 NEW = '\tseq_puts(m, "klpelf build: ");\n' + OLD
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"real-kernel tests cannot run: {reason}", pytrace=False)
-    pytest.skip(f"real-kernel tests: {reason}")
-
-
 def _run(cmd: list[str], cwd: Path) -> None:
     r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
     assert r.returncode == 0, f"{cmd}: {r.stderr[-2000:]}"
@@ -61,7 +56,7 @@ def _prepared_tree(spec: KernelSpec) -> Path:
     prepared it."""
     config = Path(f"/boot/config-{spec.release}")
     if not TARBALL.is_file() or not config.is_file():
-        _unavailable(f"needs {TARBALL} (apt-get install linux-source-6.1) and {config}")
+        unavailable(f"needs {TARBALL} (apt-get install linux-source-6.1) and {config}")
     st = TARBALL.stat()
     digest = hashlib.sha256(config.read_bytes()).hexdigest()
     stamp = f"{st.st_size}:{st.st_mtime_ns} {digest} {spec.release}\n"
@@ -84,11 +79,11 @@ def _prepared_tree(spec: KernelSpec) -> Path:
 def test_fix_built_by_klpelf_build_runs_in_the_kernel(tmp_path: Path) -> None:
     ok = [r for r in installed_releases() if r.startswith("6.1.")]
     if not ok:
-        _unavailable("no Linux 6.1 with image, modules and headers installed")
+        unavailable("no Linux 6.1 with image, modules and headers installed")
     spec = KernelSpec.installed(ok[-1])
     problems = host_problems() + spec.problems()
     if problems:
-        _unavailable("; ".join(problems))
+        unavailable("; ".join(problems))
     tree = _prepared_tree(spec)
     text = (tree / UNIT).read_text()
     assert OLD in text

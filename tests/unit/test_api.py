@@ -101,6 +101,7 @@ def _keys(typed_dict: type) -> set[str]:
                             j.RefusalJson]),
         ("klpelf.diff/1", [j.DiffJson, j.DiffItemJson, j.RenamedJson, j.DiffReferenceJson,
                            j.DiffExternJson, j.DiffKlpFuncJson]),
+        ("klpelf.build/1", [j.BuildJson, j.BuildUnitJson]),
     ],
 )  # fmt: skip
 def test_json_schemas_are_the_documented_ones(schema: str, types: list[type]) -> None:
@@ -123,7 +124,7 @@ def test_schemas_cover_every_typeddict() -> None:
               "ApplyModuleJson", "PlacedSectionJson", "WriteJson", "RefusalJson",
               "PatchJson", "PatchObjectJson", "PatchFuncJson", "PatchStateJson",
               "NewFuncJson", "DiffJson", "DiffItemJson", "RenamedJson", "DiffReferenceJson",
-              "DiffExternJson", "DiffKlpFuncJson"}  # fmt: skip
+              "DiffExternJson", "DiffKlpFuncJson", "BuildJson", "BuildUnitJson"}  # fmt: skip
     assert defined == listed
 
 

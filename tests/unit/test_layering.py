@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "operations": 3,
     "klp": 2,
     "objdiff": 2,
+    "kbuild": 2,  # a fix applied to copies, units compiled by kbuild (klpelf build)
     "symbols": 2,
     "arch": 2,
     "elf": 1,

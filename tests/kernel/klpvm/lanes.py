@@ -1,11 +1,12 @@
-"""The cross lanes: livepatch modules on real arm64 and ppc64le kernels built here.
+"""The cross lanes: livepatch modules on real kernels of other machines, built here
+(arm64 so far).
 
 Debian enables CONFIG_LIVEPATCH only in its amd64 kernels; its arm64 and ppc64el
 kernels have HAVE_LIVEPATCH with LIVEPATCH off (arm64 has HAVE_LIVEPATCH since v6.17,
 fd1e0fd71f65 "arm64: Implement HAVE_LIVEPATCH").  So each lane (:data:`LANES`) builds
 one from Debian's own sources: the ``linux-source-7.2`` package of sid (:data:`SOURCE`),
-configured with ``make allnoconfig`` and the lane's fragment (``arm64.config``,
-``ppc64le.config``: qemu's machine, LIVEPATCH and what it needs), compiled with
+configured with ``make allnoconfig`` and the lane's fragment (``<lane>.config``:
+qemu's machine, LIVEPATCH and what it needs), compiled with
 Debian's cross compiler, and booted under qemu (TCG) with the harness's busybox
 initramfs (a static busybox from Debian's ``busybox-static`` of the architecture).
 

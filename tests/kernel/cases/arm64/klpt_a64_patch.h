@@ -40,7 +40,7 @@ static struct klp_func vmlinux_funcs[] = {
 #endif
 
 #ifdef KLPT_TARGET
-/* the target module's name (the ppc64le lane's is klpt_p64_target) */
+/* the target module's name: a parameter, for a lane whose modules have other names */
 #ifndef KLPT_TARGET_OBJ
 #define KLPT_TARGET_OBJ klpt_a64_target
 #endif

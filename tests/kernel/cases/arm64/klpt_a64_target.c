@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
- * klpt_a64_target.c - the arm64 lane's target module (the ppc64le lane's too, as
- * klpt_p64_target): /proc/<module name> shows
+ * klpt_a64_target.c - the arm64 lane's target module: /proc/<module name> shows
  * klpt_target_show(), which a livepatch replaces; the replacement reads the static
  * klpt_target_secret and calls the static klpt_target_value() through klp symbols.
  */

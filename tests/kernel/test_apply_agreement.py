@@ -154,6 +154,7 @@ def test_a_far_call_goes_through_a_module_plt_slot(arm64_lane: LaneResult) -> No
         bases, kernel_bytes = _snapshot(res.directory, index)
         assert (abs(bases[".text"] - target) >= 1 << 27) == far, hex(bases[".text"])
         applied = apply(arm64_lane.modules[module], ks, bases=bases, objects=[])
+        assert applied.hazards == []  # vmlinux's slot is stored at load: no oops
         (call,) = [w for w in applied.writes if w.symbol.endswith("nr_processes,0")]
         assert call.type == "R_AARCH64_CALL26"
         insn = kernel_bytes[call.section][call.offset : call.offset + 4]
@@ -190,6 +191,11 @@ def test_a_late_plt_slot_oopses_the_arm64_kernel(arm64_lane: LaneResult) -> None
     applied = apply(arm64_lane.modules["klpt_a64_far_late"], ks, bases=bases,
                     objects=["klpt_a64_target"])  # fmt: skip
     (call,) = [w for w in applied.writes if w.symbol.endswith("klpt_target_value,0")]
+    # klpelf apply predicts the oops for that entry (at the kernel's addresses)
+    (hazard,) = applied.hazards
+    assert (hazard.object, hazard.rule) == ("klpt_a64_target", "arm64-late-plt-oops")
+    assert (hazard.rela_section, hazard.entry) == (call.rela_section, call.entry)
+    assert "the kernel oopses" in hazard.message
     section = next(s for s in applied.sections if s.name == call.section)
     insn = applied.contents[section.index][call.offset : call.offset + 4]
     assert _branch_target(bytes(insn), call.address) == address

@@ -98,7 +98,7 @@ def _keys(typed_dict: type) -> set[str]:
         ("klpelf.resolve/2", [j.ResolveJson, j.ResolveModuleJson, j.ResolveSymbolJson,
                               j.CandidateJson, j.KernelJson]),
         ("klpelf.apply/2", [j.ApplyJson, j.ApplyModuleJson, j.PlacedSectionJson, j.WriteJson,
-                            j.RefusalJson]),
+                            j.RefusalJson, j.HazardJson]),
         ("klpelf.diff/1", [j.DiffJson, j.DiffItemJson, j.RenamedJson, j.DiffReferenceJson,
                            j.DiffExternJson, j.DiffKlpFuncJson]),
         ("klpelf.build/1", [j.BuildJson, j.BuildUnitJson]),
@@ -121,7 +121,7 @@ def test_schemas_cover_every_typeddict() -> None:
               "ObjectJson", "OddityJson", "SectionRefJson", "CheckJson", "CheckResultJson",
               "DiagnosticJson", "RefJson", "ResolveJson", "ResolveModuleJson",
               "ResolveSymbolJson", "CandidateJson", "KernelJson", "ApplyJson", "FailedJson",
-              "ApplyModuleJson", "PlacedSectionJson", "WriteJson", "RefusalJson",
+              "ApplyModuleJson", "PlacedSectionJson", "WriteJson", "RefusalJson", "HazardJson",
               "PatchJson", "PatchObjectJson", "PatchFuncJson", "PatchStateJson",
               "NewFuncJson", "DiffJson", "DiffItemJson", "RenamedJson", "DiffReferenceJson",
               "DiffExternJson", "DiffKlpFuncJson", "BuildJson", "BuildUnitJson"}  # fmt: skip

@@ -287,20 +287,26 @@ def test_check_kernel_shows_the_overflow(
     )
 
 
+def _converted(tmp_path: Path, machine: str, asm: str) -> Path:
+    """``asm`` (with the module struct) assembled for ``machine``, then converted."""
+    (target,) = [t for t in TARGETS if t.name == machine]
+    obj = assemble(target, tmp_path / f"{machine}.o", asm + MODULE_STRUCT)
+    ko = tmp_path / f"{machine}.ko"
+    assert main(["convert", "-o", str(ko), str(obj)]) == 0
+    return ko
+
+
 def test_check_kernel_judges_no_range_at_assumed_addresses(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # s390x places modules next to the kernel's (randomised) text: at x86_64's module
     # area a PC32DBL to the kernel would seem out of range, so check does not judge it
-    (target,) = [t for t in TARGETS if t.name == "s390x"]
-    obj = assemble(target, tmp_path / "s.o", """
+    ko = _converted(tmp_path, "s390x", """
     .text
 f:  brasl %r14, ".klp.sym.vmlinux.foo,0"@PLT
     larl %r1, ".klp.sym.vmlinux.foo,0"
     br %r14
-""" + MODULE_STRUCT)  # fmt: skip
-    ko = tmp_path / "s.ko"
-    assert main(["convert", "-o", str(ko), str(obj)]) == 0
+""")  # fmt: skip
     k = tmp_path / "ks"
     k.write_text("000003ff81001000 T foo\n")
     capsys.readouterr()
@@ -310,6 +316,54 @@ f:  brasl %r14, ".klp.sym.vmlinux.foo,0"@PLT
     res = apply(ko, load_sources([str(k)]), bases={".text": 0x3FF_8000_1000})
     assert [w.type for w in res.writes] == ["R_390_PLT32DBL", "R_390_PC32DBL"]
     assert res.writes[1].value == (0x3FF_8100_1000 - (0x3FF_8000_1000 + 8) + 2) & (1 << 64) - 1
+
+
+def test_a_late_arm64_plt_slot_is_predicted_to_oops(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # arm64 v6.17+: module_emit_plt_entry() stores a slot into .plt with a plain store;
+    # for a module object's klp section (applied at enable or when the module loads) the
+    # .plt is read-only by then and the kernel oopses.  vmlinux's, applied at load: safe
+    ko = _converted(tmp_path, "aarch64", """
+    .text
+f:  bl ".klp.sym.vmlinux.foo,0"
+    bl ".klp.sym.mymod.g,0"
+    bl ".klp.sym.mymod.h,0"
+    ret
+    .section .plt,"ax"
+    .space 12
+    .section .init.plt,"ax"
+    .space 12
+""")  # fmt: skip
+    text = 0xFFFF_8000_7A00_0000
+    k = tmp_path / "ks"
+    # foo and g beyond +-128 MiB of the module's text, h within
+    k.write_text(f"ffff800090010000 T foo\nffff8000a0000000 t g\t[mymod]\n"
+                 f"{text + 0x10000:x} t h\t[mymod]\n")  # fmt: skip
+    ks = load_sources([str(k)])
+    res = apply(ko, ks, bases={".text": text}, version=KernelRelease(7, 2))
+    assert res.refusals == []
+    (h,) = res.hazards
+    where = ("mymod", ".klp.rela.mymod.text", 0, "arm64-late-plt-oops")
+    assert (h.object, h.rela_section, h.entry, h.rule) == where
+    assert "module_emit_plt_entry() stores the slot into the .plt of aarch64" in h.message
+    assert "the kernel oopses" in h.message and "klpelf's prediction" in h.message
+    # both far calls branch to a slot; the near one directly
+    plt = next(s for s in res.sections if s.name == ".plt")
+    calls = {w.symbol: (w.address + (w.value or 0)) & (1 << 64) - 1 for w in res.writes}
+    assert calls[".klp.sym.vmlinux.foo,0"] - plt.address in (0, 12)
+    assert calls[".klp.sym.mymod.g,0"] - plt.address in (0, 12)
+    assert calls[".klp.sym.mymod.h,0"] == text + 0x10000
+    # at klpelf's placement (no --base) it may happen; the text report says it
+    assert main(["apply", "--kernel-release", "7.2", str(ko), "-k", str(k)]) == 0
+    out = capsys.readouterr().out
+    assert "error: .klp.rela.mymod.text entry 0: R_AARCH64_CALL26 (283) for mymod needs" in out
+    assert "(at klpelf's assumed addresses): the kernel may oops" in out
+    # no module object far away: nothing predicted
+    k.write_text(f"ffff800090010000 T foo\n{text + 0x20000:x} t g\t[mymod]\n"
+                 f"{text + 0x10000:x} t h\t[mymod]\n")  # fmt: skip
+    res = apply(ko, load_sources([str(k)]), bases={".text": text}, version=KernelRelease(7, 2))
+    assert res.hazards == [] and res.refusals == []
 
 
 # --- --flatten: a module objdump reads ------------------------------------------------------

@@ -285,6 +285,10 @@ class Arch(NamedTuple):
     #: the module -> section index -> its header after module_frob_arch_sections();
     #: None: the machine changes no section the layout depends on (as modelled)
     frob_sections: Callable[[ElfFile], Mapping[int, SectionFrob]] | None = None
+    #: (module name, object, facts, addresses assumed) -> (entry, rule, klpelf's message) for
+    #: what the kernel does wrong when it applies a klp section of a module object after
+    #: the module is formed (arm64: the PLT slot's store oopses); None: nothing known
+    late_hazards: Callable[[str, str, WriteFacts, bool], list[tuple[int, str, str]]] | None = None
 
     def refusal_is_logged(self, facts: WriteFacts) -> bool:
         """Whether the kernel prints :attr:`refusal`'s message for the stop in ``facts``."""

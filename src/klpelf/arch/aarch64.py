@@ -346,7 +346,7 @@ class PltState:
     """What the twin keeps across the sections of one module
     (``layout.arch_state["aarch64"]``)."""
 
-    __slots__ = ("core", "counts", "erratum_843419", "exhausted", "init")
+    __slots__ = ("core", "counts", "erratum_843419", "exhausted", "init", "stores")
 
     def __init__(self, core: int | None, init: int | None, *, erratum_843419: bool = False) -> None:
         self.core, self.init = PltSection(core), PltSection(init)
@@ -356,6 +356,8 @@ class PltState:
         self.exhausted = False
         #: the loading CPU needs the ARM64_WORKAROUND_843419 (Cortex-A53)
         self.erratum_843419 = erratum_843419
+        #: the stores into a PLT section so far (a reused slot is stored too)
+        self.stores = 0
 
     def forbidden(self, place: int) -> bool:
         """is_forbidden_offset_for_adrp()."""
@@ -382,6 +384,7 @@ class PltState:
         at = sec.address + i * _PLT_ENTRY
         entry = plt_entry(val, at)
         sec.written[i] = entry  # stored before the duplicate check, as the kernel does
+        self.stores += 1
         if j >= 0 and j in sec.entries:
             prev_at = sec.address + j * _PLT_ENTRY
             if _same_target(entry, at, sec.entries[j], prev_at):
@@ -410,6 +413,7 @@ class PltState:
         br = _gen_branch(at + 8, place + 4)
         sec.entries[i] = plt_entry(val, at, rd)[:8] + br.to_bytes(4, "little")
         sec.written[i] = sec.entries[i]
+        self.stores += 1
         return at
 
 
@@ -537,13 +541,17 @@ def walk_order(relocs: RelocationTable, elf: ElfFile | None) -> list[int]:
 
 class Aarch64Facts(WriteFacts):
     """:class:`WriteFacts` with the ``val`` the kernel prints when it stops (S + A,
-    or the PLT slot's address)."""
+    or the PLT slot's address), and the entries that stored a PLT slot."""
 
-    __slots__ = ("kernel_val",)
+    __slots__ = ("kernel_val", "plt_stores")
 
-    def __init__(self, *args: object, kernel_val: int | None = None, **kwargs: object) -> None:
+    def __init__(self, *args: object, kernel_val: int | None = None,
+                 plt_stores: tuple[int, ...] = (), **kwargs: object) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.kernel_val = kernel_val
+        #: the entries (file order) for which module_emit_plt_entry() or
+        #: module_emit_veneer_for_adrp() stored a slot into .plt / .init.plt
+        self.plt_stores = plt_stores
 
 
 def write_relocate_add(
@@ -583,6 +591,7 @@ def write_relocate_add(
     tsec = getattr(relocs, "target", None)
     if tsec is not None:
         init_target = tsec.name.startswith(".init")
+    plt_stores: list[int] = []
     for k in order:
         o = _OPS.get(types[k])
         if o is None:
@@ -600,9 +609,12 @@ def write_relocate_add(
             continue
         place = address + off
         val = (s + addends[k]) & _U64
+        stores = plt_state(layout).stores if layout is not None else 0
         ovf, written = _apply_one(
             o, target, off, place, val, layout=layout, init_target=init_target
         )
+        if layout is not None and plt_state(layout).stores != stores:
+            plt_stores.append(k)
         if written is None:  # a PLT slot was needed: its section is not known, or full
             if layout is not None and plt_state(layout).exhausted:
                 stop, reason = k, "plt-full"
@@ -619,7 +631,8 @@ def write_relocate_add(
     return Aarch64Facts(offsets[:rows], types[:rows], widths[:rows], [False] * rows,
                         values=values[:rows] if known_values else None,
                         overflow=overflow[:rows] if known_values else None,
-                        stop=stop, reason=reason, kernel_val=kernel_val)  # fmt: skip
+                        stop=stop, reason=reason, kernel_val=kernel_val,
+                        plt_stores=tuple(sorted(plt_stores)))  # fmt: skip
 
 
 def _apply_one(o: _Op, target: bytearray, off: int, place: int, val: int, *,
@@ -696,6 +709,43 @@ def overflow_message(module: str, r_type: int, val: int | None) -> str:
     return f"module {module}: overflow in relocation type {r_type} val {shown}"
 
 
+#: the rule of :func:`late_plt_oops`
+LATE_PLT_RULE = "arm64-late-plt-oops"
+
+
+def late_plt_oops(module: str, objname: str, facts: WriteFacts,
+                  assumed: bool) -> list[tuple[int, str, str]]:  # fmt: skip
+    """klpelf's prediction of a kernel bug (no message of the kernel's: an oops) for a
+    klp relocation section of a module object, applied once ``module`` is formed: at
+    enable (klp_init_object_loaded()) or when ``objname`` loads (klp_module_coming()),
+    after complete_formation() made the module's text, its .plt with it, read-only.
+    The place is written through aarch64_insn_copy() (the v6.17-era text-poke rework of
+    module.c), but module_emit_plt_entry() and module_emit_veneer_for_adrp()
+    (module-plts.c) store the slot with a plain store: a write fault in
+    module_emit_plt_entry(), and the loading task dies (read in 7.2; arm64 has
+    livepatch since v6.17, fd1e0fd71f65).  vmlinux's sections are applied at load,
+    before complete_formation(): safe.  (entry, rule, message) per entry that stores a slot,
+    the first one only: the kernel dies there.  ``assumed``: the addresses are
+    klpelf's placement, so the slot may not be needed."""
+    stores = getattr(facts, "plt_stores", ())
+    if not stores:
+        return []
+    k = stores[0]
+    r_type = facts.types[k]
+    helper = ("module_emit_veneer_for_adrp()" if r_type in (R_AARCH64_ADR_PREL_PG_HI21,
+              R_AARCH64_ADR_PREL_PG_HI21_NC) else "module_emit_plt_entry()")  # fmt: skip
+    verb = "may oops" if assumed else "oopses"
+    cond = " (at klpelf's assumed addresses)" if assumed else ""
+    what = f"{_NAMES[r_type]} ({r_type}) for {objname}"
+    return [(k, LATE_PLT_RULE, f"{what} needs a module PLT slot{cond}: the kernel {verb} "
+                f"when it applies it, at enable if {objname} is loaded "
+                f"(klp_init_object_loaded()) or when {objname} loads (klp_module_coming()): "
+                f"{helper} stores the slot into the .plt of {module}, read-only since "
+                "complete_formation() (\"Unable to handle kernel write to read-only "
+                "memory\"), and the loading task dies; klpelf's prediction of a kernel bug "
+                "(arm64, v6.17+)")]  # fmt: skip
+
+
 def refusal_logged(facts: WriteFacts) -> bool:
     """Whether the kernel prints a message for the stop: not for a PLT with no slot left
     (a WARN_ON's stack trace only)."""
@@ -737,4 +787,5 @@ ARCH = Arch(
     frob_sections=frob_sections,
     dmesg_prefix=PR_FMT,
     refusal_logged=refusal_logged,
+    late_hazards=late_plt_oops,
 )

@@ -22,7 +22,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from klpelf._record import FrozenRecord
-from klpelf.arch import Arch, Message, arch_for, message_lines, not_modelled_message
+from klpelf.arch import (
+    Arch,
+    Message,
+    WriteFacts,
+    arch_for,
+    message_lines,
+    not_modelled_message,
+)
 from klpelf.elf.arrays import use_vector
 from klpelf.elf.constants import SHF, SHN, SHT
 from klpelf.elf.file import ElfFile, Section
@@ -53,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SCHEMA",
     "AppliedModule",
+    "Hazard",
     "Refusal",
     "SectionBytes",
     "Write",
@@ -97,18 +105,30 @@ class Refusal(NamedTuple):
     message: Message
 
 
+class Hazard(NamedTuple):
+    """What the kernel does wrong applying a klp section it accepts: klpelf's
+    prediction of a kernel bug (arm64: a late PLT slot oopses), not a kernel message."""
+
+    object: str
+    rela_section: str
+    entry: int
+    rule: str
+    message: str
+
+
 class AppliedModule(FrozenRecord):
     """What :func:`apply` found for one module."""
 
     _fields = ("path", "name", "machine", "release", "sections", "writes", "refusals",
-               "skipped", "contents", "assumed")  # fmt: skip
-    __slots__ = ("_log", "_writes", "assumed", "contents", "machine", "name", "path",
-                 "refusals", "release", "sections", "skipped")  # fmt: skip
+               "skipped", "contents", "assumed", "hazards")  # fmt: skip
+    __slots__ = ("_log", "_writes", "assumed", "contents", "hazards", "machine", "name",
+                 "path", "refusals", "release", "sections", "skipped")  # fmt: skip
 
     def __init__(self, path: str, name: str, machine: str, release: KernelRelease, *,
                  sections: list[PlacedSection], writes: list[Write] | WriteLog,
                  refusals: list[Refusal], skipped: list[str],
-                 contents: SectionBytes, assumed: bool = False) -> None:  # fmt: skip
+                 contents: SectionBytes, assumed: bool = False,
+                 hazards: list[Hazard] | None = None) -> None:  # fmt: skip
         self.path: Final = path
         self.name: Final = name
         self.machine: Final = machine
@@ -127,6 +147,8 @@ class AppliedModule(FrozenRecord):
         self.contents: Final = contents
         #: no section address was given: every address is klpelf's placement
         self.assumed: Final = assumed
+        #: what the kernel does wrong in sections it applies (klpelf's predictions)
+        self.hazards: Final = hazards if hazards is not None else []
 
     @property
     def writes(self) -> list[Write]:
@@ -159,6 +181,9 @@ class AppliedModule(FrozenRecord):
                           "entry": r.entry, "rule": r.rule,
                           "message": "\n".join(message_lines(r.message))}
                          for r in self.refusals],
+            "hazards": [{"object": h.object, "rela_section": h.rela_section,
+                         "entry": h.entry, "rule": h.rule, "message": h.message}
+                        for h in self.hazards],
             "skipped_objects": self.skipped,
             "addresses_assumed": self.assumed,
         }  # fmt: skip
@@ -172,6 +197,8 @@ class AppliedModule(FrozenRecord):
         # one line per line of the kernel's message (x86's overflow prints two)
         lines += [f"  error: {r.rela_section} entry {r.entry}: {line}"
                   for r in self.refusals for line in message_lines(r.message)]  # fmt: skip
+        lines += [f"  error: {h.rela_section} entry {h.entry}: {h.message}"
+                  for h in self.hazards]  # fmt: skip
         lines += [f"  note: {o}: not in the kernel symbols given, its klp relocations are "
                   "applied when it loads" for o in self.skipped]  # fmt: skip
         if self.assumed and self.sections:
@@ -302,7 +329,8 @@ class _Walk:
 
     def __init__(self, elf: ElfFile, arch: Arch, release: KernelRelease, name: str, *,
                  addresses: Mapping[int, int], values: list[int | None] | None = None,
-                 columns: SymbolColumns | None = None) -> None:  # fmt: skip
+                 columns: SymbolColumns | None = None,
+                 assumed: bool = False) -> None:  # fmt: skip
         """``values`` (:func:`~klpelf.klp.layout.symbol_values`) or ``columns`` (the
         same as arrays, :func:`~klpelf.klp.layout.symbol_value_arrays`): the other is
         made from it when needed."""
@@ -317,6 +345,9 @@ class _Walk:
         assert tab is not None
         self.log = WriteLog(arch=arch, symtab=tab)
         self.refusals: list[Refusal] = []
+        self.hazards: list[Hazard] = []
+        #: the addresses are klpelf's placement (no --base)
+        self.assumed = assumed
         self.layout = ModuleLayout(elf, addresses)
 
     def section(self, sec: Section, objname: str | None) -> bool:
@@ -352,12 +383,22 @@ class _Walk:
                       base + facts.offsets[i])
                 for i in range(len(facts)) if facts.widths[i] and i != facts.stop
             ])  # fmt: skip
+            self._hazards(sec, objname, facts)
         if facts.stop is None:
             return True
         place[:] = before  # the kernel stops: what this section wrote stays unknown here
         rule, message = self.arch.refusal(self.release, self.name, sec.index, facts)
         self.refusals.append(Refusal(objname or "", sec.name, facts.stop, rule, message))
         return False
+
+    def _hazards(self, sec: Section, objname: str, facts: WriteFacts) -> None:
+        # applied after the module is formed: a module object's section, or vmlinux's
+        # before v5.8 (applied at enable then)
+        late = objname != "vmlinux" or not self.release.vmlinux_relocs_at_load
+        if late and self.arch.late_hazards is not None:
+            for entry, rule, message in self.arch.late_hazards(self.name, objname, facts,
+                                                               self.assumed):  # fmt: skip
+                self.hazards.append(Hazard(objname, sec.name, entry, rule, message))
 
     def _vector(self, relocs: RelocationTable, place: bytearray,
                 address: int) -> VectorWrites | None:  # fmt: skip
@@ -414,16 +455,19 @@ def apply(module: ModuleSource, kernel: KernelSymbols, *,
         addresses = {s.index: s.address for s in placed}
         if arch.vector_relocate_add is not None and use_vector(elf):
             columns = symbol_value_arrays(elf, kernel, version, addresses, module=mod)
-            walk = _Walk(elf, arch, version, mod.name, addresses=addresses, columns=columns)
+            walk = _Walk(elf, arch, version, mod.name, addresses=addresses, columns=columns,
+                         assumed=not bases)  # fmt: skip
         else:
             values = symbol_values(elf, kernel, version, addresses, module=mod)
-            walk = _Walk(elf, arch, version, mod.name, addresses=addresses, values=values)
+            walk = _Walk(elf, arch, version, mod.name, addresses=addresses, values=values,
+                         assumed=not bases)  # fmt: skip
         skipped = _apply_all(walk, mod.sections, kernel, objects)
         if arch.write_tables is not None:
             arch.write_tables(walk.layout, walk.contents)
     return AppliedModule(elf.path or "", mod.name, elf.machine_name, version, sections=placed,
                          writes=walk.log, refusals=walk.refusals, skipped=skipped,
-                         contents=walk.contents, assumed=not bases)  # fmt: skip
+                         contents=walk.contents, assumed=not bases,
+                         hazards=walk.hazards)  # fmt: skip
 
 
 def _apply_all(walk: _Walk, klp_sections: Sequence[KlpRelaSection], kernel: KernelSymbols,

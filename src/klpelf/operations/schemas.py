@@ -287,6 +287,14 @@ class RefusalJson(TypedDict):
     message: str
 
 
+class HazardJson(TypedDict):
+    object: str
+    rela_section: str
+    entry: int
+    rule: str
+    message: str
+
+
 class ApplyModuleJson(TypedDict):
     path: str
     name: str
@@ -295,6 +303,7 @@ class ApplyModuleJson(TypedDict):
     sections: list[PlacedSectionJson]
     writes: list[WriteJson]
     refusals: list[RefusalJson]
+    hazards: list[HazardJson]
     skipped_objects: list[str]
     addresses_assumed: bool
 

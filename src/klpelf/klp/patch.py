@@ -384,6 +384,10 @@ def _kpatch(r: _Reader) -> list[KlpPatch]:
     # objname }: three pointers per entry (new_addr, name, objname)
     n = len(ptrs) // 3
     stride = len(sec.data) // n if n and len(sec.data) % n == 0 and len(ptrs) % 3 == 0 else None
+    if stride is not None and stride < 6 * w:
+        # shorter than the four words and two pointers every kpatch_patch_func has
+        # (a section's bytes fewer than its relocations, as only a broken file has)
+        stride = None
     objects: dict[str, KlpObjectDecl] = {}
     if stride is None:
         notes.append(f"{KPATCH_FUNCS}: {len(ptrs)} pointers in {len(sec.data)} bytes "
